@@ -1,0 +1,3 @@
+from rustbill.cli import main
+
+main()

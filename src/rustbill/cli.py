@@ -1,0 +1,197 @@
+"""The ``rustbill`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from .config import Settings, load_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="RustBill IntegrationService", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
+)
+user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+token_app = typer.Typer(help="Mint and revoke JWT access tokens.", no_args_is_help=True)
+apikey_app = typer.Typer(help="Mint and revoke API keys.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+app.add_typer(apikey_app, name="apikey")
+
+
+class _State:
+    config: Path | None = None
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings(_State.config)
+    except (FileNotFoundError, ValueError, ValidationError) as exc:
+        typer.echo(f"error: invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Python warnings (e.g. from a plugin) go to the log, not to stderr in another format.
+    logging.captureWarnings(True)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+@app.callback()
+def _main(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="TOML configuration file (default: $RUSTBILL_CONFIG).", show_default=False),
+    ] = None,
+) -> None:
+    env = os.environ.get("RUSTBILL_CONFIG")
+    _State.config = config or (Path(env) if env else None)
+
+
+def _run(coro_fn: Any) -> Any:
+    """Run a coroutine with a migrated database; domain errors print as one line, exit 1."""
+    from .db import Database
+    from .errors import RustBillError
+
+    settings = _settings()
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+
+    async def go() -> Any:
+        db = Database.from_settings(settings)
+        try:
+            await db.migrate()
+            return await coro_fn(db, settings)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(go())
+    except RustBillError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        typer.echo(f"error: database unreachable: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _auth(db: Any, settings: Settings) -> Any:
+    from .auth import AuthService
+
+    return AuthService(db, settings)
+
+
+@app.command()
+def serve() -> None:
+    """Run the gRPC server (migrates the database and scans the plugins folder first)."""
+    from .server import serve as run_server
+
+    settings = _settings()
+    _setup_logging(settings.log.level)
+    run_server(settings)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations and exit."""
+
+    async def go(db: Any, settings: Settings) -> None:
+        typer.echo("database is up to date")
+
+    _run(go)
+
+
+@user_app.command("create")
+def user_create(
+    name: str,
+    role: Annotated[str, typer.Option("--role", help="admin or customer")] = "customer",
+    password: Annotated[str | None, typer.Option("--password", help="optional login password")] = None,
+) -> None:
+    """Create a user."""
+
+    async def go(db: Any, settings: Settings) -> None:
+        user = await _auth(db, settings).create_user(name, role, password=password)
+        typer.echo(f"created {user.role} user {user.username} ({user.id})")
+
+    _run(go)
+
+
+@user_app.command("disable")
+def user_disable(name: str) -> None:
+    """Disable a user: all their tokens and API keys stop working."""
+
+    async def go(db: Any, settings: Settings) -> None:
+        await _auth(db, settings).set_user_active(name, False)
+        typer.echo(f"disabled user {name}")
+
+    _run(go)
+
+
+@user_app.command("enable")
+def user_enable(name: str) -> None:
+    """Enable a disabled user again."""
+
+    async def go(db: Any, settings: Settings) -> None:
+        await _auth(db, settings).set_user_active(name, True)
+        typer.echo(f"enabled user {name}")
+
+    _run(go)
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[str, typer.Option("--user", help="user name")],
+    ttl: Annotated[int | None, typer.Option("--ttl", help="lifetime in seconds (default jwt.ttl_seconds)")] = None,
+) -> None:
+    """Print a new access token for USER (only the token, for scripts)."""
+
+    async def go(db: Any, settings: Settings) -> str:
+        return await _auth(db, settings).create_token(user, ttl)  # type: ignore[no-any-return]
+
+    typer.echo(_run(go))
+
+
+@token_app.command("revoke")
+def token_revoke(user: Annotated[str, typer.Option("--user", help="user name")]) -> None:
+    """Revoke every token issued to USER so far."""
+
+    async def go(db: Any, settings: Settings) -> None:
+        await _auth(db, settings).revoke_tokens(user)
+        typer.echo(f"revoked all tokens of {user} (servers stop accepting them within auth.cache_seconds)")
+
+    _run(go)
+
+
+@apikey_app.command("create")
+def apikey_create(
+    user: Annotated[str, typer.Option("--user", help="user name")],
+    name: Annotated[str, typer.Option("--name", help="a note on what the key is for")] = "",
+) -> None:
+    """Print a new API key for USER (only the key; it is stored hashed and cannot be shown again)."""
+
+    async def go(db: Any, settings: Settings) -> str:
+        return await _auth(db, settings).create_api_key(user, name)  # type: ignore[no-any-return]
+
+    typer.echo(_run(go))
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(prefix: str) -> None:
+    """Revoke the API key with PREFIX (the 8 characters after ``rbk_``)."""
+
+    async def go(db: Any, settings: Settings) -> None:
+        await _auth(db, settings).revoke_api_key(prefix)
+        typer.echo(f"revoked API key {prefix}")
+
+    _run(go)
+
+
+def main() -> None:
+    app(prog_name="rustbill")

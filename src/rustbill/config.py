@@ -1,0 +1,163 @@
+"""Settings: one object built at the entry point from defaults, a TOML file and ``RUSTBILL_*``.
+
+Precedence, highest first: environment variables (``RUSTBILL_<SECTION>__<KEY>``, e.g.
+``RUSTBILL_DB__URL``), the TOML file given with ``--config`` (or ``RUSTBILL_CONFIG``), defaults.
+Every key is documented in ``config.example.toml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["Settings", "async_db_url", "load_settings"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    listen: str = "127.0.0.1:50051"
+    grace_seconds: float = Field(10.0, ge=0)
+    restart_mode: Literal["reexec", "exit"] = "reexec"
+    uvloop: bool = True
+    max_concurrent_rpcs: int | None = Field(None, ge=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"server.listen must be HOST:PORT, got {v!r}")
+        return v
+
+
+class DbSettings(_Section):
+    # Empty: an SQLite file ``rustbill.db`` in the data folder.
+    url: str = ""
+    echo: bool = False
+    pool_size: int = Field(10, ge=1)
+
+
+class JwtSettings(_Section):
+    # Empty: a random secret is generated on first start and kept in the database.
+    secret: str = ""
+    ttl_seconds: int = Field(86400, ge=1)
+    issuer: str = "rustbill"
+
+
+class AuthSettings(_Section):
+    # How long a verified credential is trusted before the database is asked again
+    # (revocations take effect within this time). 0 checks the database on every call.
+    cache_seconds: float = Field(2.0, ge=0)
+
+
+class BootstrapSettings(_Section):
+    admin_username: str = "admin"
+    # Empty: a random password is generated on first start and printed once.
+    admin_password: str = ""
+
+
+class PluginSettings(_Section):
+    dir: Path = Path("./plugins")
+    rescan_seconds: float = Field(2.0, gt=0)
+    call_timeout_seconds: float = Field(30.0, gt=0)
+    # Per-function overrides of call_timeout_seconds, e.g. {create_instance = 300}.
+    timeouts: dict[str, float] = Field(default_factory=dict)
+    import_timeout_seconds: float = Field(10.0, gt=0)
+    # Threads for plugin functions written with plain ``def``.
+    max_threads: int = Field(64, ge=1)
+    health_interval_seconds: float = Field(300.0, ge=0)
+    health_concurrency: int = Field(32, ge=1)
+
+
+class DataSettings(_Section):
+    dir: Path = Path("./data")
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    """All settings of a RustBill IntegrationService process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RUSTBILL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    db: DbSettings = Field(default_factory=DbSettings)
+    jwt: JwtSettings = Field(default_factory=JwtSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
+    plugins: PluginSettings = Field(default_factory=PluginSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @property
+    def database_url(self) -> str:
+        """The database URL as the user wrote it (or the default SQLite file)."""
+        if self.db.url:
+            return self.db.url
+        return f"sqlite:///{(self.data.dir / 'rustbill.db').resolve()}"
+
+    def timeout_for(self, function: str) -> float:
+        return self.plugins.timeouts.get(function, self.plugins.call_timeout_seconds)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from defaults, ``config_file`` (TOML) and the environment."""
+    if config_file is None:
+        return Settings(**overrides)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"configuration file not found: {config_file}")
+    bound = type(
+        "FileSettings",
+        (Settings,),
+        {"model_config": SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})},
+    )
+    return bound(**overrides)
+
+
+def async_db_url(url: str) -> str:
+    """Map a plain database URL to its async SQLAlchemy driver.
+
+    ``sqlite:///x.db`` → ``sqlite+aiosqlite:///x.db``; ``postgresql://`` or ``postgres://`` →
+    ``postgresql+asyncpg://``. URLs that already name a driver are kept.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"db.url is not a URL: {url!r}")
+    base = scheme.split("+", 1)[0]
+    if base == "sqlite":
+        return f"sqlite+aiosqlite://{rest}" if "+" not in scheme else url
+    if base in ("postgresql", "postgres"):
+        return f"postgresql+asyncpg://{rest}" if "+" not in scheme else url
+    raise ValueError(f"db.url: unsupported database {scheme!r} (use sqlite:/// or postgresql://)")

@@ -1,0 +1,196 @@
+"""Tables. Uniqueness rules live here as database constraints, not only as Python checks."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ..ids import new_id, utcnow
+
+__all__ = [
+    "PLUGIN_TYPES",
+    "ApiKey",
+    "Base",
+    "Instance",
+    "Plugin",
+    "PluginInterface",
+    "Product",
+    "Setting",
+    "User",
+]
+
+PLUGIN_TYPES = ("first_party_provider", "upstream_provider", "gateway", "notifier")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Plugin(Base):
+    """A plugin definition: one script in the plugins folder (``plugins/<plugin_id>.py``)."""
+
+    __tablename__ = "plugins"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    plugin_type: Mapped[str] = mapped_column(String(32))
+    plugin_id: Mapped[str] = mapped_column(String(128), unique=True)
+    has_admin_page: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[str] = mapped_column(String(64), default="0.0.0")
+    # sha256 of the file content last scanned; a changed file changes it.
+    content_hash: Mapped[str] = mapped_column(String(64))
+    # False while the file is missing from the folder (the row is kept for its interfaces).
+    file_present: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class PluginInterface(Base):
+    """A configured, named instance of a plugin definition."""
+
+    __tablename__ = "plugin_interfaces"
+    __table_args__ = (
+        UniqueConstraint("plugin_def_id", "display_name"),
+        Index("ix_plugin_interfaces_type_enabled", "plugin_type", "enabled"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    plugin_def_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("plugins.id", ondelete="RESTRICT"))
+    plugin_type: Mapped[str] = mapped_column(String(32))
+    plugin_id: Mapped[str] = mapped_column(String(128))
+    display_name: Mapped[str] = mapped_column(String(200))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    config_json: Mapped[str] = mapped_column(Text)
+    config_schema: Mapped[str] = mapped_column(Text)
+    is_healthy: Mapped[bool] = mapped_column(Boolean, default=False)
+    health_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_check_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    has_admin_page: Mapped[bool] = mapped_column(Boolean, default=False)
+    plugin_version: Mapped[str] = mapped_column(String(64), default="0.0.0")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Product(Base):
+    """A product synced from a provider interface (unique per interface and upstream id)."""
+
+    __tablename__ = "products"
+    __table_args__ = (UniqueConstraint("interface_id", "upstream_product_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    interface_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("plugin_interfaces.id", ondelete="CASCADE"))
+    upstream_product_id: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str] = mapped_column(Text, default="")
+    price: Mapped[Decimal] = mapped_column(Numeric(20, 8))
+    currency: Mapped[str] = mapped_column(String(8), default="")
+    group_id: Mapped[str] = mapped_column(String(200), default="")
+    specs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    billing_cycles: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Instance(Base):
+    """A local instance linked to a provider interface (one per provider instance id)."""
+
+    __tablename__ = "instances"
+    __table_args__ = (
+        UniqueConstraint("interface_id", "provider_instance_id"),
+        UniqueConstraint("interface_id", "idempotency_key"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    interface_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("plugin_interfaces.id", ondelete="RESTRICT"))
+    # NULL while the provider is being asked to open it (status "provisioning").
+    provider_instance_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[str] = mapped_column(String(64), default="")
+    ip_address: Mapped[str] = mapped_column(String(64), default="")
+    server_spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # "created" (opened through CreateUpstreamInstance) or "imported".
+    origin: Mapped[str] = mapped_column(String(16))
+    customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    # The caller's ``idempotency-key`` of CreateUpstreamInstance: a retry returns this instance.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Tokens issued before this moment are refused ("rustbill token revoke").
+    tokens_valid_after: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    key_prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    # sha256 hex of the whole key; keys are random (256 bits), so no slow hash is needed.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Setting(Base):
+    """Server-wide values generated once and shared by every process (e.g. the JWT secret)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

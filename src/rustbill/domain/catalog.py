@@ -1,0 +1,322 @@
+"""Plugin definitions and interfaces: the admin's catalog of what is installed and configured."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema.exceptions import ValidationError
+from jsonschema.validators import validator_for
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from ..db import Database, Instance, Plugin, PluginInterface
+from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from ..ids import utcnow
+from ..plugins import PluginRegistry, PluginRuntime
+from ..plugins.contract import PLUGIN_TYPES, PROVIDER_TYPES, ShapeError, check_spec_template
+
+__all__ = ["Catalog", "ProviderEntry", "validate_config"]
+
+log = logging.getLogger(__name__)
+
+MAX_NAME = 200
+MAX_CONFIG_BYTES = 256 * 1024
+# A listing that contains a provider whose spec_template failed is recomputed after this long.
+_DEGRADED_LISTING_TTL = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEntry:
+    interface_id: uuid.UUID
+    name: str
+    provider_type: str  # "first_party" / "upstream"
+    is_healthy: bool
+    spec_template: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEntry:
+    interface_id: uuid.UUID
+    name: str
+    is_healthy: bool
+
+
+def check_plugin_type(plugin_type: str | None) -> str | None:
+    if plugin_type is None or plugin_type == "":
+        return None
+    if plugin_type not in PLUGIN_TYPES:
+        raise InvalidArgument(f"plugin_type must be one of {', '.join(PLUGIN_TYPES)}; got {plugin_type!r}")
+    return plugin_type
+
+
+def validate_config(config_json: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """Parse and validate an interface's config; errors name the offending field."""
+    if len(config_json.encode()) > MAX_CONFIG_BYTES:
+        raise InvalidArgument(f"config_json is larger than {MAX_CONFIG_BYTES // 1024} KiB")
+    text = config_json.strip() or "{}"
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"config_json is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise InvalidArgument(f"config_json must be a JSON object, not {type(config).__name__}")
+    validator = validator_for(schema)(schema)
+    error = _first_error(validator, config)
+    if error is not None:
+        where = "config_json" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        message = error.message
+        if error.validator == "required" and isinstance(error.validator_value, list):
+            missing = [k for k in error.validator_value if isinstance(error.instance, dict) and k not in error.instance]
+            if missing:
+                where = f"{where}.{missing[0]}"
+                message = "is required"
+        if _is_secret(schema, error):
+            message = f"fails {error.validator!r} ({error.validator_value!r})"
+        raise InvalidArgument(f"{where}: {message}")
+    return config
+
+
+def _first_error(validator: Any, config: dict[str, Any]) -> ValidationError | None:
+    from jsonschema.exceptions import best_match
+
+    return best_match(validator.iter_errors(config))
+
+
+def _is_secret(schema: dict[str, Any], error: ValidationError) -> bool:
+    """Whether the failing value sits in a secret field (then its value must not be echoed)."""
+    node: Any = schema
+    for part in error.absolute_path:
+        if not isinstance(node, dict):
+            return False
+        node = (node.get("properties") or {}).get(part, {}) if isinstance(part, str) else node.get("items", {})
+    return isinstance(node, dict) and (node.get("format") == "password" or node.get("writeOnly") is True)
+
+
+class Catalog:
+    """Plugin definitions, interfaces and the enabled-by-type listings."""
+
+    def __init__(self, db: Database, registry: PluginRegistry, runtime: PluginRuntime) -> None:
+        self._db = db
+        self._registry = registry
+        self._runtime = runtime
+        self._listings: dict[str, tuple[float, Any]] = {}
+        self._publish: Callable[[uuid.UUID], None] = lambda _id: None
+        runtime.on_evict(lambda _id: self._listings.clear())
+        registry.subscribe(lambda _pid: self._listings.clear())
+
+    def set_publisher(self, publish: Callable[[uuid.UUID], None]) -> None:
+        """Tell other processes that an interface changed (PostgreSQL NOTIFY)."""
+        self._publish = publish
+
+    def health_changed(self, interface_id: uuid.UUID) -> None:
+        self._listings.clear()
+        self._publish(interface_id)
+
+    def interface_changed(self, interface_id: uuid.UUID) -> None:
+        self._runtime.evict(interface_id)
+        self._listings.clear()
+        self._publish(interface_id)
+
+    # ---- plugin definitions ----
+
+    async def list_plugins(self, plugin_type: str | None) -> list[Plugin]:
+        plugin_type = check_plugin_type(plugin_type)
+        q = select(Plugin).order_by(Plugin.plugin_id)
+        if plugin_type:
+            q = q.where(Plugin.plugin_type == plugin_type)
+        async with self._db.read() as s:
+            return list((await s.execute(q)).scalars())
+
+    async def get_plugin(self, plugin_def_id: uuid.UUID) -> Plugin:
+        async with self._db.read() as s:
+            row = await s.get(Plugin, plugin_def_id)
+        if row is None:
+            raise NotFound(f"plugin definition {plugin_def_id} not found")
+        return row
+
+    # ---- interfaces ----
+
+    async def list_interfaces(self, plugin_type: str | None) -> list[PluginInterface]:
+        plugin_type = check_plugin_type(plugin_type)
+        q = select(PluginInterface).order_by(PluginInterface.created_at, PluginInterface.id)
+        if plugin_type:
+            q = q.where(PluginInterface.plugin_type == plugin_type)
+        async with self._db.read() as s:
+            return list((await s.execute(q)).scalars())
+
+    async def get_interface(self, interface_id: uuid.UUID) -> PluginInterface:
+        async with self._db.read() as s:
+            row = await s.get(PluginInterface, interface_id)
+        if row is None:
+            raise NotFound(f"interface {interface_id} not found")
+        return row
+
+    async def create_interface(self, plugin_def_id: uuid.UUID, display_name: str, config_json: str) -> PluginInterface:
+        name = _check_name(display_name)
+        plugin_row = await self.get_plugin(plugin_def_id)
+        loaded = self._registry.get(plugin_row.plugin_id)
+        if loaded is None or not plugin_row.file_present:
+            raise FailedPrecondition(
+                f"plugin {plugin_row.plugin_id!r} is not loaded (its file is missing or broken); "
+                "fix the file in the plugins folder first"
+            )
+        config = validate_config(config_json, loaded.config_schema)
+        now = utcnow()
+        row = PluginInterface(
+            plugin_def_id=plugin_row.id,
+            plugin_type=plugin_row.plugin_type,
+            plugin_id=plugin_row.plugin_id,
+            display_name=name,
+            enabled=True,
+            config_json=json.dumps(config, ensure_ascii=False),
+            config_schema=json.dumps(loaded.config_schema, ensure_ascii=False),
+            is_healthy=False,
+            has_admin_page=loaded.has_admin_page,
+            plugin_version=loaded.version,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self._db.write() as s:
+                s.add(row)
+        except IntegrityError:
+            # The plugin row may also have vanished in between; tell which.
+            async with self._db.read() as s:
+                if await s.get(Plugin, plugin_def_id) is None:
+                    raise NotFound(f"plugin definition {plugin_def_id} not found") from None
+            raise AlreadyExists(
+                f"an interface named {name!r} already exists for plugin {plugin_row.plugin_id!r}"
+            ) from None
+        self._listings.clear()
+        self._publish(row.id)
+        return row
+
+    async def update_interface(
+        self, interface_id: uuid.UUID, *, config_json: str | None, display_name: str | None
+    ) -> PluginInterface:
+        name = _check_name(display_name) if display_name is not None else None
+        try:
+            async with self._db.write() as s:
+                row = await s.get(PluginInterface, interface_id)
+                if row is None:
+                    raise NotFound(f"interface {interface_id} not found")
+                changed = False
+                if config_json is not None:
+                    config = validate_config(config_json, json.loads(row.config_schema or "{}"))
+                    row.config_json = json.dumps(config, ensure_ascii=False)
+                    changed = True
+                if name is not None and name != row.display_name:
+                    row.display_name = name
+                    changed = True
+                if changed:
+                    row.updated_at = utcnow()
+                    await s.flush()
+        except IntegrityError:
+            raise AlreadyExists(f"an interface named {name!r} already exists for this plugin") from None
+        if changed:
+            self.interface_changed(interface_id)
+        return row
+
+    async def toggle_interface(self, interface_id: uuid.UUID, enable: bool) -> PluginInterface:
+        async with self._db.write() as s:
+            row = await s.get(PluginInterface, interface_id)
+            if row is None:
+                raise NotFound(f"interface {interface_id} not found")
+            changed = row.enabled != enable
+            if changed:
+                row.enabled = enable
+                row.updated_at = utcnow()
+        if changed:
+            self.interface_changed(interface_id)
+        return row
+
+    async def delete_interface(self, interface_id: uuid.UUID) -> None:
+        async with self._db.write() as s:
+            row = await s.get(PluginInterface, interface_id)
+            if row is None:
+                raise NotFound(f"interface {interface_id} not found")
+            n = (
+                await s.execute(select(func.count()).select_from(Instance).where(Instance.interface_id == interface_id))
+            ).scalar_one()
+            if n:
+                raise FailedPrecondition(
+                    f"interface {row.display_name!r} still has {n} local instance(s); "
+                    "disable it instead, or move the instances first"
+                )
+            await s.delete(row)
+        self.interface_changed(interface_id)
+
+    # ---- enabled-by-type listings (cached: they back the admin UI's hot pages) ----
+
+    async def providers(self) -> list[ProviderEntry]:
+        hit = self._listings.get("providers")
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]  # type: ignore[no-any-return]
+        rows = await self._enabled(PROVIDER_TYPES)
+        results = await asyncio.gather(*(self._spec_template(r) for r in rows))
+        entries = [
+            ProviderEntry(
+                interface_id=r.id,
+                name=r.display_name,
+                provider_type="first_party" if r.plugin_type == "first_party_provider" else "upstream",
+                is_healthy=r.is_healthy,
+                spec_template=tpl if tpl is not None else {"fields": [], "groups": []},
+            )
+            for r, tpl in zip(rows, results, strict=True)
+        ]
+        ttl = _DEGRADED_LISTING_TTL if any(t is None for t in results) else float("inf")
+        self._listings["providers"] = (time.monotonic() + ttl, entries)
+        return entries
+
+    async def channels(self, plugin_type: str) -> list[ChannelEntry]:
+        hit = self._listings.get(plugin_type)
+        if hit is not None:
+            return hit[1]  # type: ignore[no-any-return]
+        entries = [ChannelEntry(r.id, r.display_name, r.is_healthy) for r in await self._enabled((plugin_type,))]
+        self._listings[plugin_type] = (float("inf"), entries)
+        return entries
+
+    async def _enabled(self, types: tuple[str, ...]) -> list[PluginInterface]:
+        q = (
+            select(PluginInterface)
+            .where(PluginInterface.enabled.is_(True), PluginInterface.plugin_type.in_(types))
+            .order_by(PluginInterface.created_at, PluginInterface.id)
+        )
+        async with self._db.read() as s:
+            return list((await s.execute(q)).scalars())
+
+    async def _spec_template(self, row: PluginInterface) -> dict[str, Any] | None:
+        """The interface's spec template (memoised per binding); None when it cannot be had."""
+        try:
+            binding = self._runtime.bind_row(row)
+        except Exception as exc:
+            log.warning("interface %s: no spec template: %s", row.id, getattr(exc, "message", exc))
+            return None
+        if "spec_template" in binding.memo:
+            return binding.memo["spec_template"]  # type: ignore[no-any-return]
+        if not self._runtime.has(binding, "spec_template"):
+            binding.memo["spec_template"] = {"fields": [], "groups": []}
+            return binding.memo["spec_template"]  # type: ignore[no-any-return]
+        try:
+            tpl = await self._runtime.call(binding, "spec_template", check=check_spec_template)
+        except (ShapeError, Exception) as exc:
+            log.warning("interface %s: spec_template failed: %s", row.id, getattr(exc, "message", exc))
+            return None
+        binding.memo["spec_template"] = tpl
+        return tpl  # type: ignore[no-any-return]
+
+
+def _check_name(display_name: str) -> str:
+    name = display_name.strip()
+    if not name:
+        raise InvalidArgument("display_name is required")
+    if len(name) > MAX_NAME:
+        raise InvalidArgument(f"display_name is longer than {MAX_NAME} characters")
+    return name

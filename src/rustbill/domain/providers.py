@@ -1,0 +1,397 @@
+"""Calls to providers (prices, products, instances, balance) and plugin admin pages/actions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..db import Database, Instance, Product
+from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from ..ids import new_id, utcnow
+from ..plugins import Binding, PluginRuntime
+from ..plugins.contract import (
+    check_admin_page,
+    check_balance,
+    check_instance,
+    check_instance_list,
+    check_json_result,
+    check_price,
+    check_products,
+    check_spec_template,
+)
+
+__all__ = ["Providers", "SyncResult", "validate_spec"]
+
+log = logging.getLogger(__name__)
+
+_ACTION_RE = re.compile(r"^admin_[A-Za-z0-9_]{1,100}$")
+_SPEC_LIMITS = {
+    "cpu_cores": (1, 1024),
+    "memory_gb": (1, 65536),
+    "disk_gb": (1, 1_000_000),
+    "bandwidth_mbps": (0, 1_000_000),
+}
+_PRODUCT_FIELDS = ("name", "description", "price", "currency", "group_id", "specs", "billing_cycles")
+
+
+@dataclass(slots=True)
+class SyncResult:
+    created: int
+    updated: int
+    deactivated: int
+    unchanged: int
+    products: list[Product]
+
+
+def validate_spec(spec: dict[str, Any], template: dict[str, Any] | None = None) -> None:
+    """Check a ServerSpec's numbers, and, when the provider has a spec template, its fields
+    (required, allowed options, min/max)."""
+    for key, (lo, hi) in _SPEC_LIMITS.items():
+        v = spec.get(key, 0)
+        if not lo <= v <= hi:
+            raise InvalidArgument(f"{key} must be between {lo} and {hi}, got {v}")
+    for key in ("region", "os"):
+        if len(spec.get(key, "")) > 200:
+            raise InvalidArgument(f"{key} is longer than 200 characters")
+    extra = spec.get("extra_specs", {})
+    if len(extra) > 64:
+        raise InvalidArgument("extra_specs has more than 64 entries")
+    for k, v in extra.items():
+        if not k or len(k) > 100 or len(v) > 1000:
+            raise InvalidArgument(f"extra_specs entry {k[:100]!r} is empty or too long")
+    if not template:
+        return
+    for f in template.get("fields", []):
+        key = f["key"]
+        if key in _SPEC_LIMITS or key in ("region", "os"):
+            value: Any = spec.get(key)
+            present = value not in (None, "", 0)
+        else:
+            value = extra.get(key)
+            present = value not in (None, "")
+        if not present:
+            if f["required"]:
+                raise InvalidArgument(f"{key} is required by this provider")
+            continue
+        if f["options"] and str(value) not in f["options"]:
+            raise InvalidArgument(f"{key} must be one of {', '.join(f['options'])}; got {value!r}")
+        if f["min"] or f["max"]:
+            try:
+                n = Decimal(str(value))
+            except ArithmeticError:
+                raise InvalidArgument(f"{key} must be a number, got {value!r}") from None
+            if n < f["min"] or (f["max"] and n > f["max"]):
+                raise InvalidArgument(f"{key} must be between {f['min']} and {f['max']}, got {value}")
+
+
+class Providers:
+    def __init__(self, db: Database, runtime: PluginRuntime) -> None:
+        self._db = db
+        self._runtime = runtime
+
+    async def _template(self, b: Binding) -> dict[str, Any] | None:
+        if "spec_template" not in b.memo:
+            if not self._runtime.has(b, "spec_template"):
+                return None
+            b.memo["spec_template"] = await self._runtime.call(b, "spec_template", check=check_spec_template)
+        return b.memo["spec_template"]  # type: ignore[no-any-return]
+
+    # ---- admin page and actions ----
+
+    async def admin_page(self, interface_id: uuid.UUID) -> tuple[str, str]:
+        b = await self._runtime.bind(interface_id)
+        if not self._runtime.has(b, "admin_page"):
+            raise NotFound(f"plugin {b.plugin_id!r} has no admin page")
+        return await self._runtime.call(b, "admin_page", check=lambda r: check_admin_page(r, b.display_name))  # type: ignore[no-any-return]
+
+    async def call_action(self, interface_id: uuid.UUID, function: str, args_json: str) -> str:
+        if not function.startswith("admin_"):
+            raise PermissionDenied(f"only admin_* functions can be called as actions; {function[:100]!r} cannot")
+        if function == "admin_page":
+            raise InvalidArgument("admin_page is not an action; use GetPluginAdminPage")
+        if not _ACTION_RE.match(function):
+            raise InvalidArgument(f"function name {function[:100]!r} is not valid")
+        try:
+            args = json.loads(args_json) if args_json.strip() else {}
+        except ValueError as exc:
+            raise InvalidArgument(f"args_json is not valid JSON: {exc}") from None
+        if not isinstance(args, dict):
+            raise InvalidArgument(f"args_json must be a JSON object, not {type(args).__name__}")
+        b = await self._runtime.bind(interface_id)
+        merged = {**b.config, **args}
+        return await self._runtime.call(  # type: ignore[no-any-return]
+            b, function, config=merged, check=lambda r: check_json_result(r, function)
+        )
+
+    # ---- provider calls ----
+
+    async def query_price(self, interface_id: uuid.UUID, spec: dict[str, Any]) -> dict[str, str]:
+        validate_spec(spec)
+        b = await self._runtime.bind_provider(interface_id)
+        validate_spec(spec, await self._template(b))
+        return await self._runtime.call(b, "query_price", spec, check=check_price)  # type: ignore[no-any-return]
+
+    async def balance(self, interface_id: uuid.UUID) -> dict[str, str]:
+        b = await self._runtime.bind_provider(interface_id)
+        return await self._runtime.call(b, "get_upstream_balance", check=check_balance)  # type: ignore[no-any-return]
+
+    async def instance_status(self, interface_id: uuid.UUID, instance_id: str) -> dict[str, str]:
+        instance_id = _check_instance_id(instance_id)
+        b = await self._runtime.bind_provider(interface_id)
+        return await self._status(b, instance_id)
+
+    async def _status(self, b: Binding, instance_id: str) -> dict[str, str]:
+        result = await self._runtime.call(
+            b,
+            "get_instance_status",
+            instance_id,
+            check=lambda r: None if r is None else check_instance(r, "get_instance_status", need_id=False),
+        )
+        if result is None:
+            raise NotFound(f"instance {instance_id!r} not found at provider {b.display_name!r}")
+        return result  # type: ignore[no-any-return]
+
+    async def upstream_instances(self, interface_id: uuid.UUID) -> list[dict[str, str]]:
+        """The provider's instances; local instances linked to them get their status and IP."""
+        b = await self._runtime.bind_provider(interface_id)
+        items: list[dict[str, str]] = await self._runtime.call(b, "sync_upstream_instances", check=check_instance_list)
+        by_id = {i["instance_id"]: i for i in items}
+        async with self._db.write() as s:
+            rows = (
+                await s.execute(
+                    select(Instance).where(
+                        Instance.interface_id == interface_id, Instance.provider_instance_id.in_(list(by_id))
+                    )
+                )
+            ).scalars()
+            now = utcnow()
+            for row in rows:
+                item = by_id[row.provider_instance_id or ""]
+                if (row.status, row.ip_address) != (item["status"], item["ip_address"]):
+                    row.status, row.ip_address, row.updated_at = item["status"], item["ip_address"], now
+        return items
+
+    async def import_instance(self, interface_id: uuid.UUID, instance_id: str) -> Instance:
+        instance_id = _check_instance_id(instance_id)
+        b = await self._runtime.bind_provider(interface_id)
+        async with self._db.read() as s:
+            existing = (
+                await s.execute(
+                    select(Instance.id).where(
+                        Instance.interface_id == interface_id, Instance.provider_instance_id == instance_id
+                    )
+                )
+            ).scalar_one_or_none()
+        if existing is not None:
+            raise AlreadyExists(f"instance {instance_id!r} is already imported as {existing}")
+        st = await self._status(b, instance_id)
+        now = utcnow()
+        row = Instance(
+            id=new_id(),
+            interface_id=interface_id,
+            provider_instance_id=instance_id,
+            status=st["status"],
+            ip_address=st["ip_address"],
+            server_spec={},
+            origin="imported",
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self._db.write() as s:
+                s.add(row)
+        except IntegrityError:
+            raise AlreadyExists(f"instance {instance_id!r} is already imported") from None
+        return row
+
+    async def create_instance(
+        self,
+        interface_id: uuid.UUID,
+        spec: dict[str, Any],
+        *,
+        has_spec: bool,
+        idempotency_key: str | None,
+        customer_id: uuid.UUID | None,
+    ) -> Instance:
+        """Open an instance at the provider and record it locally.
+
+        A row is reserved first (status "provisioning"), so that an instance the provider opened is
+        never forgotten even if this process dies mid-call; it is filled in when the provider answers
+        and removed when the provider fails. With an ``idempotency-key`` a retry returns the same
+        instance instead of opening a second one.
+        """
+        if not has_spec:
+            raise InvalidArgument("server_spec is required")
+        validate_spec(spec)
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+            raise InvalidArgument("idempotency-key must be 1 to 200 characters")
+        b = await self._runtime.bind_provider(interface_id)
+        validate_spec(spec, await self._template(b))
+
+        if idempotency_key:
+            prior = await self._by_key(interface_id, idempotency_key)
+            if prior is not None:
+                return _finished(prior)
+        now = utcnow()
+        row = Instance(
+            id=new_id(),
+            interface_id=interface_id,
+            provider_instance_id=None,
+            status="provisioning",
+            ip_address="",
+            server_spec=spec,
+            origin="created",
+            customer_id=customer_id,
+            idempotency_key=idempotency_key,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self._db.write() as s:
+                s.add(row)
+        except IntegrityError:
+            prior = await self._by_key(interface_id, idempotency_key or "")
+            if prior is None:
+                raise
+            return _finished(prior)
+
+        try:
+            result = await self._runtime.call(
+                b,
+                "create_instance",
+                {**spec, "request_id": str(row.id)},
+                check=lambda r: check_instance(r, "create_instance", need_id=True),
+            )
+        except BaseException:
+            async with self._db.write() as s:
+                await s.execute(delete(Instance).where(Instance.id == row.id))
+            raise
+        try:
+            async with self._db.write() as s:
+                await s.execute(
+                    update(Instance)
+                    .where(Instance.id == row.id)
+                    .values(
+                        provider_instance_id=result["instance_id"],
+                        status=result["status"] or "creating",
+                        ip_address=result["ip_address"],
+                        updated_at=utcnow(),
+                    )
+                )
+        except IntegrityError:
+            log.error(
+                "provider %s returned instance id %r which is already recorded; local row %s left in provisioning",
+                b.display_name,
+                result["instance_id"],
+                row.id,
+            )
+            raise FailedPrecondition(
+                f"provider returned instance {result['instance_id']!r}, which is already recorded locally"
+            ) from None
+        row.provider_instance_id = result["instance_id"]
+        row.status = result["status"] or "creating"
+        row.ip_address = result["ip_address"]
+        return row
+
+    async def _by_key(self, interface_id: uuid.UUID, key: str) -> Instance | None:
+        async with self._db.read() as s:
+            return (
+                await s.execute(
+                    select(Instance).where(Instance.interface_id == interface_id, Instance.idempotency_key == key)
+                )
+            ).scalar_one_or_none()
+
+    # ---- products ----
+
+    async def sync_products(self, interface_id: uuid.UUID) -> SyncResult:
+        """Upsert the provider's products in one transaction; a re-run with nothing new writes nothing."""
+        b = await self._runtime.bind_provider(interface_id)
+        offered = await self._runtime.call(b, "sync_products", check=check_products)
+        for attempt in range(3):
+            try:
+                return await self._apply_products(interface_id, offered)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+                continue  # a concurrent sync inserted the same products: compare again
+        raise AssertionError("unreachable")
+
+    async def _apply_products(self, interface_id: uuid.UUID, offered: list[dict[str, Any]]) -> SyncResult:
+        now = utcnow()
+        created = updated = deactivated = unchanged = 0
+        async with self._db.write() as s:
+            existing = {
+                p.upstream_product_id: p
+                for p in (await s.execute(select(Product).where(Product.interface_id == interface_id))).scalars()
+            }
+            inserts: list[dict[str, Any]] = []
+            updates: list[dict[str, Any]] = []
+            for item in offered:
+                row = existing.get(item["upstream_product_id"])
+                if row is None:
+                    inserts.append(
+                        {
+                            "id": new_id(),
+                            "interface_id": interface_id,
+                            **item,
+                            "active": True,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                    )
+                    created += 1
+                elif row.active and all(getattr(row, f) == item[f] for f in _PRODUCT_FIELDS):
+                    unchanged += 1
+                else:
+                    updates.append(
+                        {"id": row.id, **{f: item[f] for f in _PRODUCT_FIELDS}, "active": True, "updated_at": now}
+                    )
+                    updated += 1
+            offered_ids = {i["upstream_product_id"] for i in offered}
+            gone = [p.id for pid, p in existing.items() if pid not in offered_ids and p.active]
+            deactivated = len(gone)
+            if inserts:
+                await s.execute(insert(Product), inserts)
+            if updates:
+                await s.execute(update(Product), updates)
+            if gone:
+                await s.execute(
+                    update(Product).where(Product.id.in_(gone)).values(active=False, updated_at=now),
+                    execution_options={"synchronize_session": False},
+                )
+        async with self._db.read() as s:
+            products = list(
+                (
+                    await s.execute(
+                        select(Product)
+                        .where(Product.interface_id == interface_id, Product.active.is_(True))
+                        .order_by(Product.upstream_product_id)
+                    )
+                ).scalars()
+            )
+        return SyncResult(created, updated, deactivated, unchanged, products)
+
+
+def _check_instance_id(instance_id: str) -> str:
+    instance_id = instance_id.strip()
+    if not instance_id:
+        raise InvalidArgument("instance_id is required")
+    if len(instance_id) > 200:
+        raise InvalidArgument("instance_id is longer than 200 characters")
+    return instance_id
+
+
+def _finished(prior: Instance) -> Instance:
+    if prior.provider_instance_id is None:
+        raise FailedPrecondition(
+            "an order with this idempotency-key is still being opened at the provider; retry shortly"
+        )
+    return prior

@@ -1,0 +1,271 @@
+"""The plugin contract, stated once: which functions each plugin type may define, with what
+parameters, and what each must return. Plugins are checked against it when they are loaded
+(signatures) and every result is checked when a function returns (shapes).
+
+A plugin file declares ``PLUGIN_TYPE`` and defines plain module-level functions, ``def`` or
+``async def``. See docs/plugins.md for the guide with examples.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from ..money import to_money_text
+
+__all__ = [
+    "COMMON_FUNCTIONS",
+    "FUNCTIONS_BY_TYPE",
+    "PLUGIN_TYPES",
+    "PROVIDER_TYPES",
+    "ShapeError",
+    "check_admin_page",
+    "check_balance",
+    "check_health_result",
+    "check_instance",
+    "check_instance_list",
+    "check_json_result",
+    "check_price",
+    "check_products",
+    "check_spec_template",
+    "money",
+]
+
+PLUGIN_TYPES = ("first_party_provider", "upstream_provider", "gateway", "notifier")
+PROVIDER_TYPES = ("first_party_provider", "upstream_provider")
+
+# name -> parameter names (after which the function is called positionally).
+COMMON_FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "version": (),
+    "config_schema": (),
+    "health_check": ("config",),
+    "admin_page": ("config",),
+}
+PROVIDER_FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "spec_template": ("config",),
+    "sync_products": ("config",),
+    "query_price": ("config", "spec"),
+    "create_instance": ("config", "spec"),
+    "get_instance_status": ("config", "instance_id"),
+    "sync_upstream_instances": ("config",),
+    "get_upstream_balance": ("config",),
+}
+FUNCTIONS_BY_TYPE: dict[str, dict[str, tuple[str, ...]]] = {
+    "first_party_provider": {**COMMON_FUNCTIONS, **PROVIDER_FUNCTIONS},
+    "upstream_provider": {**COMMON_FUNCTIONS, **PROVIDER_FUNCTIONS},
+    "gateway": {**COMMON_FUNCTIONS, "create_payment": ("config", "order"), "verify_notify": ("config", "request")},
+    "notifier": {**COMMON_FUNCTIONS, "send": ("config", "message")},
+}
+# admin_* actions take the config (with the action's arguments merged in).
+ACTION_PARAMS = ("config",)
+
+
+class ShapeError(Exception):
+    """A plugin returned something of the wrong shape; the message says what was expected."""
+
+
+def money(value: Any, what: str) -> str:
+    """A money amount as a canonical decimal string. Floats are refused: they lose cents."""
+    try:
+        return to_money_text(value, what)
+    except ValueError as exc:
+        raise ShapeError(str(exc)) from None
+
+
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ShapeError(f"{what} must be a dict, not {type(value).__name__}")
+    return value
+
+
+def _text(m: Mapping[str, Any], key: str, what: str, *, required: bool = False, default: str = "") -> str:
+    v = m.get(key)
+    if v is None:
+        if required:
+            raise ShapeError(f"{what} has no {key!r}")
+        return default
+    if isinstance(v, (dict, list, tuple, set, bytes, float)):
+        raise ShapeError(f"{what}[{key!r}] must be a string, not {type(v).__name__}")
+    return str(v)
+
+
+def _str_map(v: Any, what: str) -> dict[str, str]:
+    if v is None:
+        return {}
+    m = _mapping(v, what)
+    out: dict[str, str] = {}
+    for k, item in m.items():
+        if isinstance(item, (dict, list, float)):
+            raise ShapeError(f"{what}[{k!r}] must be a string, not {type(item).__name__}")
+        out[str(k)] = str(item)
+    return out
+
+
+def check_health_result(result: Any) -> str | None:
+    """None when healthy, else the error. Healthy: None or True. Unhealthy: False, a message, or a
+    dict ``{"healthy": False, "error": "..."}``."""
+    if result is None or result is True:
+        return None
+    if result is False:
+        return "health_check returned false"
+    if isinstance(result, str):
+        return result or "health_check returned an empty error"
+    if isinstance(result, Mapping) and isinstance(result.get("healthy"), bool):
+        return None if result["healthy"] else str(result.get("error") or "unhealthy")
+    raise ShapeError(f"health_check must return None, a bool, a message or a dict, not {type(result).__name__}")
+
+
+def check_admin_page(result: Any, default_title: str) -> tuple[str, str]:
+    """``(html, title)`` from a string of HTML or ``{"html": ..., "title": ...}``."""
+    if isinstance(result, str):
+        return result, default_title
+    m = _mapping(result, "admin_page result")
+    html = m.get("html", m.get("html_content"))
+    if not isinstance(html, str):
+        raise ShapeError("admin_page must return HTML as a string or a dict with an 'html' string")
+    return html, _text(m, "title", "admin_page result", default=default_title)
+
+
+def check_spec_template(result: Any) -> dict[str, Any]:
+    """``{"fields": [...], "groups": [...]}`` normalised to the SpecField/SpecGroup keys."""
+    if result is None:
+        return {"fields": [], "groups": []}
+    m = _mapping(result, "spec_template result")
+    fields_in = m.get("fields", [])
+    groups_in = m.get("groups", [])
+    if not isinstance(fields_in, list) or not isinstance(groups_in, list):
+        raise ShapeError("spec_template: 'fields' and 'groups' must be lists")
+    fields = []
+    for i, f in enumerate(fields_in):
+        what = f"spec_template field {i}"
+        f = _mapping(f, what)
+        options = f.get("options", [])
+        if not isinstance(options, list):
+            raise ShapeError(f"{what}: 'options' must be a list")
+        lo, hi = f.get("min", 0), f.get("max", 0)
+        if not isinstance(lo, int) or not isinstance(hi, int) or isinstance(lo, bool) or isinstance(hi, bool):
+            raise ShapeError(f"{what}: 'min' and 'max' must be integers")
+        order = f.get("display_order", i)
+        if not isinstance(order, int) or order < 0:
+            raise ShapeError(f"{what}: 'display_order' must be a non-negative integer")
+        fields.append(
+            {
+                "key": _text(f, "key", what, required=True),
+                "label": _text(f, "label", what),
+                "field_type": _text(f, "field_type", what, default="text"),
+                "required": bool(f.get("required", False)),
+                "display_order": order,
+                "options": [str(o) for o in options],
+                "min": lo,
+                "max": hi,
+                "default_value": _text(f, "default_value", what),
+            }
+        )
+    groups = []
+    for i, g in enumerate(groups_in):
+        what = f"spec_template group {i}"
+        g = _mapping(g, what)
+        keys = g.get("field_keys", [])
+        if not isinstance(keys, list):
+            raise ShapeError(f"{what}: 'field_keys' must be a list")
+        groups.append(
+            {
+                "key": _text(g, "key", what, required=True),
+                "label": _text(g, "label", what),
+                "field_keys": [str(k) for k in keys],
+                "display_order": int(g.get("display_order", i)),
+            }
+        )
+    return {"fields": fields, "groups": groups}
+
+
+def check_price(result: Any) -> dict[str, str]:
+    m = _mapping(result, "query_price result")
+    if "amount" not in m:
+        raise ShapeError("query_price result has no 'amount'")
+    return {
+        "amount": money(m["amount"], "query_price amount"),
+        "currency": _text(m, "currency", "query_price result"),
+        "billing_cycle": _text(m, "billing_cycle", "query_price result"),
+    }
+
+
+def check_balance(result: Any) -> dict[str, str]:
+    m = _mapping(result, "get_upstream_balance result")
+    if "balance" not in m:
+        raise ShapeError("get_upstream_balance result has no 'balance'")
+    return {
+        "balance": money(m["balance"], "get_upstream_balance balance"),
+        "currency": _text(m, "currency", "get_upstream_balance result"),
+    }
+
+
+def check_instance(result: Any, what: str, *, need_id: bool) -> dict[str, str]:
+    m = _mapping(result, f"{what} result")
+    instance_id = m.get("instance_id", m.get("provider_instance_id"))
+    if need_id and (instance_id is None or str(instance_id) == ""):
+        raise ShapeError(f"{what} result has no 'instance_id'")
+    return {
+        "instance_id": "" if instance_id is None else str(instance_id),
+        "status": _text(m, "status", f"{what} result"),
+        "ip_address": _text(m, "ip_address", f"{what} result"),
+        "created_at": _text(m, "created_at", f"{what} result"),
+    }
+
+
+def check_instance_list(result: Any) -> list[dict[str, str]]:
+    if not isinstance(result, list):
+        raise ShapeError(f"sync_upstream_instances must return a list, not {type(result).__name__}")
+    return [check_instance(r, f"sync_upstream_instances item {i}", need_id=True) for i, r in enumerate(result)]
+
+
+def check_products(result: Any) -> list[dict[str, Any]]:
+    """Each product: ``id`` (the provider's id), ``name``, ``price``; optional ``description``,
+    ``currency``, ``group_id``, ``specs`` and ``billing_cycles`` (cycle -> amount)."""
+    if not isinstance(result, list):
+        raise ShapeError(f"sync_products must return a list, not {type(result).__name__}")
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, p in enumerate(result):
+        what = f"sync_products item {i}"
+        m = _mapping(p, what)
+        pid = _text(m, "id", what, required=True)
+        if not pid:
+            raise ShapeError(f"{what} has an empty 'id'")
+        if pid in seen:
+            raise ShapeError(f"sync_products returned product id {pid!r} twice")
+        seen.add(pid)
+        if "price" not in m:
+            raise ShapeError(f"{what} has no 'price'")
+        cycles = _mapping(m.get("billing_cycles") or {}, f"{what} billing_cycles")
+        out.append(
+            {
+                "upstream_product_id": pid,
+                "name": _text(m, "name", what, required=True),
+                "description": _text(m, "description", what),
+                "price": Decimal(money(m["price"], f"{what} price")),
+                "currency": _text(m, "currency", what),
+                "group_id": _text(m, "group_id", what),
+                "specs": _str_map(m.get("specs"), f"{what} specs"),
+                "billing_cycles": {str(k): money(v, f"{what} billing_cycles[{k!r}]") for k, v in cycles.items()},
+            }
+        )
+    return out
+
+
+def check_json_result(result: Any, function: str) -> str:
+    """A JSON encoding of an action's result; Decimals become strings, floats must be finite."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, Decimal):
+            return format(o, "f")
+        if isinstance(o, (set, tuple)):
+            return list(o)
+        raise TypeError(type(o).__name__)
+
+    try:
+        return json.dumps(result, default=default, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ShapeError(f"{function} returned a value that is not JSON-serialisable ({exc})") from None

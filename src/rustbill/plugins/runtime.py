@@ -1,0 +1,265 @@
+"""PluginRuntime: binds interfaces to loaded plugins and calls their functions safely.
+
+- An interface's binding (its plugin module and parsed config) is cached; it is evicted when the
+  interface changes (``evict``) and rebuilt when its plugin file was reloaded.
+- Every call has a timeout (``plugins.call_timeout_seconds``, per function in
+  ``plugins.timeouts``). ``async def`` functions run on the event loop; ``def`` functions run in a
+  thread pool of their own, so a blocking plugin never stalls other RPCs.
+- Failures map, here and only here, to domain errors: a ``sdk.PluginError`` keeps its code and
+  message; a timeout is DEADLINE_EXCEEDED; a connection failure UNAVAILABLE; anything else
+  INTERNAL naming plugin, function and exception; a missing function UNIMPLEMENTED.
+- Every call is logged (interface, function, duration, outcome) with secret config values masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import copy
+import functools
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+
+from .. import errors
+from ..db import Database, PluginInterface
+from ..sdk import PluginError
+from .contract import PROVIDER_TYPES, ShapeError
+from .loader import LoadedPlugin
+from .registry import PluginRegistry
+
+__all__ = ["Binding", "PluginRuntime", "secret_paths"]
+
+log = logging.getLogger("rustbill.plugin_calls")
+T = TypeVar("T")
+
+
+def secret_paths(schema: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Paths of config properties marked secret (``format: password`` or ``writeOnly: true``)."""
+    out: list[tuple[str, ...]] = []
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(props, dict):
+        return out
+    for name, sub in props.items():
+        if not isinstance(sub, dict):
+            continue
+        path = (*prefix, name)
+        if sub.get("format") == "password" or sub.get("writeOnly") is True:
+            out.append(path)
+        elif sub.get("type") == "object" or "properties" in sub:
+            out.extend(secret_paths(sub, path))
+    return out
+
+
+def _secret_values(config: dict[str, Any], paths: Iterable[tuple[str, ...]]) -> tuple[str, ...]:
+    values: list[str] = []
+    for path in paths:
+        node: Any = config
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, (str, int)) and not isinstance(node, bool) and len(str(node)) >= 3:
+            values.append(str(node))
+    # longest first so that a secret containing another is masked whole
+    return tuple(sorted(set(values), key=len, reverse=True))
+
+
+@dataclass(slots=True)
+class Binding:
+    """An interface bound to the plugin version it was loaded with."""
+
+    interface_id: uuid.UUID
+    display_name: str
+    plugin_type: str
+    enabled: bool
+    plugin: LoadedPlugin
+    config: dict[str, Any]
+    secrets: tuple[str, ...]
+    memo: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def plugin_id(self) -> str:
+        return self.plugin.plugin_id
+
+    def mask(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s, "***")
+        return text
+
+
+class PluginRuntime:
+    def __init__(
+        self,
+        db: Database,
+        registry: PluginRegistry,
+        *,
+        default_timeout: float = 30.0,
+        timeouts: dict[str, float] | None = None,
+        max_threads: int = 64,
+    ) -> None:
+        self._db = db
+        self._registry = registry
+        self._default_timeout = default_timeout
+        self._timeouts = dict(timeouts or {})
+        self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="plugin")
+        self._bindings: dict[uuid.UUID, Binding] = {}
+        self._listeners: list[Callable[[uuid.UUID | None], None]] = []
+        registry.subscribe(self._plugin_changed)
+
+    # ---- cache ----
+
+    def evict(self, interface_id: uuid.UUID) -> None:
+        """Forget an interface's binding: the next call reads its config again."""
+        self._bindings.pop(interface_id, None)
+        for listener in self._listeners:
+            listener(interface_id)
+
+    def evict_all(self) -> None:
+        self._bindings.clear()
+        for listener in self._listeners:
+            listener(None)
+
+    def on_evict(self, listener: Callable[[uuid.UUID | None], None]) -> None:
+        self._listeners.append(listener)
+
+    def _plugin_changed(self, plugin_id: str) -> None:
+        for iid in [iid for iid, b in self._bindings.items() if b.plugin_id == plugin_id]:
+            self.evict(iid)
+
+    def bind_row(self, row: PluginInterface) -> Binding:
+        """The binding for a stored interface row (cached while config and plugin are unchanged)."""
+        cached = self._bindings.get(row.id)
+        plugin = self._registry.get(row.plugin_id)
+        if plugin is None:
+            self._bindings.pop(row.id, None)
+            raise errors.FailedPrecondition(
+                f"plugin {row.plugin_id!r} of interface {row.display_name!r} is not loaded "
+                "(its file is missing from the plugins folder or failed to load)"
+            )
+        if cached is not None and cached.plugin is plugin and cached.enabled == row.enabled:
+            return cached
+        try:
+            config = json.loads(row.config_json) if row.config_json else {}
+            schema = json.loads(row.config_schema) if row.config_schema else {}
+        except ValueError:
+            raise errors.Internal(f"stored config of interface {row.id} is not valid JSON") from None
+        binding = Binding(
+            interface_id=row.id,
+            display_name=row.display_name,
+            plugin_type=row.plugin_type,
+            enabled=row.enabled,
+            plugin=plugin,
+            config=config,
+            secrets=_secret_values(config, secret_paths(schema) + secret_paths(plugin.config_schema)),
+        )
+        self._bindings[row.id] = binding
+        return binding
+
+    async def bind(self, interface_id: uuid.UUID, *, require_enabled: bool = True) -> Binding:
+        binding = self._bindings.get(interface_id)
+        if binding is None or self._registry.get(binding.plugin_id) is not binding.plugin:
+            async with self._db.read() as s:
+                row = await s.get(PluginInterface, interface_id)
+            if row is None:
+                raise errors.NotFound(f"interface {interface_id} not found")
+            binding = self.bind_row(row)
+        if require_enabled and not binding.enabled:
+            raise errors.FailedPrecondition(f"interface {binding.display_name!r} is disabled")
+        return binding
+
+    async def bind_provider(self, interface_id: uuid.UUID) -> Binding:
+        binding = await self.bind(interface_id)
+        if binding.plugin_type not in PROVIDER_TYPES:
+            raise errors.FailedPrecondition(
+                f"interface {binding.display_name!r} is a {binding.plugin_type}, not a provider"
+            )
+        return binding
+
+    # ---- calls ----
+
+    def timeout_for(self, function: str) -> float:
+        if function in self._timeouts:
+            return self._timeouts[function]
+        if function.startswith("admin_") and "admin_*" in self._timeouts:
+            return self._timeouts["admin_*"]
+        return self._default_timeout
+
+    def has(self, binding: Binding, function: str) -> bool:
+        return binding.plugin.function(function) is not None
+
+    async def call(
+        self,
+        binding: Binding,
+        function: str,
+        *args: Any,
+        check: Callable[[Any], T] | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> T | Any:
+        """Call ``function(config, *args)`` of the binding's plugin and check its result."""
+        fn = binding.plugin.function(function)
+        if fn is None:
+            raise errors.Unimplemented(f"plugin {binding.plugin_id!r} does not implement {function}")
+        cfg = copy.deepcopy(binding.config if config is None else config)
+        timeout = self.timeout_for(function)
+        start = time.perf_counter()
+        outcome = "ok"
+        try:
+            if binding.plugin.is_async.get(function, False):
+                result = await asyncio.wait_for(fn(cfg, *args), timeout)
+            else:
+                loop = asyncio.get_running_loop()
+                ctx = contextvars.copy_context()
+                fut = loop.run_in_executor(self._executor, functools.partial(ctx.run, fn, cfg, *args))
+                result = await asyncio.wait_for(fut, timeout)
+            if check is not None:
+                result = check(result)
+            return result
+        except BaseException as exc:
+            err = self._map(binding, function, exc, timeout)
+            if err is None:
+                outcome = "cancelled"
+                raise
+            outcome = f"{err.code.name}: {err.message}"
+            raise err from None
+        finally:
+            log.info(
+                "plugin call interface=%s plugin=%s function=%s duration_ms=%.1f outcome=%s",
+                binding.interface_id,
+                binding.plugin_id,
+                function,
+                (time.perf_counter() - start) * 1000,
+                outcome,
+            )
+
+    def _map(self, b: Binding, function: str, exc: BaseException, timeout: float) -> errors.RustBillError | None:
+        where = f"plugin {b.plugin_id!r} {function}"
+        if isinstance(exc, asyncio.CancelledError):
+            return None
+        if isinstance(exc, TimeoutError):
+            return errors.DeadlineExceeded(f"{where} did not finish within {timeout:g}s")
+        if isinstance(exc, PluginError):
+            return errors.error_for_code(_status(exc.code), b.mask(f"{where}: {exc.message}"))
+        if isinstance(exc, ShapeError):
+            return errors.Internal(b.mask(f"plugin {b.plugin_id!r} returned a bad result from {function}: {exc}"))
+        if isinstance(exc, (httpx.TransportError, ConnectionError)):
+            return errors.Unavailable(b.mask(f"{where}: cannot reach the remote system: {type(exc).__name__}: {exc}"))
+        if isinstance(exc, errors.RustBillError):
+            return exc
+        if not isinstance(exc, Exception):
+            return errors.Internal(f"{where} stopped with {type(exc).__name__}")
+        return errors.Internal(b.mask(f"{where} failed: {type(exc).__name__}: {exc}"))
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _status(name: str) -> Any:
+    import grpc
+
+    return getattr(grpc.StatusCode, name, grpc.StatusCode.UNKNOWN)

@@ -1,0 +1,133 @@
+"""What plugin scripts import: ``from rustbill import sdk``.
+
+- ``sdk.PluginError(message, code="FAILED_PRECONDITION")`` — raise it to answer the caller with
+  that gRPC status and message (``sdk.NotFound``, ``sdk.InvalidArgument``, ``sdk.Unavailable`` …
+  are shortcuts). Any other exception becomes INTERNAL (UNAVAILABLE for connection failures).
+- ``sdk.http()`` (for ``async def``) and ``sdk.http_sync()`` (for ``def``) — shared HTTP clients
+  with timeouts and a connection pool. Do not close them.
+- ``sdk.logger(__name__)`` — a logger under ``rustbill.plugin``.
+- ``sdk.decimal(value)`` / ``sdk.money(value)`` — money as ``Decimal`` / canonical string;
+  floats are refused because they lose cents.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from .money import to_money_text
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "AlreadyExists",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "PluginError",
+    "Unavailable",
+    "decimal",
+    "http",
+    "http_sync",
+    "logger",
+    "money",
+]
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+_CODES = {
+    "INVALID_ARGUMENT",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "FAILED_PRECONDITION",
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "RESOURCE_EXHAUSTED",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "ABORTED",
+    "UNAUTHENTICATED",
+}
+
+
+class PluginError(Exception):
+    """An error a plugin reports to the caller, with a gRPC status code name."""
+
+    def __init__(self, message: str, code: str = "FAILED_PRECONDITION") -> None:
+        code = code.upper()
+        if code not in _CODES:
+            raise ValueError(f"unknown status code {code!r}; use one of {sorted(_CODES)}")
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def _shortcut(code: str) -> type[PluginError]:
+    def __init__(self: PluginError, message: str) -> None:
+        PluginError.__init__(self, message, code)
+
+    return type(code.title().replace("_", ""), (PluginError,), {"__init__": __init__})
+
+
+InvalidArgument = _shortcut("INVALID_ARGUMENT")
+NotFound = _shortcut("NOT_FOUND")
+AlreadyExists = _shortcut("ALREADY_EXISTS")
+PermissionDenied = _shortcut("PERMISSION_DENIED")
+FailedPrecondition = _shortcut("FAILED_PRECONDITION")
+Unavailable = _shortcut("UNAVAILABLE")
+
+_lock = threading.Lock()
+_async_client: httpx.AsyncClient | None = None
+_sync_client: httpx.Client | None = None
+
+
+def http() -> httpx.AsyncClient:
+    """The shared async HTTP client (10 s timeout, 5 s to connect). For ``async def`` plugins."""
+    global _async_client
+    with _lock:
+        if _async_client is None or _async_client.is_closed:
+            _async_client = httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, limits=_LIMITS, follow_redirects=False)
+        return _async_client
+
+
+def http_sync() -> httpx.Client:
+    """The shared blocking HTTP client, safe to use from several threads. For ``def`` plugins."""
+    global _sync_client
+    with _lock:
+        if _sync_client is None or _sync_client.is_closed:
+            _sync_client = httpx.Client(timeout=DEFAULT_TIMEOUT, limits=_LIMITS, follow_redirects=False)
+        return _sync_client
+
+
+async def aclose() -> None:
+    """Close the shared clients (the server calls this at shutdown)."""
+    global _async_client, _sync_client
+    with _lock:
+        a, s = _async_client, _sync_client
+        _async_client = _sync_client = None
+    if a is not None:
+        await a.aclose()
+    if s is not None:
+        s.close()
+
+
+def logger(name: str) -> logging.Logger:
+    """A logger for a plugin; records go to the server's log under ``rustbill.plugin``."""
+    short = name.rsplit(".", 1)[-1].removeprefix("rustbill_plugin_")
+    return logging.getLogger(f"rustbill.plugin.{short}")
+
+
+def decimal(value: Any) -> Decimal:
+    """``value`` (Decimal, int or decimal string) as a Decimal; floats raise ValueError."""
+    return Decimal(to_money_text(value))
+
+
+def money(value: Any) -> str:
+    """``value`` as a canonical decimal string ("12.50"); floats raise ValueError."""
+    return to_money_text(value)

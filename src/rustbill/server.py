@@ -1,0 +1,202 @@
+"""Wiring: ``App`` builds every part from the settings and runs the gRPC server.
+
+``App(settings).start()`` migrates the database, bootstraps the admin, scans the plugins folder,
+binds the port and starts the background jobs; ``stop()`` drains in-flight RPCs (health goes
+NOT_SERVING first) and closes everything. ``serve(settings)`` runs it until SIGTERM/SIGINT or
+RestartServer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from . import sdk
+from .auth import AuthService
+from .cluster import PgInvalidation
+from .config import Settings
+from .db import Database, redact_url
+from .domain import Catalog, HealthService, Providers
+from .pb import integration_pb2, integration_pb2_grpc
+from .plugins import PluginRegistry, PluginRuntime, PluginScanner
+from .services.edge import AuthInterceptor
+from .services.servicer import IntegrationServicer
+
+__all__ = ["App", "serve"]
+
+log = logging.getLogger("rustbill")
+SERVICE_NAME = integration_pb2.DESCRIPTOR.services_by_name["IntegrationService"].full_name
+
+
+class App:
+    """One RustBill IntegrationService process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database.from_settings(settings)
+        self.auth = AuthService(self.db, settings)
+        self.registry = PluginRegistry()
+        self.runtime = PluginRuntime(
+            self.db,
+            self.registry,
+            default_timeout=settings.plugins.call_timeout_seconds,
+            timeouts=settings.plugins.timeouts,
+            max_threads=settings.plugins.max_threads,
+        )
+        self.scanner = PluginScanner(
+            self.db, self.registry, settings.plugins.dir, import_timeout=settings.plugins.import_timeout_seconds
+        )
+        self.catalog = Catalog(self.db, self.registry, self.runtime)
+        self.providers = Providers(self.db, self.runtime)
+        self.health = HealthService(
+            self.db, self.runtime, self.catalog, concurrency=settings.plugins.health_concurrency
+        )
+        self.server: aio.Server | None = None
+        self.port: int | None = None
+        self.restart_requested = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self._health_servicer = health.aio.HealthServicer()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._invalidation: PgInvalidation | None = None
+
+    def request_restart(self) -> None:
+        """RestartServer: the reply goes out first; the restart starts right after."""
+        asyncio.get_running_loop().call_soon(self.restart_requested.set)
+
+    async def start(self) -> int:
+        s = self.settings
+        await self.db.migrate()
+        generated = await self.auth.bootstrap_admin()
+        if generated is not None:
+            # Printed once, on the first start only; it is not stored anywhere in clear.
+            print(
+                f"\n  First start: created admin user {s.bootstrap.admin_username!r} "
+                f"with password: {generated}\n  Get a token with: rustbill token create --user "
+                f"{s.bootstrap.admin_username}\n",
+                file=sys.stderr,
+                flush=True,
+            )
+        await self.auth.jwt_secret()
+        await self.scanner.scan()
+
+        if not self.db.is_sqlite:
+            self._invalidation = PgInvalidation(self.db.url, self._remote_change)
+            await self._invalidation.start()
+            self.catalog.set_publisher(self._invalidation.publish)
+
+        options = [("grpc.so_reuseport", 0)]
+        self.server = aio.server(
+            interceptors=[AuthInterceptor(self.auth)],
+            options=options,
+            maximum_concurrent_rpcs=s.server.max_concurrent_rpcs,
+        )
+        integration_pb2_grpc.add_IntegrationServiceServicer_to_server(
+            IntegrationServicer(self.catalog, self.providers, self.health, self.request_restart), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health_servicer, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        try:
+            self.port = self.server.add_insecure_port(s.server.listen)
+        except RuntimeError as exc:
+            raise SystemExit(f"cannot listen on {s.server.listen}: {exc}") from None
+        await self.server.start()
+        await self._health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self._health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+
+        self._tasks.append(asyncio.create_task(self.scanner.run(s.plugins.rescan_seconds), name="plugin-scanner"))
+        if s.plugins.health_interval_seconds > 0:
+            self._tasks.append(
+                asyncio.create_task(self.health.run(s.plugins.health_interval_seconds), name="health-checker")
+            )
+        host = s.server.listen.rpartition(":")[0]
+        log.info(
+            "RustBill IntegrationService listening on %s:%d database=%s plugins=%s (%d loaded)",
+            host,
+            self.port,
+            redact_url(self.db.url),
+            s.plugins.dir.resolve(),
+            len(self.registry.ids()),
+        )
+        return self.port
+
+    def _remote_change(self, interface_id: Any) -> None:
+        if interface_id is None:
+            self.runtime.evict_all()
+        else:
+            self.runtime.evict(interface_id)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting calls, let in-flight calls finish within the grace period, close all."""
+        grace = self.settings.server.grace_seconds if grace is None else grace
+        await self._health_servicer.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(grace)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._invalidation is not None:
+            await self._invalidation.close()
+        await self.runtime.close()
+        await sdk.aclose()
+        await self.db.dispose()
+        self.stopped.set()
+
+
+async def _run(settings: Settings) -> bool:
+    """Serve until a signal (returns False) or RestartServer (returns True)."""
+    app = App(settings)
+    await app.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(app.restart_requested.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for w in waiters:
+        w.cancel()
+    restart = app.restart_requested.is_set() and not stop.is_set()
+    log.info(
+        "%s: draining in-flight calls (grace %.1fs)",
+        "restarting" if restart else "stopping",
+        settings.server.grace_seconds,
+    )
+    await app.stop()
+    if restart and settings.server.restart_mode == "reexec":
+        # Come back on the very port we had, even if it was chosen by the OS (listen on port 0).
+        host = settings.server.listen.rpartition(":")[0]
+        os.environ["RUSTBILL_SERVER__LISTEN"] = f"{host}:{app.port}"
+    return restart
+
+
+def serve(settings: Settings) -> None:
+    """Run the server in this process until stopped; re-exec it on RestartServer."""
+    if settings.server.uvloop:
+        try:
+            import uvloop
+
+            restart = uvloop.run(_run(settings))
+        except ImportError:
+            restart = asyncio.run(_run(settings))
+    else:
+        restart = asyncio.run(_run(settings))
+    logging.shutdown()
+    if restart:
+        if settings.server.restart_mode == "reexec":
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+        log.info("restart requested: exiting for the process manager to start us again")
