@@ -1,0 +1,60 @@
+"""Fixtures: one shared server for most tests, fresh servers where a test needs its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import SHIPPED_PLUGINS, TEST_PLUGINS, Databases, ServerProcess, unique
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    dbs = Databases(tmp_path_factory.mktemp("db"))
+    yield dbs
+    dbs.drop_all()
+
+
+def _all_plugins() -> list[Path]:
+    return sorted(SHIPPED_PLUGINS.glob("*.py")) + sorted(TEST_PLUGINS.glob("*.py"))
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, databases: Databases) -> Iterator[ServerProcess]:
+    """The shared server: shipped plugins plus the test plugins in tests/plugins."""
+    srv = ServerProcess(tmp_path_factory.mktemp("server"), databases.new(), plugins=_all_plugins())
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path, databases: Databases) -> Iterator[ServerProcess]:
+    """A server of the test's own: own database, own plugins folder (empty: add what you need)."""
+    srv = ServerProcess(tmp_path, databases.new())
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def admin_token(server: ServerProcess) -> str:
+    return server.token("admin")
+
+
+@pytest.fixture(scope="session")
+def customer(server: ServerProcess) -> str:
+    name = unique("customer")
+    server.cli("user", "create", name, "--role", "customer")
+    return name
+
+
+@pytest.fixture(scope="session")
+def customer_token(server: ServerProcess, customer: str) -> str:
+    return server.token(customer)
+
+
+@pytest.fixture(scope="session")
+def stub(server: ServerProcess):  # type: ignore[no-untyped-def]
+    return server.stub()

@@ -1,0 +1,287 @@
+"""Test helpers: run real server processes and the CLI against a fresh database."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from rustbill.pb import integration_pb2 as pb
+from rustbill.pb import integration_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_PLUGINS = ROOT / "plugins"
+TEST_PLUGINS = Path(__file__).resolve().parent / "plugins"
+ADMIN_PASSWORD = "test-admin-password"
+_LISTEN_RE = re.compile(r"listening on (\S+):(\d+)")
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+# ---------------------------------------------------------------- databases
+
+
+class Databases:
+    """Fresh databases for server processes: SQLite files, or PostgreSQL databases when
+    RUSTBILL_TEST_DATABASE_URL names one (each extra server gets its own database on that
+    PostgreSQL server, dropped afterwards)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.base = os.environ.get("RUSTBILL_TEST_DATABASE_URL", "")
+        self.is_pg = self.base.startswith(("postgresql", "postgres"))
+        self._created: list[str] = []
+        self._used_base = False
+
+    def new(self) -> str:
+        if not self.is_pg:
+            return f"sqlite:///{self.tmp / (unique('db') + '.sqlite3')}"
+        if not self._used_base:
+            self._used_base = True
+            return self.base
+        name = f"{self.base.rsplit('/', 1)[1].split('?')[0]}_{secrets.token_hex(3)}"
+        self._admin(f'CREATE DATABASE "{name}"')
+        self._created.append(name)
+        return f"{self.base.rsplit('/', 1)[0]}/{name}"
+
+    def _admin(self, sql: str) -> None:
+        import asyncio
+
+        import asyncpg
+
+        async def go() -> None:
+            conn = await asyncpg.connect(self.base.replace("postgresql+asyncpg://", "postgresql://"))
+            try:
+                await conn.execute(sql)
+            finally:
+                await conn.close()
+
+        asyncio.run(go())
+
+    def drop_all(self) -> None:
+        for name in self._created:
+            try:
+                self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except Exception:
+                pass
+
+
+# ---------------------------------------------------------------- server processes
+
+
+class ServerProcess:
+    """A real ``python -m rustbill serve`` on a port chosen by the OS."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        db_url: str,
+        *,
+        plugins: list[Path] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.db_url = db_url
+        self.plugins_dir = workdir / "plugins"
+        self.plugins_dir.mkdir(parents=True, exist_ok=True)
+        for p in plugins or []:
+            shutil.copy(p, self.plugins_dir / p.name)
+        self.log_path = workdir / "server.log"
+        self.env = {
+            **os.environ,
+            "RUSTBILL_DB__URL": db_url,
+            "RUSTBILL_SERVER__LISTEN": "127.0.0.1:0",
+            "RUSTBILL_SERVER__GRACE_SECONDS": "10",
+            "RUSTBILL_PLUGINS__DIR": str(self.plugins_dir),
+            "RUSTBILL_PLUGINS__RESCAN_SECONDS": "0.2",
+            "RUSTBILL_PLUGINS__HEALTH_INTERVAL_SECONDS": "0",
+            "RUSTBILL_DATA__DIR": str(workdir / "data"),
+            "RUSTBILL_BOOTSTRAP__ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "RUSTBILL_AUTH__CACHE_SECONDS": "0.5",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[str] | None = None
+        self.port: int | None = None
+        self._lines: list[str] = []
+        self._cond = threading.Condition()
+        self._channel: grpc.Channel | None = None
+
+    # -- lifecycle
+
+    def start(self, timeout: float = 60) -> ServerProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rustbill", "serve"],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
+        self.port = self.wait_for_listen(timeout)
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with self.log_path.open("a") as f:
+            for line in self.proc.stdout:
+                f.write(line)
+                f.flush()
+                with self._cond:
+                    self._lines.append(line)
+                    self._cond.notify_all()
+        self.proc.stdout.close()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for_log(self, pattern: str, timeout: float = 30, start: int = 0) -> re.Match[str]:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            i = start
+            while True:
+                while i < len(self._lines):
+                    m = rx.search(self._lines[i])
+                    if m:
+                        return m
+                    i += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no log line matching {pattern!r}; log:\n{''.join(self._lines[-40:])}")
+                if self.proc is not None and self.proc.poll() is not None and i >= len(self._lines):
+                    raise AssertionError(f"server exited ({self.proc.returncode}); log:\n{''.join(self._lines[-40:])}")
+                self._cond.wait(min(left, 0.2))
+
+    def log_mark(self) -> int:
+        with self._cond:
+            return len(self._lines)
+
+    @property
+    def log(self) -> str:
+        with self._cond:
+            return "".join(self._lines)
+
+    def wait_for_listen(self, timeout: float = 60, start: int = 0) -> int:
+        m = self.wait_for_log(r"listening on \S+:\d+", timeout, start)
+        return int(_LISTEN_RE.search(m.group(0)).group(2))  # type: ignore[union-attr]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+            self._pump_thread.join(5)
+            return code
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("server did not stop within the timeout") from None
+
+    # -- clients
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def channel(self) -> grpc.Channel:
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.address)
+        return self._channel
+
+    def stub(self) -> integration_pb2_grpc.IntegrationServiceStub:
+        return integration_pb2_grpc.IntegrationServiceStub(self.channel())
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            [sys.executable, "-m", "rustbill", *args],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(f"rustbill {' '.join(args)} failed ({res.returncode}): {res.stderr}")
+        return res
+
+    def token(self, user: str = "admin", ttl: int | None = None) -> str:
+        args = ["token", "create", "--user", user]
+        if ttl is not None:
+            args += ["--ttl", str(ttl)]
+        return self.cli(*args).stdout.strip()
+
+    def add_plugin(self, path: Path, name: str | None = None) -> Path:
+        dest = self.plugins_dir / (name or path.name)
+        tmp = dest.with_suffix(".tmp")
+        shutil.copy(path, tmp)
+        tmp.replace(dest)
+        return dest
+
+
+def md(token: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")]
+
+
+def plugin_def_id(stub: Any, token: str, plugin_id: str) -> str:
+    for p in stub.ListPlugins(pb.ListPluginsRequest(), metadata=md(token)).plugins:
+        if p.plugin_id == plugin_id:
+            return p.id
+    raise AssertionError(f"plugin {plugin_id} not listed")
+
+
+def create_interface(stub: Any, token: str, plugin_id: str, config: str = "{}", name: str | None = None) -> Any:
+    req = pb.CreatePluginInterfaceRequest(
+        plugin_def_id=plugin_def_id(stub, token, plugin_id), display_name=name or unique(plugin_id), config_json=config
+    )
+    return stub.CreatePluginInterface(req, metadata=md(token)).interface
+
+
+@contextmanager
+def raises_code(code: grpc.StatusCode, match: str | None = None) -> Iterator[dict[str, Any]]:
+    """Assert that the block raises an RpcError with ``code`` (and a details text matching)."""
+    info: dict[str, Any] = {}
+    try:
+        yield info
+    except grpc.RpcError as exc:
+        got = exc.code()  # type: ignore[attr-defined]
+        details = exc.details() or ""  # type: ignore[attr-defined]
+        info["details"] = details
+        assert got == code, f"expected {code.name}, got {got.name}: {details}"
+        assert "Traceback" not in details
+        if match is not None:
+            assert re.search(match, details), f"{details!r} does not match {match!r}"
+        return
+    raise AssertionError(f"expected {code.name}, but the call succeeded")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,40 @@
+"""The server answers: reflection lists the service, health is SERVING, and the start log line
+names address, database and plugins folder."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from helpers import ServerProcess
+
+
+def test_start_log_line_names_address_database_and_plugins(server: ServerProcess) -> None:
+    m = server.wait_for_log(r"listening on 127\.0\.0\.1:\d+ database=(\S+) plugins=(\S+)")
+    assert m.group(1).split(":")[0] in ("sqlite", "postgresql")
+    assert m.group(2) == str(server.plugins_dir.resolve())
+
+
+def test_health_is_serving_without_a_token(server: ServerProcess) -> None:
+    stub = health_pb2_grpc.HealthStub(server.channel())
+    for service in ("", "rustbill.integration.IntegrationService"):
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_service(server: ServerProcess) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(server.channel())
+    replies = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    names = {s.name for s in replies[0].list_services_response.service}
+    assert "rustbill.integration.IntegrationService" in names
+    assert "grpc.health.v1.Health" in names
+
+
+def test_unknown_method_is_refused(server: ServerProcess) -> None:
+    call = server.channel().unary_unary("/rustbill.integration.IntegrationService/NoSuchMethod")
+    try:
+        call(b"", timeout=5)
+    except grpc.RpcError as exc:
+        assert exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNIMPLEMENTED)
+    else:
+        raise AssertionError("an unknown method answered")
