@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from helpers import SHIPPED_PLUGINS, TEST_PLUGINS, Databases, ServerProcess, unique
 
 

@@ -54,6 +54,13 @@ class JwtSettings(_Section):
     ttl_seconds: int = Field(86400, ge=1)
     issuer: str = "rustbill"
 
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, v: str) -> str:
+        if v and (len(v) < 32 or v.lower() in ("changeme", "change-me", "secret")):
+            raise ValueError("jwt.secret must be at least 32 characters (or empty to generate one)")
+        return v
+
 
 class AuthSettings(_Section):
     # How long a verified credential is trusted before the database is asked again

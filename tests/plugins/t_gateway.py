@@ -10,8 +10,12 @@ def config_schema():
         "properties": {
             "api_url": {"type": "string", "pattern": "^https?://", "title": "API URL", "description": "base"},
             "key": {"type": "string", "format": "password", "minLength": 3, "title": "Key", "description": "secret"},
-            "channels": {"type": "array", "items": {"enum": ["alipay", "wxpay", "qqpay"]}, "title": "C",
-                         "description": "c"},
+            "channels": {
+                "type": "array",
+                "items": {"enum": ["alipay", "wxpay", "qqpay"]},
+                "title": "C",
+                "description": "c",
+            },
         },
     }
 

@@ -74,7 +74,12 @@ async def create_instance(config, spec):
     if config.get("fail_create"):
         raise sdk.PluginError("out of capacity in region", "RESOURCE_EXHAUSTED")
     iid = f"i-{spec['request_id'][-8:]}"
-    _instances[iid] = {"instance_id": iid, "status": "running", "ip_address": "192.0.2.10", "created_at": "2026-01-01T00:00:00Z"}
+    _instances[iid] = {
+        "instance_id": iid,
+        "status": "running",
+        "ip_address": "192.0.2.10",
+        "created_at": "2026-01-01T00:00:00Z",
+    }
     return _instances[iid]
 
 
@@ -89,7 +94,12 @@ def get_instance_status(config, instance_id):
 
 def sync_upstream_instances(config):
     return [
-        {"instance_id": "up-1", "status": "running", "ip_address": "198.51.100.7", "created_at": "2026-01-01T00:00:00Z"},
+        {
+            "instance_id": "up-1",
+            "status": "running",
+            "ip_address": "198.51.100.7",
+            "created_at": "2026-01-01T00:00:00Z",
+        },
         {"instance_id": "up-2", "status": "stopped", "ip_address": "", "created_at": "2026-01-02T00:00:00Z"},
     ]
 

@@ -1,0 +1,298 @@
+"""Plugin definitions and interfaces: every RPC's success and error paths."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import grpc
+import pytest
+from helpers import ServerProcess, create_interface, md, new_uuid, plugin_def_id, raises_code, unique
+
+from rustbill.pb import common_pb2
+from rustbill.pb import integration_pb2 as pb
+
+GATEWAY_CONFIG = json.dumps({"api_url": "https://pay.example.com", "key": "xxx-secret"})
+
+
+# ---------------------------------------------------------------- plugin definitions
+
+
+def test_list_plugins_shows_the_shipped_plugins(stub, admin_token: str) -> None:
+    plugins = {p.plugin_id: p for p in stub.ListPlugins(pb.ListPluginsRequest(), metadata=md(admin_token)).plugins}
+    types = {p.plugin_type for p in plugins.values()}
+    assert types == {"first_party_provider", "upstream_provider", "gateway", "notifier"}
+    demo = plugins["demo_cloud"]
+    assert demo.version == "1.0.0" and demo.has_admin_page
+    assert demo.created_at.endswith("Z") and demo.updated_at.endswith("Z")
+    assert not plugins["t_notifier"].has_admin_page and plugins["t_notifier"].version == "0.0.0"
+
+
+def test_list_plugins_filters_by_type(stub, admin_token: str) -> None:
+    reply = stub.ListPlugins(pb.ListPluginsRequest(plugin_type="gateway"), metadata=md(admin_token))
+    assert reply.plugins and {p.plugin_type for p in reply.plugins} == {"gateway"}
+    assert "t_gateway" in {p.plugin_id for p in reply.plugins}
+
+
+def test_list_plugins_unknown_type_is_invalid_argument(stub, admin_token: str) -> None:
+    with raises_code(grpc.StatusCode.INVALID_ARGUMENT, "plugin_type must be one of"):
+        stub.ListPlugins(pb.ListPluginsRequest(plugin_type="payment"), metadata=md(admin_token))
+    with raises_code(grpc.StatusCode.INVALID_ARGUMENT, "plugin_type"):
+        stub.ListPluginInterfaces(pb.ListPluginInterfacesRequest(plugin_type="x"), metadata=md(admin_token))
+
+
+def test_get_plugin(stub, admin_token: str) -> None:
+    pid = plugin_def_id(stub, admin_token, "t_gateway")
+    got = stub.GetPlugin(pb.GetPluginRequest(id=pid), metadata=md(admin_token)).plugin
+    assert got.id == pid and got.plugin_id == "t_gateway" and got.plugin_type == "gateway"
+    with raises_code(grpc.StatusCode.NOT_FOUND, "not found"):
+        stub.GetPlugin(pb.GetPluginRequest(id=new_uuid()), metadata=md(admin_token))
+    with raises_code(grpc.StatusCode.INVALID_ARGUMENT, "id is not a valid UUID"):
+        stub.GetPlugin(pb.GetPluginRequest(id="0192a123-..."), metadata=md(admin_token))
+    with raises_code(grpc.StatusCode.INVALID_ARGUMENT, "id is required"):
+        stub.GetPlugin(pb.GetPluginRequest(), metadata=md(admin_token))
+
+
+# ---------------------------------------------------------------- create
+
+
+def test_create_interface_fills_schema_version_and_admin_page(stub, admin_token: str) -> None:
+    name = unique("易支付-生产")
+    iface = create_interface(stub, admin_token, "t_gateway", GATEWAY_CONFIG, name=name)
+    assert iface.display_name == name and iface.enabled and iface.plugin_id == "t_gateway"
+    assert iface.plugin_type == "gateway" and iface.plugin_version == "0.0.0" and not iface.has_admin_page
+    assert json.loads(iface.config_json) == json.loads(GATEWAY_CONFIG)
+    schema = json.loads(iface.config_schema)
+    assert schema["required"] == ["api_url", "key"]
+    assert not iface.is_healthy and not iface.HasField("last_check_at") and not iface.HasField("health_error")
+    again = stub.GetPluginInterface(pb.GetPluginInterfaceRequest(interface_id=iface.id), metadata=md(admin_token))
+    assert again.interface == iface
+
+    prov = create_interface(stub, admin_token, "demo_cloud")
+    assert prov.plugin_version == "1.0.0" and prov.has_admin_page
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ("{not json", r"config_json is not valid JSON"),
+        ("[1, 2]", r"config_json must be a JSON object, not list"),
+        ('"text"', r"must be a JSON object, not str"),
+        ('{"api_url": "https://x"}', r"config_json\.key: is required"),
+        ('{"api_url": "ftp://x", "key": "abcdef"}', r"config_json\.api_url: .*does not match"),
+        ('{"api_url": "https://x", "key": 12345}', r"config_json\.key: "),
+        ('{"api_url": "https://x", "key": "abc", "channels": ["alipay", "bitcoin"]}', r"config_json\.channels\[1\]"),
+    ],
+)
+def test_create_interface_bad_config_is_invalid_argument_and_writes_nothing(
+    stub, admin_token: str, config: str, match: str
+) -> None:
+    name = unique("bad")
+    with raises_code(grpc.StatusCode.INVALID_ARGUMENT, match):
+        create_interface(stub, admin_token, "t_gateway", config, name=name)
+    names = {
+        i.display_name
+        for i in stub.ListPluginInterfaces(pb.ListPluginInterfacesRequest(), metadata=md(admin_token)).interfaces
+    }
+    assert name not in names
+
+
+def test_secret_values_are_not_echoed_in_validation_errors(stub, admin_token: str) -> None:
+    with raises_code(grpc.StatusCode.INVALID_ARGUMENT, r"config_json\.key") as info:
+        create_interface(stub, admin_token, "t_gateway", '{"api_url": "https://x", "key": "zq"}')
+    assert "zq" not in info["details"]
+
+
+def test_create_interface_errors(stub, admin_token: str) -> None:
+    req = pb.CreatePluginInterfaceRequest(plugin_def_id=new_uuid(), display_name="x", config_json="{}")
+    with raises_code(grpc.StatusCode.NOT_FOUND, "plugin definition"):
+        stub.CreatePluginInterface(req, metadata=md(admin_token))
+    req.plugin_def_id = "not-a-uuid"
+    with raises_code(grpc.StatusCode.INVALID_ARGUMENT, "plugin_def_id is not a valid UUID"):
+        stub.CreatePluginInterface(req, metadata=md(admin_token))
+    req.plugin_def_id = plugin_def_id(stub, admin_token, "t_notifier")
+    req.display_name = "   "
+    with raises_code(grpc.StatusCode.INVALID_ARGUMENT, "display_name is required"):
+        stub.CreatePluginInterface(req, metadata=md(admin_token))
+
+
+def test_duplicate_display_name_per_plugin_is_already_exists(stub, admin_token: str) -> None:
+    name = unique("dup")
+    create_interface(stub, admin_token, "t_notifier", name=name)
+    with raises_code(grpc.StatusCode.ALREADY_EXISTS, "already exists"):
+        create_interface(stub, admin_token, "t_notifier", name=name)
+    # the same name under another plugin is fine
+    create_interface(stub, admin_token, "log_notifier", name=name)
+
+
+# ---------------------------------------------------------------- get / list
+
+
+def test_get_interface_errors(stub, admin_token: str) -> None:
+    with raises_code(grpc.StatusCode.NOT_FOUND, "interface"):
+        stub.GetPluginInterface(pb.GetPluginInterfaceRequest(interface_id=new_uuid()), metadata=md(admin_token))
+    with raises_code(grpc.StatusCode.INVALID_ARGUMENT, "interface_id is not a valid UUID"):
+        stub.GetPluginInterface(pb.GetPluginInterfaceRequest(interface_id="0192a123-..."), metadata=md(admin_token))
+
+
+def test_list_interfaces_filters_by_type(stub, admin_token: str) -> None:
+    gw = create_interface(stub, admin_token, "t_gateway", GATEWAY_CONFIG)
+    nt = create_interface(stub, admin_token, "t_notifier")
+    only_gw = stub.ListPluginInterfaces(pb.ListPluginInterfacesRequest(plugin_type="gateway"), metadata=md(admin_token))
+    ids = {i.id for i in only_gw.interfaces}
+    assert gw.id in ids and nt.id not in ids
+    assert {i.plugin_type for i in only_gw.interfaces} == {"gateway"}
+    every = {
+        i.id for i in stub.ListPluginInterfaces(pb.ListPluginInterfacesRequest(), metadata=md(admin_token)).interfaces
+    }
+    assert {gw.id, nt.id} <= every
+
+
+# ---------------------------------------------------------------- update / toggle / delete
+
+
+def test_update_interface_config_and_name(stub, admin_token: str) -> None:
+    iface = create_interface(stub, admin_token, "t_gateway", GATEWAY_CONFIG)
+    time.sleep(0.01)
+    new_config = json.dumps({"api_url": "https://pay2.example.com", "key": "yyy-secret"})
+    new_name = unique("renamed")
+    got = stub.UpdatePluginInterface(
+        pb.UpdatePluginInterfaceRequest(interface_id=iface.id, config_json=new_config, display_name=new_name),
+        metadata=md(admin_token),
+    ).interface
+    assert json.loads(got.config_json) == json.loads(new_config) and got.display_name == new_name
+    assert got.updated_at > iface.updated_at and got.created_at == iface.created_at
+    # only the name: config stays
+    got2 = stub.UpdatePluginInterface(
+        pb.UpdatePluginInterfaceRequest(interface_id=iface.id, display_name=new_name + "2"), metadata=md(admin_token)
+    ).interface
+    assert got2.config_json == got.config_json and got2.display_name == new_name + "2"
+
+
+def test_update_interface_errors_write_nothing(stub, admin_token: str) -> None:
+    iface = create_interface(stub, admin_token, "t_gateway", GATEWAY_CONFIG)
+    other = create_interface(stub, admin_token, "t_gateway", GATEWAY_CONFIG)
+    with raises_code(grpc.StatusCode.INVALID_ARGUMENT, r"config_json\.key: is required"):
+        stub.UpdatePluginInterface(
+            pb.UpdatePluginInterfaceRequest(
+                interface_id=iface.id, config_json='{"api_url": "https://x"}', display_name=unique("never")
+            ),
+            metadata=md(admin_token),
+        )
+    with raises_code(grpc.StatusCode.ALREADY_EXISTS):
+        stub.UpdatePluginInterface(
+            pb.UpdatePluginInterfaceRequest(
+                interface_id=iface.id,
+                display_name=other.display_name,
+                config_json=json.dumps({"api_url": "https://changed", "key": "kkk"}),
+            ),
+            metadata=md(admin_token),
+        )
+    with raises_code(grpc.StatusCode.NOT_FOUND):
+        stub.UpdatePluginInterface(
+            pb.UpdatePluginInterfaceRequest(interface_id=new_uuid(), display_name="n"), metadata=md(admin_token)
+        )
+    with raises_code(grpc.StatusCode.INVALID_ARGUMENT, "interface_id"):
+        stub.UpdatePluginInterface(pb.UpdatePluginInterfaceRequest(interface_id="zzz"), metadata=md(admin_token))
+    after = stub.GetPluginInterface(pb.GetPluginInterfaceRequest(interface_id=iface.id), metadata=md(admin_token))
+    assert after.interface == iface  # nothing half-written
+
+
+def test_toggle_interface(stub, admin_token: str) -> None:
+    iface = create_interface(stub, admin_token, "t_notifier")
+    off = stub.TogglePluginInterface(
+        pb.TogglePluginInterfaceRequest(interface_id=iface.id, enable=False), metadata=md(admin_token)
+    ).interface
+    assert not off.enabled
+    notifiers = stub.ListNotifiers(common_pb2.EmptyRequest(), metadata=md(admin_token)).notifiers
+    assert iface.id not in {n.channel_id for n in notifiers}
+    on = stub.TogglePluginInterface(
+        pb.TogglePluginInterfaceRequest(interface_id=iface.id, enable=True), metadata=md(admin_token)
+    ).interface
+    assert on.enabled
+    notifiers = stub.ListNotifiers(common_pb2.EmptyRequest(), metadata=md(admin_token)).notifiers
+    assert iface.id in {n.channel_id for n in notifiers}
+    with raises_code(grpc.StatusCode.NOT_FOUND):
+        stub.TogglePluginInterface(
+            pb.TogglePluginInterfaceRequest(interface_id=new_uuid(), enable=True), metadata=md(admin_token)
+        )
+
+
+def test_delete_interface(stub, admin_token: str) -> None:
+    iface = create_interface(stub, admin_token, "t_notifier")
+    stub.DeletePluginInterface(pb.DeletePluginInterfaceRequest(interface_id=iface.id), metadata=md(admin_token))
+    with raises_code(grpc.StatusCode.NOT_FOUND):
+        stub.GetPluginInterface(pb.GetPluginInterfaceRequest(interface_id=iface.id), metadata=md(admin_token))
+    with raises_code(grpc.StatusCode.NOT_FOUND, "not found"):
+        stub.DeletePluginInterface(pb.DeletePluginInterfaceRequest(interface_id=iface.id), metadata=md(admin_token))
+    with raises_code(grpc.StatusCode.INVALID_ARGUMENT):
+        stub.DeletePluginInterface(
+            pb.DeletePluginInterfaceRequest(interface_id="0192a123-..."), metadata=md(admin_token)
+        )
+    # the name is free again
+    create_interface(stub, admin_token, "t_notifier", name=iface.display_name)
+
+
+# ---------------------------------------------------------------- listings
+
+
+def test_list_providers_returns_enabled_providers_with_type_health_and_template(stub, admin_token: str) -> None:
+    fp = create_interface(stub, admin_token, "t_provider", json.dumps({"regions": ["cn-east", "cn-north"]}))
+    up = create_interface(stub, admin_token, "demo_upstream")
+    off = create_interface(stub, admin_token, "demo_cloud")
+    gw = create_interface(stub, admin_token, "t_gateway", GATEWAY_CONFIG)
+    stub.TogglePluginInterface(
+        pb.TogglePluginInterfaceRequest(interface_id=off.id, enable=False), metadata=md(admin_token)
+    )
+    stub.CheckPluginHealth(pb.CheckPluginHealthRequest(interface_id=fp.id), metadata=md(admin_token))
+    providers = {
+        p.interface_id: p for p in stub.ListProviders(common_pb2.EmptyRequest(), metadata=md(admin_token)).providers
+    }
+    assert off.id not in providers and gw.id not in providers
+    assert providers[fp.id].provider_type == "first_party" and providers[fp.id].provider_name == fp.display_name
+    assert providers[up.id].provider_type == "upstream"
+    assert providers[fp.id].is_healthy and not providers[up.id].is_healthy
+    tpl = providers[fp.id].spec_template
+    assert [f.key for f in tpl.fields] == ["cpu_cores", "region"]
+    assert list(tpl.fields[1].options) == ["cn-east", "cn-north"] and tpl.fields[0].max == 32
+    assert tpl.groups[0].field_keys == ["cpu_cores"]
+    assert len(providers[up.id].spec_template.fields) == 0  # demo_upstream has no spec_template
+
+    # a config change shows up in the listing (cache evicted)
+    stub.UpdatePluginInterface(
+        pb.UpdatePluginInterfaceRequest(interface_id=fp.id, config_json=json.dumps({"regions": ["eu"]})),
+        metadata=md(admin_token),
+    )
+    providers = {
+        p.interface_id: p for p in stub.ListProviders(common_pb2.EmptyRequest(), metadata=md(admin_token)).providers
+    }
+    assert list(providers[fp.id].spec_template.fields[1].options) == ["eu"]
+
+
+def test_list_gateways_and_notifiers(stub, admin_token: str) -> None:
+    gw = create_interface(stub, admin_token, "t_gateway", GATEWAY_CONFIG)
+    nt = create_interface(stub, admin_token, "t_notifier")
+    gws = {g.gateway_id: g for g in stub.ListGateways(common_pb2.EmptyRequest(), metadata=md(admin_token)).gateways}
+    nts = {n.channel_id: n for n in stub.ListNotifiers(common_pb2.EmptyRequest(), metadata=md(admin_token)).notifiers}
+    assert gws[gw.id].gateway_name == gw.display_name and nt.id not in gws
+    assert nts[nt.id].channel_name == nt.display_name and gw.id not in nts
+
+
+def test_listings_exactly_match_on_a_fresh_server(fresh_server: ServerProcess) -> None:
+    from helpers import SHIPPED_PLUGINS
+
+    for p in SHIPPED_PLUGINS.glob("*.py"):
+        fresh_server.add_plugin(p)
+    fresh_server.start()
+    token, stub = fresh_server.token(), fresh_server.stub()
+    assert list(stub.ListProviders(common_pb2.EmptyRequest(), metadata=md(token)).providers) == []
+    a = create_interface(stub, token, "demo_cloud")
+    b = create_interface(stub, token, "demo_upstream")
+    g = create_interface(stub, token, "bank_memo", json.dumps({"account_name": "ACME", "iban": "DE0012345678"}))
+    n = create_interface(stub, token, "log_notifier")
+    assert [p.interface_id for p in stub.ListProviders(common_pb2.EmptyRequest(), metadata=md(token)).providers] == [
+        a.id,
+        b.id,
+    ]
+    assert [x.gateway_id for x in stub.ListGateways(common_pb2.EmptyRequest(), metadata=md(token)).gateways] == [g.id]
+    assert [x.channel_id for x in stub.ListNotifiers(common_pb2.EmptyRequest(), metadata=md(token)).notifiers] == [n.id]
