@@ -23,7 +23,15 @@ def _all_plugins() -> list[Path]:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, databases: Databases) -> Iterator[ServerProcess]:
     """The shared server: shipped plugins plus the test plugins in tests/plugins."""
-    srv = ServerProcess(tmp_path_factory.mktemp("server"), databases.new(), plugins=_all_plugins())
+    srv = ServerProcess(
+        tmp_path_factory.mktemp("server"),
+        databases.new(),
+        plugins=_all_plugins(),
+        env={
+            "RUSTBILL_PLUGINS__CALL_TIMEOUT_SECONDS": "10",
+            "RUSTBILL_PLUGINS__TIMEOUTS": '{"query_price": 2, "admin_*": 2, "health_check": 2}',
+        },
+    )
     srv.start()
     yield srv
     srv.stop()

@@ -285,3 +285,23 @@ def free_port() -> int:
 
 def new_uuid() -> str:
     return str(uuid.uuid4())
+
+
+def query_db(db_url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` read straight from a server's database (to check what was written)."""
+    import asyncio
+
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from rustbill.config import async_db_url
+
+    async def go() -> list[tuple[Any, ...]]:
+        engine = create_async_engine(async_db_url(db_url))
+        try:
+            async with engine.connect() as conn:
+                return [tuple(r) for r in (await conn.execute(text(sql), params)).all()]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
