@@ -28,12 +28,20 @@ class IntegrationServicer(integration_pb2_grpc.IntegrationServiceServicer):
         self._providers = providers
         self._health = health
         self._restart = restart
+        # The providers listing is cached by the catalog; its encoded reply is kept alongside.
+        self._providers_reply: tuple[object, pb.ListProvidersResponse] | None = None
 
     # ---- listings ----
 
     @rpc
     async def ListProviders(self, request: common_pb2.EmptyRequest, context: Ctx) -> pb.ListProvidersResponse:
-        return pb.ListProvidersResponse(providers=[convert.provider_info(e) for e in await self._catalog.providers()])
+        entries = await self._catalog.providers()
+        memo = self._providers_reply
+        if memo is not None and memo[0] is entries:
+            return memo[1]
+        reply = pb.ListProvidersResponse(providers=[convert.provider_info(e) for e in entries])
+        self._providers_reply = (entries, reply)
+        return reply
 
     @rpc
     async def ListGateways(self, request: common_pb2.EmptyRequest, context: Ctx) -> pb.ListGatewaysResponse:
