@@ -25,7 +25,7 @@ from .auth import AuthService
 from .cluster import PgInvalidation
 from .config import Settings
 from .db import Database, redact_url
-from .domain import Catalog, HealthService, Providers
+from .domain import Catalog, Channels, HealthService, Providers
 from .pb import integration_pb2, integration_pb2_grpc
 from .plugins import PluginRegistry, PluginRuntime, PluginScanner
 from .services.edge import AuthInterceptor
@@ -57,6 +57,7 @@ class App:
         )
         self.catalog = Catalog(self.db, self.registry, self.runtime)
         self.providers = Providers(self.db, self.runtime)
+        self.channels = Channels(self.db, self.runtime)
         self.health = HealthService(
             self.db, self.runtime, self.catalog, concurrency=settings.plugins.health_concurrency
         )

@@ -1,6 +1,17 @@
 """Storage: tables, the engine and sessions, migrations."""
 
-from .models import PLUGIN_TYPES, ApiKey, Base, Instance, Plugin, PluginInterface, Product, Setting, User
+from .models import (
+    PLUGIN_TYPES,
+    ApiKey,
+    Base,
+    Instance,
+    PaymentNotification,
+    Plugin,
+    PluginInterface,
+    Product,
+    Setting,
+    User,
+)
 from .session import Database, redact_url
 
 __all__ = [
@@ -9,6 +20,7 @@ __all__ = [
     "Base",
     "Database",
     "Instance",
+    "PaymentNotification",
     "Plugin",
     "PluginInterface",
     "Product",

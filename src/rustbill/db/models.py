@@ -30,6 +30,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "Instance",
+    "PaymentNotification",
     "Plugin",
     "PluginInterface",
     "Product",
@@ -159,6 +160,21 @@ class Instance(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class PaymentNotification(Base):
+    """A gateway notification that was accepted as paid: one per interface and gateway trade, so a
+    replayed notification can never credit an order twice."""
+
+    __tablename__ = "payment_notifications"
+    __table_args__ = (UniqueConstraint("interface_id", "trade_no"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    interface_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("plugin_interfaces.id", ondelete="CASCADE"))
+    trade_no: Mapped[str] = mapped_column(String(200))
+    order_id: Mapped[str] = mapped_column(String(200))
+    amount: Mapped[Decimal] = mapped_column(Numeric(20, 8))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class User(Base):

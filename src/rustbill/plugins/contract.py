@@ -27,8 +27,11 @@ __all__ = [
     "check_instance",
     "check_instance_list",
     "check_json_result",
+    "check_notify_result",
+    "check_payment",
     "check_price",
     "check_products",
+    "check_send_result",
     "check_spec_template",
     "money",
 ]
@@ -269,3 +272,62 @@ def check_json_result(result: Any, function: str) -> str:
         return json.dumps(result, default=default, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ShapeError(f"{function} returned a value that is not JSON-serialisable ({exc})") from None
+
+
+# ---- gateways and notifiers ----
+#
+# create_payment(config, order): order = {"order_id", "amount" (decimal string), "currency",
+#   "subject", "channel" (e.g. "alipay"), "notify_url", "return_url", "client_ip"}
+# verify_notify(config, request): request = {"method", "query": {..}, "form": {..}, "headers": {..},
+#   "body": str, "order": {"order_id", "amount", "currency"} or None (the order the host expects)}
+# send(config, message): message = {"id" (idempotency key), "event", "subject", "text", "html",
+#   "to": [..], "data": {..}}
+
+
+def check_payment(result: Any) -> dict[str, Any]:
+    """``create_payment``: at least one of ``pay_url``, ``qrcode``, ``instructions``; optional
+    ``trade_no`` (the gateway's id) and ``extra`` (a dict of strings for the UI)."""
+    m = _mapping(result, "create_payment result")
+    out = {
+        "pay_url": _text(m, "pay_url", "create_payment result"),
+        "qrcode": _text(m, "qrcode", "create_payment result"),
+        "instructions": _text(m, "instructions", "create_payment result"),
+        "trade_no": _text(m, "trade_no", "create_payment result"),
+        "extra": _str_map(m.get("extra"), "create_payment extra"),
+    }
+    if not (out["pay_url"] or out["qrcode"] or out["instructions"]):
+        raise ShapeError("create_payment must return a 'pay_url', a 'qrcode' or 'instructions'")
+    return out
+
+
+def check_notify_result(result: Any) -> dict[str, Any]:
+    """``verify_notify``: ``valid`` (signature and merchant check out), ``paid`` (valid and the
+    trade succeeded for the expected amount), ``order_id``, ``trade_no``, ``amount`` (decimal
+    string), ``reply`` (the body to answer the gateway with, e.g. "success"), ``error`` (why not)."""
+    m = _mapping(result, "verify_notify result")
+    valid, paid = m.get("valid"), m.get("paid")
+    if not isinstance(valid, bool) or not isinstance(paid, bool):
+        raise ShapeError("verify_notify result needs booleans 'valid' and 'paid'")
+    if paid and not valid:
+        raise ShapeError("verify_notify result cannot be paid without being valid")
+    amount = m.get("amount")
+    return {
+        "valid": valid,
+        "paid": paid,
+        "order_id": _text(m, "order_id", "verify_notify result"),
+        "trade_no": _text(m, "trade_no", "verify_notify result"),
+        "amount": money(amount, "verify_notify amount") if amount not in (None, "") else "",
+        "reply": _text(m, "reply", "verify_notify result"),
+        "error": _text(m, "error", "verify_notify result"),
+    }
+
+
+def check_send_result(result: Any) -> dict[str, Any]:
+    """``send``: None (delivered) or ``{"delivered": bool, "id": str, "error": str}``."""
+    if result is None:
+        return {"delivered": True, "id": "", "error": ""}
+    m = _mapping(result, "send result")
+    delivered = m.get("delivered", True)
+    if not isinstance(delivered, bool):
+        raise ShapeError("send result 'delivered' must be a boolean")
+    return {"delivered": delivered, "id": _text(m, "id", "send result"), "error": _text(m, "error", "send result")}
