@@ -489,3 +489,20 @@ def test_upstream_balance(stub, provider, broken, admin_token: str) -> None:
     assert (bal.balance, bal.currency) == ("1234.56", "CNY")
     with raises_code(grpc.StatusCode.INTERNAL, "must be a finite amount"):
         stub.GetUpstreamBalance(pb.GetUpstreamBalanceRequest(interface_id=broken.id), metadata=md(admin_token))
+
+
+def test_plugin_state_persists_per_interface(stub, admin_token: str) -> None:
+    a = create_interface(stub, admin_token, "t_provider")
+    b = create_interface(stub, admin_token, "t_provider")
+
+    def act(iface, function: str, **args):  # type: ignore[no-untyped-def]
+        req = pb.CallPluginActionRequest(interface_id=iface.id, function=function, args_json=json.dumps(args))
+        return json.loads(stub.CallPluginAction(req, metadata=md(admin_token)).result_json)
+
+    put = act(a, "admin_state_put", key="k", value={"amount": "1.50"})
+    assert put == {"first": True, "all": {"k": {"amount": "1.50"}, "once:k": True}}
+    assert act(a, "admin_state_get", key="k") == {"value": {"amount": "1.50"}, "once_again": False}
+    assert act(b, "admin_state_get", key="k") == {"value": None, "once_again": True}  # per interface
+    assert act(a, "admin_state_put", key="k", value=2)["first"] is False
+    with raises_code(grpc.StatusCode.INTERNAL, "use the awaitable methods"):
+        act(a, "admin_state_wrong")

@@ -8,6 +8,9 @@
 - ``sdk.logger(__name__)`` — a logger under ``rustbill.plugin``.
 - ``sdk.decimal(value)`` / ``sdk.money(value)`` — money as ``Decimal`` / canonical string;
   floats are refused because they lose cents.
+- ``sdk.state()`` — small JSON values kept per interface in the database, surviving reloads and
+  restarts: ``get/set/add/delete/items`` in ``def`` functions, ``aget/aset/aadd/adelete/aitems``
+  in ``async def`` functions. ``add`` inserts only when the key is absent (a once-only guard).
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "PluginError",
+    "State",
     "Unavailable",
     "decimal",
     "http",
     "http_sync",
     "logger",
     "money",
+    "state",
 ]
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -131,3 +136,66 @@ def decimal(value: Any) -> Decimal:
 def money(value: Any) -> str:
     """``value`` as a canonical decimal string ("12.50"); floats raise ValueError."""
     return to_money_text(value)
+
+
+class State:
+    """The calling interface's persistent key/value state (JSON values, keys up to 200 chars)."""
+
+    _TIMEOUT = 30.0
+
+    def __init__(self) -> None:
+        from .plugins.state import current_call
+
+        ctx = current_call.get()
+        if ctx is None:
+            raise RuntimeError("sdk.state() is only available inside a plugin call")
+        self._ctx = ctx
+
+    def _sync(self, coro: Any) -> Any:
+        import asyncio
+
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._ctx.loop:
+            coro.close()
+            raise RuntimeError("in an async def plugin function use the awaitable methods (aget, aset, ...)")
+        return asyncio.run_coroutine_threadsafe(coro, self._ctx.loop).result(self._TIMEOUT)
+
+    # async
+    async def aget(self, key: str, default: Any = None) -> Any:
+        return await self._ctx.store.get(self._ctx.interface_id, key, default)
+
+    async def aset(self, key: str, value: Any) -> None:
+        await self._ctx.store.set(self._ctx.interface_id, key, value)
+
+    async def aadd(self, key: str, value: Any) -> bool:
+        return await self._ctx.store.add(self._ctx.interface_id, key, value)
+
+    async def adelete(self, key: str) -> bool:
+        return await self._ctx.store.delete(self._ctx.interface_id, key)
+
+    async def aitems(self, prefix: str = "") -> dict[str, Any]:
+        return await self._ctx.store.items(self._ctx.interface_id, prefix)
+
+    # blocking (for def functions, which run in worker threads)
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._sync(self.aget(key, default))
+
+    def set(self, key: str, value: Any) -> None:
+        self._sync(self.aset(key, value))
+
+    def add(self, key: str, value: Any) -> bool:
+        return bool(self._sync(self.aadd(key, value)))
+
+    def delete(self, key: str) -> bool:
+        return bool(self._sync(self.adelete(key)))
+
+    def items(self, prefix: str = "") -> dict[str, Any]:
+        return dict(self._sync(self.aitems(prefix)))
+
+
+def state() -> State:
+    """The persistent state of the interface this plugin call is for."""
+    return State()

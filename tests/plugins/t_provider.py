@@ -136,3 +136,18 @@ async def admin_sleep_async(config):
 
 def admin_leak_secret(config):
     raise RuntimeError(f"failed with key {config.get('api_key')}")
+
+
+def admin_state_put(config):
+    st = sdk.state()
+    st.set(config["key"], config["value"])
+    return {"first": st.add("once:" + config["key"], True), "all": st.items()}
+
+
+async def admin_state_get(config):
+    st = sdk.state()
+    return {"value": await st.aget(config["key"]), "once_again": await st.aadd("once:" + config["key"], True)}
+
+
+async def admin_state_wrong(config):
+    return sdk.state().get("x")

@@ -33,6 +33,7 @@ __all__ = [
     "PaymentNotification",
     "Plugin",
     "PluginInterface",
+    "PluginState",
     "Product",
     "Setting",
     "User",
@@ -175,6 +176,19 @@ class PaymentNotification(Base):
     order_id: Mapped[str] = mapped_column(String(200))
     amount: Mapped[Decimal] = mapped_column(Numeric(20, 8))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class PluginState(Base):
+    """Small persistent values a plugin keeps per interface (``sdk.state()``)."""
+
+    __tablename__ = "plugin_state"
+
+    interface_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("plugin_interfaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class User(Base):

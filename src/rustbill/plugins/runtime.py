@@ -34,6 +34,7 @@ from ..sdk import PluginError
 from .contract import PROVIDER_TYPES, ShapeError
 from .loader import LoadedPlugin
 from .registry import PluginRegistry
+from .state import CallContext, StateStore, current_call
 
 __all__ = ["Binding", "PluginRuntime", "secret_paths"]
 
@@ -108,6 +109,7 @@ class PluginRuntime:
         self._default_timeout = default_timeout
         self._timeouts = dict(timeouts or {})
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="plugin")
+        self.state = StateStore(db)
         self._bindings: dict[uuid.UUID, Binding] = {}
         self._listeners: list[Callable[[uuid.UUID | None], None]] = []
         registry.subscribe(self._plugin_changed)
@@ -209,6 +211,9 @@ class PluginRuntime:
         timeout = self.timeout_for(function)
         start = time.perf_counter()
         outcome = "ok"
+        token = current_call.set(
+            CallContext(binding.interface_id, binding.plugin_id, self.state, asyncio.get_running_loop())
+        )
         try:
             if binding.plugin.is_async.get(function, False):
                 result = await asyncio.wait_for(fn(cfg, *args), timeout)
@@ -228,6 +233,7 @@ class PluginRuntime:
             outcome = f"{err.code.name}: {err.message}"
             raise err from None
         finally:
+            current_call.reset(token)
             log.info(
                 "plugin call interface=%s plugin=%s function=%s duration_ms=%.1f outcome=%s",
                 binding.interface_id,
