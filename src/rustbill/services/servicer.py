@@ -18,6 +18,19 @@ __all__ = ["IntegrationServicer"]
 Ctx = aio.ServicerContext
 
 
+def _spec(msg: Any) -> dict[str, Any]:
+    """A ServerSpec (or the same fields of QueryPriceRequest) as the dict plugins receive."""
+    return {
+        "cpu_cores": msg.cpu_cores,
+        "memory_gb": msg.memory_gb,
+        "disk_gb": msg.disk_gb,
+        "bandwidth_mbps": msg.bandwidth_mbps,
+        "region": msg.region,
+        "os": msg.os,
+        "extra_specs": dict(msg.extra_specs),
+    }
+
+
 def _opt(msg: Any, field: str) -> Any:
     return getattr(msg, field) if msg.HasField(field) else None
 
@@ -163,30 +176,13 @@ class IntegrationServicer(integration_pb2_grpc.IntegrationServiceServicer):
 
     @rpc
     async def QueryPrice(self, request: pb.QueryPriceRequest, context: Ctx) -> pb.QueryPriceResponse:
-        spec = {
-            "cpu_cores": request.cpu_cores,
-            "memory_gb": request.memory_gb,
-            "disk_gb": request.disk_gb,
-            "bandwidth_mbps": request.bandwidth_mbps,
-            "region": request.region,
-            "os": request.os,
-            "extra_specs": dict(request.extra_specs),
-        }
+        spec = _spec(request)
         price = await self._providers.query_price(parse_uuid(request.interface_id, "interface_id"), spec)
         return pb.QueryPriceResponse(**price)
 
     @rpc
     async def CreateUpstreamInstance(self, request: pb.UpstreamOrderRequest, context: Ctx) -> pb.UpstreamOrderResponse:
-        s = request.server_spec
-        spec = {
-            "cpu_cores": s.cpu_cores,
-            "memory_gb": s.memory_gb,
-            "disk_gb": s.disk_gb,
-            "bandwidth_mbps": s.bandwidth_mbps,
-            "region": s.region,
-            "os": s.os,
-            "extra_specs": dict(s.extra_specs),
-        }
+        spec = _spec(request.server_spec)
         key = None
         for k, v in context.invocation_metadata() or ():
             if k == "idempotency-key":
