@@ -506,3 +506,12 @@ def test_plugin_state_persists_per_interface(stub, admin_token: str) -> None:
     assert act(a, "admin_state_put", key="k", value=2)["first"] is False
     with raises_code(grpc.StatusCode.INTERNAL, "use the awaitable methods"):
         act(a, "admin_state_wrong")
+
+
+def test_product_prices_are_stored_exactly(stub, admin_token: str) -> None:
+    bump = "123456789.12345678"  # beyond a float's precision once added to the plan price
+    iface = create_interface(stub, admin_token, "t_provider", json.dumps({"product_count": 1, "price_bump": bump}))
+    req = product_pb2.SyncProductsRequest(interface_id=iface.id)
+    assert stub.SyncProducts(req, metadata=md(admin_token)).products[0].price == "123456799.12345678"
+    again = stub.SyncProducts(req, metadata=md(admin_token))
+    assert again.unchanged == 1 and again.products[0].price == "123456799.12345678"

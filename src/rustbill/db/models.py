@@ -69,6 +69,29 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class Money(TypeDecorator[Decimal]):
+    """An exact decimal amount: NUMERIC(20, 8) on PostgreSQL, text on SQLite (whose NUMERIC would
+    round through a float)."""
+
+    impl = Numeric(20, 8)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(40))
+        return dialect.type_descriptor(Numeric(20, 8))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            raise TypeError(f"money must be a Decimal, not {type(value).__name__}")
+        return format(value, "f") if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Decimal | None:
+        return None if value is None else Decimal(str(value))
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -128,7 +151,7 @@ class Product(Base):
     upstream_product_id: Mapped[str] = mapped_column(String(200))
     name: Mapped[str] = mapped_column(String(500))
     description: Mapped[str] = mapped_column(Text, default="")
-    price: Mapped[Decimal] = mapped_column(Numeric(20, 8))
+    price: Mapped[Decimal] = mapped_column(Money)
     currency: Mapped[str] = mapped_column(String(8), default="")
     group_id: Mapped[str] = mapped_column(String(200), default="")
     specs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
@@ -174,7 +197,7 @@ class PaymentNotification(Base):
     interface_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("plugin_interfaces.id", ondelete="CASCADE"))
     trade_no: Mapped[str] = mapped_column(String(200))
     order_id: Mapped[str] = mapped_column(String(200))
-    amount: Mapped[Decimal] = mapped_column(Numeric(20, 8))
+    amount: Mapped[Decimal] = mapped_column(Money)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 

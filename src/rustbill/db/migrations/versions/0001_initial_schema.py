@@ -129,7 +129,9 @@ def upgrade() -> None:
         sa.Column("upstream_product_id", sa.String(length=200), nullable=False),
         sa.Column("name", sa.String(length=500), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
-        sa.Column("price", sa.Numeric(precision=20, scale=8), nullable=False),
+        sa.Column(
+            "price", sa.Numeric(precision=20, scale=8).with_variant(sa.String(length=40), "sqlite"), nullable=False
+        ),
         sa.Column("currency", sa.String(length=8), nullable=False),
         sa.Column("group_id", sa.String(length=200), nullable=False),
         sa.Column("specs", sa.JSON(), nullable=False),

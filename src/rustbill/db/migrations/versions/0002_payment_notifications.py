@@ -24,7 +24,9 @@ def upgrade() -> None:
         sa.Column("interface_id", sa.Uuid(), nullable=False),
         sa.Column("trade_no", sa.String(length=200), nullable=False),
         sa.Column("order_id", sa.String(length=200), nullable=False),
-        sa.Column("amount", sa.Numeric(precision=20, scale=8), nullable=False),
+        sa.Column(
+            "amount", sa.Numeric(precision=20, scale=8).with_variant(sa.String(length=40), "sqlite"), nullable=False
+        ),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["interface_id"],
