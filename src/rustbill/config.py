@@ -84,7 +84,7 @@ class PluginSettings(_Section):
     # Threads for plugin functions written with plain ``def``.
     max_threads: int = Field(64, ge=1)
     health_interval_seconds: float = Field(300.0, ge=0)
-    health_concurrency: int = Field(32, ge=1)
+    health_concurrency: int = Field(100, ge=1)
 
 
 class DataSettings(_Section):

@@ -43,6 +43,11 @@ class HealthService:
         A plugin without ``health_check`` counts as healthy. A failing check is an answer
         (unhealthy, with the reason), not an RPC error; an unknown or disabled interface is.
         """
+        result = await self._run(interface_id)
+        await self._store({interface_id: result})
+        return result
+
+    async def _run(self, interface_id: uuid.UUID) -> HealthResult:
         binding = None
         try:
             binding = await self._runtime.bind(interface_id)
@@ -57,37 +62,44 @@ class HealthService:
                     error = await self._runtime.call(binding, "health_check", check=check_health_result)
                 except RustBillError as exc:
                     error = exc.message
-        result = HealthResult(error is None, error, utcnow())
-        await self._store(interface_id, result)
-        return result
+        return HealthResult(error is None, error, utcnow())
 
-    async def _store(self, interface_id: uuid.UUID, r: HealthResult) -> None:
+    async def _store(self, results: dict[uuid.UUID, HealthResult]) -> None:
+        """Write results in one transaction; tell the listings when a state changed."""
+        changed: list[uuid.UUID] = []
         async with self._db.write() as s:
-            row = await s.get(PluginInterface, interface_id)
-            if row is None:
-                return
-            changed = row.is_healthy != r.is_healthy or row.health_error != r.error
-            row.is_healthy, row.health_error, row.last_check_at = r.is_healthy, r.error, r.checked_at
-        if changed:
-            self._catalog.health_changed(interface_id)
+            rows = (await s.execute(select(PluginInterface).where(PluginInterface.id.in_(list(results))))).scalars()
+            for row in rows:
+                r = results[row.id]
+                if row.is_healthy != r.is_healthy or row.health_error != r.error:
+                    changed.append(row.id)
+                row.is_healthy, row.health_error, row.last_check_at = r.is_healthy, r.error, r.checked_at
+        for iid in changed:
+            self._catalog.health_changed(iid)
 
     async def check_all(self) -> int:
-        """Check every enabled interface concurrently (bounded); returns how many were checked."""
+        """Check every enabled interface concurrently (at most ``concurrency`` at once), then store
+        all results in one transaction; returns how many were checked."""
         async with self._db.read() as s:
-            ids = list((await s.execute(select(PluginInterface.id).where(PluginInterface.enabled.is_(True)))).scalars())
+            ids = list(
+                (await s.execute(select(PluginInterface.id).where(PluginInterface.enabled.is_(True)))).scalars()
+            )
         sem = asyncio.Semaphore(self._concurrency)
+        results: dict[uuid.UUID, HealthResult] = {}
 
         async def one(iid: uuid.UUID) -> None:
             async with sem:
                 try:
-                    await self.check(iid)
+                    results[iid] = await self._run(iid)
                 except RustBillError:
                     pass  # deleted or disabled meanwhile
                 except Exception:
                     log.exception("health check of interface %s failed", iid)
 
         await asyncio.gather(*(one(i) for i in ids))
-        return len(ids)
+        if results:
+            await self._store(results)
+        return len(results)
 
     async def run(self, interval: float) -> None:
         """Check all enabled interfaces every ``interval`` seconds. With PostgreSQL, only one
