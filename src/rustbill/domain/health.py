@@ -81,9 +81,7 @@ class HealthService:
         """Check every enabled interface concurrently (at most ``concurrency`` at once), then store
         all results in one transaction; returns how many were checked."""
         async with self._db.read() as s:
-            ids = list(
-                (await s.execute(select(PluginInterface.id).where(PluginInterface.enabled.is_(True)))).scalars()
-            )
+            ids = list((await s.execute(select(PluginInterface.id).where(PluginInterface.enabled.is_(True)))).scalars())
         sem = asyncio.Semaphore(self._concurrency)
         results: dict[uuid.UUID, HealthResult] = {}
 

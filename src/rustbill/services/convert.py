@@ -7,6 +7,7 @@ from typing import Any
 
 from ..db import Plugin, PluginInterface, Product
 from ..domain.catalog import ChannelEntry, ProviderEntry
+from ..domain.providers import ProductRecord
 from ..ids import rfc3339
 from ..pb import integration_pb2 as pb
 from ..pb import product_pb2 as product_pb
@@ -83,7 +84,7 @@ def notifier_info(e: ChannelEntry) -> pb.NotifierInfo:
     return pb.NotifierInfo(channel_id=str(e.interface_id), channel_name=e.name, is_healthy=e.is_healthy)
 
 
-def product_info(p: Product) -> product_pb.ProductInfo:
+def product_info(p: Product | ProductRecord) -> product_pb.ProductInfo:
     return product_pb.ProductInfo(
         id=str(p.id),
         name=p.name,
