@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,9 @@ class Databases:
             finally:
                 await conn.close()
 
-        asyncio.run(go())
+        # In a thread: callers may be inside a running event loop (async fixtures).
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, go()).result()
 
     def drop_all(self) -> None:
         for name in self._created:

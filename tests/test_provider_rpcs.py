@@ -220,6 +220,8 @@ def test_call_action_merges_args_into_config(stub, provider, admin_token: str) -
         ("admin_echo", "{x", grpc.StatusCode.INVALID_ARGUMENT, "args_json is not valid JSON"),
         ("admin_not_json", "{}", grpc.StatusCode.INTERNAL, "not JSON-serialisable"),
         ("admin_fail", "{}", grpc.StatusCode.NOT_FOUND, "no such thing"),
+        ("admin_echo", '{"api_key": "mine"}', grpc.StatusCode.INVALID_ARGUMENT, "cannot override .*api_key"),
+        ("admin_echo", '{"base_price": "0"}', grpc.StatusCode.INVALID_ARGUMENT, "cannot override .*base_price"),
     ],
 )
 def test_call_action_errors(stub, provider, admin_token: str, function: str, args: str, code, match: str) -> None:  # type: ignore[no-untyped-def]

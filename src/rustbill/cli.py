@@ -43,6 +43,9 @@ def _setup_logging(level: str) -> None:
     # Python warnings (e.g. from a plugin) go to the log, not to stderr in another format.
     logging.captureWarnings(True)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every request URL at INFO, and some protocols carry keys in query strings.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
 @app.callback()

@@ -1,4 +1,4 @@
-"""Test gateway."""
+"""Test gateway: pays whatever its (unsigned) notification says — the host must still check."""
 
 PLUGIN_TYPE = "gateway"
 
@@ -25,8 +25,16 @@ def health_check(config):
 
 
 def create_payment(config, order):
-    return {"url": f"{config['api_url']}/submit.php?out_trade_no={order['order_id']}"}
+    return {"pay_url": f"{config['api_url']}/submit.php?out_trade_no={order['order_id']}"}
 
 
 def verify_notify(config, request):
-    return {"paid": True}
+    q = request["query"]
+    return {
+        "valid": True,
+        "paid": q.get("trade_status") == "TRADE_SUCCESS",
+        "order_id": q.get("out_trade_no", ""),
+        "trade_no": q.get("trade_no", ""),
+        "amount": q.get("money", ""),
+        "reply": "success",
+    }

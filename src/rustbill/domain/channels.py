@@ -70,6 +70,11 @@ class Channels:
         result["duplicate"] = False
         if not result["paid"]:
             return result
+        expected = req["order"] if isinstance(req["order"], dict) else None
+        if expected is not None and not _matches(expected, result):
+            # Defence in depth: the plugin checked the order, the host checks again.
+            return {**result, "paid": False, "reply": "fail",
+                    "error": "notification does not match the expected order (order_id or amount)"}  # fmt: skip
         if not result["trade_no"]:
             raise FailedPrecondition(f"plugin {b.plugin_id!r} reported a payment without a trade_no")
         try:
@@ -104,3 +109,11 @@ class Channels:
             raise InvalidArgument("message is empty: give a subject, text, html or data")
         b = await self._bind(interface_id, "notifier")
         return await self._runtime.call(b, "send", msg, check=check_send_result)  # type: ignore[no-any-return]
+
+
+def _matches(expected: dict[str, Any], result: dict[str, Any]) -> bool:
+    try:
+        same_amount = Decimal(result["amount"]) == Decimal(str(expected.get("amount")))
+    except ArithmeticError:
+        return False
+    return same_amount and str(expected.get("order_id", "")) == result["order_id"]

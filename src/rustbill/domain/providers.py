@@ -127,6 +127,11 @@ class Providers:
         if not isinstance(args, dict):
             raise InvalidArgument(f"args_json must be a JSON object, not {type(args).__name__}")
         b = await self._runtime.bind(interface_id)
+        # Arguments join the config, but never replace a configured field: an action must not be
+        # able to point the interface's credentials at another host.
+        clash = sorted(set(args) & (set(b.config) | set(b.plugin.config_schema.get("properties") or {})))
+        if clash:
+            raise InvalidArgument(f"args_json cannot override configuration field(s): {', '.join(clash)}")
         merged = {**b.config, **args}
         return await self._runtime.call(  # type: ignore[no-any-return]
             b, function, config=merged, check=lambda r: check_json_result(r, function)
