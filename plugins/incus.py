@@ -1,0 +1,1397 @@
+"""incus — first-party provider: opens containers and virtual machines on an Incus server through the
+Incus REST API (https://linuxcontainers.org/incus/docs/main/rest-api/).
+
+- Transport: HTTPS (``url``, usually ``https://host:8443``) with a TLS client certificate that the
+  server trusts (TLS 1.3, as Incus requires), or the local unix socket (``socket_path``), where the
+  Incus daemon trusts every local client that may open the socket.
+- ``create_instance``: ``POST /1.0/instances`` (a background operation; waited for with
+  ``GET /1.0/operations/{id}/wait?timeout=N``) with ``limits.cpu``, ``limits.memory`` and the root
+  disk size from the ServerSpec, the image mapped from the spec's ``os``, and a NIC with
+  ``limits.ingress``/``limits.egress`` for the bandwidth. The instance name is derived from the
+  host's ``request_id``, so a retry with the same request finds the instance it already made.
+- ``get_instance_status``: ``GET /1.0/instances/{name}/state``; ``sync_upstream_instances``:
+  ``GET /1.0/instances?recursion=2`` (instances with their state).
+- ``query_price``/``sync_products``/``spec_template`` come from the price rules and plans in the
+  config (decimal strings, never floats).
+- ``health_check``: ``GET /1.0`` must say ``auth: trusted`` and ``api_version: 1.0``; then the
+  configured project, storage pool and profiles must exist.
+- ``admin_page`` lists the project's instances; ``admin_start``/``admin_stop``/``admin_restart``/
+  ``admin_delete`` change one (``{"name": ...}``), waiting for Incus's operation.
+
+See docs/builtin/incus.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html
+import json
+import math
+import os
+import re
+import shutil
+import ssl
+import tempfile
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from rustbill import sdk
+
+PLUGIN_TYPE = "first_party_provider"
+
+log = sdk.logger(__name__)
+
+_CENT = Decimal("0.01")
+_DECIMAL = r"^\d{1,12}(\.\d{1,8})?$"
+_PEM_CERT = r"^\s*-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----\s*$"
+_PEM_KEY = r"^\s*-----BEGIN ([A-Z]+ )?PRIVATE KEY-----[\s\S]+-----END ([A-Z]+ )?PRIVATE KEY-----\s*$"
+_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_OP_PATH_RE = re.compile(r"^/1\.0/operations/[A-Za-z0-9-]{1,100}$")
+_FINAL_OK, _FINAL_FAILED, _FINAL_CANCELLED = 200, 400, 401
+
+DEFAULT_IMAGES = {
+    "debian-12": {"alias": "debian/12", "server": "https://images.linuxcontainers.org", "protocol": "simplestreams"},
+    "ubuntu-24.04": {
+        "alias": "ubuntu/24.04",
+        "server": "https://images.linuxcontainers.org",
+        "protocol": "simplestreams",
+    },
+}
+DEFAULTS: dict[str, Any] = {
+    "url": "",
+    "socket_path": "",
+    "client_cert": "",
+    "client_key": "",
+    "server_cert": "",
+    "tls_server_name": "",
+    "insecure_skip_verify": False,
+    "project": "default",
+    "storage_pool": "default",
+    "profiles": ["default"],
+    "network": "incusbr0",
+    "nic_name": "eth0",
+    "instance_type": "container",
+    "name_prefix": "rb-",
+    "images": DEFAULT_IMAGES,
+    "default_os": "",
+    "start_on_create": True,
+    "operation_timeout_seconds": 20,
+    "request_timeout_seconds": 10,
+    "currency": "CNY",
+    "billing_cycle": "monthly",
+    "billing_cycles": {"monthly": "1"},
+    "price_base": "0",
+    "price_per_core": "10.00",
+    "price_per_gb_memory": "5.00",
+    "price_per_gb_disk": "0.20",
+    "price_per_mbps": "0",
+    "regions": {},
+    "plans": [],
+    "max_cpu_cores": 32,
+    "max_memory_gb": 128,
+    "min_disk_gb": 5,
+    "max_disk_gb": 2000,
+    "max_bandwidth_mbps": 1000,
+}
+
+
+def version():
+    return "1.0.0"
+
+
+def _prop(type_: Any, title: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": type_, "title": title, "description": description, **extra}
+
+
+def _money_prop(title: str, description: str, key: str) -> dict[str, Any]:
+    return _prop("string", title, description + " Decimal string.", pattern=_DECIMAL, default=DEFAULTS[key])
+
+
+def config_schema():
+    image = {
+        "type": "object",
+        "title": "Image source",
+        "description": "Where the image for this OS comes from (InstanceSource of type image).",
+        "additionalProperties": False,
+        "properties": {
+            "alias": _prop("string", "Image alias", "Image alias, e.g. debian/12.", minLength=1),
+            "fingerprint": _prop(
+                "string", "Image fingerprint", "Image fingerprint (instead of an alias).", pattern=r"^[0-9a-f]{12,64}$"
+            ),
+            "server": _prop(
+                "string",
+                "Image server",
+                "Remote image server URL, e.g. https://images.linuxcontainers.org. Empty: the server's local images.",
+                pattern=r"^(https://\S+)?$",
+            ),
+            "protocol": _prop(
+                "string",
+                "Image server protocol",
+                "simplestreams (default when a server is given), incus or oci.",
+                enum=["simplestreams", "incus", "oci"],
+            ),
+            "instance_type": _prop(
+                "string",
+                "Instance type for this OS",
+                "Overrides the interface's instance_type for this OS (e.g. an OS only offered as a VM).",
+                enum=["container", "virtual-machine"],
+            ),
+        },
+        "anyOf": [{"required": ["alias"]}, {"required": ["fingerprint"]}],
+    }
+    region = {
+        "type": "object",
+        "title": "Region",
+        "description": "A region customers may choose.",
+        "additionalProperties": False,
+        "properties": {
+            "label": _prop("string", "Label", "Name shown to customers.", maxLength=100),
+            "target": _prop(
+                "string",
+                "Cluster member or group",
+                "Incus 'target' for instances in this region (a cluster member, or @group). Empty: the server chooses.",
+                pattern=r"^[A-Za-z0-9@._-]{0,100}$",
+            ),
+            "price_extra": _prop(
+                "string", "Surcharge", "Added to the monthly price in this region. Decimal string.", pattern=_DECIMAL
+            ),
+        },
+    }
+    plan = {
+        "type": "object",
+        "title": "Plan",
+        "description": "A fixed product offered through SyncProducts.",
+        "additionalProperties": False,
+        "required": ["id", "name", "cpu_cores", "memory_gb", "disk_gb"],
+        "properties": {
+            "id": _prop("string", "Plan id", "Stable product id.", pattern=r"^[A-Za-z0-9._-]{1,64}$"),
+            "name": _prop("string", "Name", "Product name.", minLength=1, maxLength=200),
+            "description": _prop("string", "Description", "Product description.", maxLength=2000),
+            "group_id": _prop("string", "Group", "Product group id (default: the plan's region).", maxLength=64),
+            "cpu_cores": _prop("integer", "CPU cores", "limits.cpu.", minimum=1, maximum=1024),
+            "memory_gb": _prop("integer", "Memory (GiB)", "limits.memory in GiB.", minimum=1, maximum=65536),
+            "disk_gb": _prop("integer", "Disk (GiB)", "Root disk size in GiB.", minimum=1, maximum=1000000),
+            "bandwidth_mbps": _prop("integer", "Bandwidth (Mbit/s)", "NIC ingress/egress limit.", minimum=0),
+            "region": _prop("string", "Region", "One of the configured regions.", maxLength=100),
+            "os": _prop("string", "OS", "One of the configured images.", maxLength=100),
+            "price": _prop(
+                "string",
+                "Monthly price",
+                "Fixed monthly price; empty: computed from the price rules. Decimal string.",
+                pattern=r"^(\d{1,12}(\.\d{1,8})?)?$",
+            ),
+        },
+    }
+    return {
+        "type": "object",
+        "title": "Incus",
+        "description": "An Incus server reached over HTTPS with a trusted TLS client certificate, or over its "
+        "local unix socket. Give url or socket_path.",
+        "additionalProperties": False,
+        "anyOf": [{"required": ["url"]}, {"required": ["socket_path"]}],
+        "if": {"required": ["url"], "properties": {"url": {"minLength": 1}}},
+        "then": {"required": ["client_cert", "client_key"]},
+        "properties": {
+            "url": _prop(
+                "string",
+                "Server URL",
+                "https://host:8443 — the Incus API over HTTPS (core.https_address). Leave empty when "
+                "socket_path is used.",
+                pattern=r"^(https://[^\s/?#]+)?/?$",
+            ),
+            "socket_path": _prop(
+                "string",
+                "Unix socket",
+                "Path of the local Incus socket, e.g. /var/lib/incus/unix.socket (some distributions: "
+                "/run/incus/unix.socket). Used instead of url; no certificate is needed.",
+                pattern=r"^(/\S{1,200})?$",
+            ),
+            "client_cert": _prop(
+                "string",
+                "Client certificate (PEM)",
+                "The TLS client certificate Incus trusts (incus config trust add-certificate).",
+                pattern=_PEM_CERT,
+            ),
+            "client_key": _prop(
+                "string",
+                "Client key (PEM)",
+                "The unencrypted private key of the client certificate. Secret.",
+                format="password",
+                pattern=_PEM_KEY,
+            ),
+            "server_cert": _prop(
+                "string",
+                "Server certificate (PEM)",
+                "The Incus server's certificate (/var/lib/incus/server.crt) or the CA that issued it; the "
+                "server must present it (or a certificate it issued). Empty: the system CA store.",
+                pattern=r"^(\s*-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----\s*)?$",
+            ),
+            "tls_server_name": _prop(
+                "string",
+                "TLS server name",
+                "With server_cert: also check that the server's certificate is for this name (and send it "
+                "as SNI). Empty: the pinned certificate alone is checked, as the incus client does.",
+                pattern=r"^[A-Za-z0-9.-]{0,253}$",
+            ),
+            "insecure_skip_verify": _prop(
+                "boolean",
+                "Skip server verification (insecure)",
+                "Accept any server certificate. Only for tests; anyone on the path can then impersonate the server.",
+                default=False,
+            ),
+            "project": _prop(
+                "string",
+                "Project",
+                "Incus project of the instances.",
+                pattern=r"^[A-Za-z0-9._-]{1,63}$",
+                default="default",
+            ),
+            "storage_pool": _prop(
+                "string",
+                "Storage pool",
+                "Pool of the root disk.",
+                pattern=r"^[A-Za-z0-9._-]{1,63}$",
+                default="default",
+            ),
+            "profiles": _prop(
+                "array",
+                "Profiles",
+                "Profiles applied to new instances.",
+                items={"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,63}$"},
+                default=["default"],
+            ),
+            "network": _prop(
+                "string",
+                "Network for the NIC",
+                "Managed network of the NIC that carries the bandwidth limits (limits.ingress/egress). "
+                "Empty: the profiles' NIC is used and bandwidth is not limited.",
+                pattern=r"^[A-Za-z0-9._-]{0,63}$",
+                default="incusbr0",
+            ),
+            "nic_name": _prop(
+                "string",
+                "NIC device name",
+                "Device name of that NIC (replaces the profile's device of the same name).",
+                pattern=r"^[A-Za-z0-9._-]{1,63}$",
+                default="eth0",
+            ),
+            "instance_type": _prop(
+                "string",
+                "Instance type",
+                "container or virtual-machine.",
+                enum=["container", "virtual-machine"],
+                default="container",
+            ),
+            "name_prefix": _prop(
+                "string",
+                "Instance name prefix",
+                "New instances are named prefix + the order's request id.",
+                pattern=r"^[a-z][a-z0-9-]{0,19}$",
+                default="rb-",
+            ),
+            "images": {
+                "type": "object",
+                "title": "Images per OS",
+                "description": "OS name (the ServerSpec's os) → image source. Default: debian-12 and ubuntu-24.04 "
+                "from images.linuxcontainers.org.",
+                "propertyNames": {"pattern": r"^[A-Za-z0-9._-]{1,100}$"},
+                "additionalProperties": image,
+                "minProperties": 1,
+            },
+            "default_os": _prop(
+                "string",
+                "Default OS",
+                "Used when the order names no OS. Empty: the first of images.",
+                maxLength=100,
+                default="",
+            ),
+            "start_on_create": _prop("boolean", "Start on create", "Start new instances.", default=True),
+            "operation_timeout_seconds": _prop(
+                "integer",
+                "Operation timeout (s)",
+                "How long to wait for an Incus background operation (create, start, stop, delete). Keep it "
+                "below the host's create_instance call timeout.",
+                minimum=1,
+                maximum=3600,
+                default=20,
+            ),
+            "request_timeout_seconds": _prop(
+                "number",
+                "Request timeout (s)",
+                "Timeout of each ordinary API request.",
+                minimum=1,
+                maximum=300,
+                default=10,
+            ),
+            "currency": _prop(
+                "string", "Currency", "ISO 4217 code of the prices.", pattern=r"^[A-Z]{3}$", default="CNY"
+            ),
+            "billing_cycle": _prop(
+                "string",
+                "Billing cycle of QueryPrice",
+                "One of billing_cycles.",
+                pattern=r"^[a-z_]{1,32}$",
+                default="monthly",
+            ),
+            "billing_cycles": {
+                "type": "object",
+                "title": "Billing cycles",
+                "description": 'Cycle → multiplier of the monthly price (e.g. quarterly: "3", yearly: "10").',
+                "propertyNames": {"pattern": r"^[a-z_]{1,32}$"},
+                "additionalProperties": {"type": "string", "pattern": _DECIMAL},
+                "default": {"monthly": "1"},
+            },
+            "price_base": _money_prop("Base price", "Monthly price of every instance.", "price_base"),
+            "price_per_core": _money_prop("Price per core", "Monthly, per CPU core.", "price_per_core"),
+            "price_per_gb_memory": _money_prop("Price per GiB memory", "Monthly, per GiB.", "price_per_gb_memory"),
+            "price_per_gb_disk": _money_prop(
+                "Price per GiB disk", "Monthly, per GiB of root disk.", "price_per_gb_disk"
+            ),
+            "price_per_mbps": _money_prop("Price per Mbit/s", "Monthly, per Mbit/s of bandwidth.", "price_per_mbps"),
+            "regions": {
+                "type": "object",
+                "title": "Regions",
+                "description": "Region name → {label, target, price_extra}. Empty: no region choice.",
+                "propertyNames": {"pattern": r"^[A-Za-z0-9._-]{1,100}$"},
+                "additionalProperties": region,
+                "default": {},
+            },
+            "plans": {
+                "type": "array",
+                "title": "Plans",
+                "description": "Products for SyncProducts.",
+                "items": plan,
+                "default": [],
+            },
+            "max_cpu_cores": _prop(
+                "integer", "Max CPU cores", "Largest cpu_cores accepted.", minimum=1, maximum=1024, default=32
+            ),
+            "max_memory_gb": _prop(
+                "integer", "Max memory (GiB)", "Largest memory_gb accepted.", minimum=1, maximum=65536, default=128
+            ),
+            "min_disk_gb": _prop("integer", "Min disk (GiB)", "Smallest disk_gb accepted.", minimum=1, default=5),
+            "max_disk_gb": _prop(
+                "integer", "Max disk (GiB)", "Largest disk_gb accepted.", minimum=1, maximum=1000000, default=2000
+            ),
+            "max_bandwidth_mbps": _prop(
+                "integer",
+                "Max bandwidth (Mbit/s)",
+                "Largest bandwidth_mbps accepted.",
+                minimum=0,
+                maximum=1000000,
+                default=1000,
+            ),
+        },
+    }
+
+
+def _cfg(config: dict[str, Any], key: str) -> Any:
+    value = config.get(key)
+    return DEFAULTS[key] if value is None else value
+
+
+# ---------------------------------------------------------------- connection
+
+
+class _Conn:
+    """One configured way to reach an Incus server: an httpx client and what to call it in messages."""
+
+    __slots__ = ("base", "client", "extensions", "fingerprint", "loop", "request_timeout", "where")
+
+    def __init__(
+        self, client: httpx.AsyncClient, base: str, where: str, fingerprint: str, sni: str, request_timeout: float
+    ) -> None:
+        self.client = client
+        self.base = base
+        self.where = where
+        self.fingerprint = fingerprint
+        self.extensions = {"sni_hostname": sni} if sni else {}
+        self.loop = asyncio.get_running_loop()
+        self.request_timeout = request_timeout
+
+
+_CONNS: OrderedDict[str, _Conn] = OrderedDict()
+_MAX_CONNS = 16
+
+
+def _first_cert_der(pem: str) -> bytes:
+    m = re.search(r"-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----", pem)
+    if not m:
+        raise sdk.InvalidArgument("client_cert is not a PEM certificate")
+    try:
+        return ssl.PEM_cert_to_DER_cert(m.group(0))
+    except ValueError:
+        raise sdk.InvalidArgument("client_cert is not a PEM certificate") from None
+
+
+def _ssl_context(config: dict[str, Any]) -> tuple[ssl.SSLContext, str]:
+    cert, key = str(_cfg(config, "client_cert")).strip(), str(_cfg(config, "client_key")).strip()
+    if not cert or not key:
+        raise sdk.InvalidArgument("client_cert and client_key are required to reach Incus over HTTPS")
+    fingerprint = hashlib.sha256(_first_cert_der(cert)).hexdigest()
+    server_cert = str(_cfg(config, "server_cert")).strip()
+    server_name = str(_cfg(config, "tls_server_name")).strip()
+    if _cfg(config, "insecure_skip_verify"):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    elif server_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            ctx.load_verify_locations(cadata=server_cert)
+        except (ssl.SSLError, ValueError):
+            raise sdk.InvalidArgument("server_cert is not a PEM certificate") from None
+        # The pinned certificate is a trust anchor even when it is not a CA (Incus's self-signed server.crt).
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        ctx.check_hostname = bool(server_name)
+    else:
+        ctx = ssl.create_default_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3  # Incus speaks TLS 1.3 only
+    tmp = tempfile.mkdtemp(prefix="rustbill-incus-")  # mode 0700
+    try:
+        paths = []
+        for name, data in (("client.crt", cert), ("client.key", key)):
+            path = os.path.join(tmp, name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(data + "\n")
+            paths.append(path)
+
+        def no_password() -> str:
+            raise ValueError("encrypted")
+
+        try:
+            ctx.load_cert_chain(paths[0], paths[1], password=no_password)
+        except ValueError:
+            raise sdk.InvalidArgument("client_key is encrypted; give the unencrypted key") from None
+        except ssl.SSLError as exc:
+            why = "the key does not match the certificate" if "MISMATCH" in str(exc).upper() else "not valid PEM"
+            raise sdk.InvalidArgument(f"client_cert/client_key cannot be used: {why}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ctx, fingerprint
+
+
+def _conn(config: dict[str, Any]) -> _Conn:
+    url = str(_cfg(config, "url")).strip().rstrip("/")
+    sock = str(_cfg(config, "socket_path")).strip()
+    if bool(url) == bool(sock):
+        raise sdk.InvalidArgument("configure exactly one of url (https://host:8443) and socket_path")
+    if url and not re.match(r"^https://[^\s/?#]+$", url):
+        raise sdk.InvalidArgument("url must look like https://host:8443")
+    timeout = float(_cfg(config, "request_timeout_seconds"))
+    material = [url, sock, timeout]
+    if url:
+        material += [config.get(k) for k in ("client_cert", "client_key", "server_cert", "tls_server_name")]
+        material.append(bool(_cfg(config, "insecure_skip_verify")))
+    key = hashlib.sha256(json.dumps(material, default=str).encode()).hexdigest()
+    loop = asyncio.get_running_loop()
+    conn = _CONNS.get(key)
+    if conn is not None and conn.loop is loop and not conn.client.is_closed:
+        _CONNS.move_to_end(key)
+        return conn
+    limits = httpx.Limits(max_connections=20, max_keepalive_connections=5)
+    http_timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
+    if url:
+        ctx, fingerprint = _ssl_context(config)
+        transport = httpx.AsyncHTTPTransport(verify=ctx, limits=limits, retries=0)
+        sni = str(_cfg(config, "tls_server_name")).strip() if _cfg(config, "server_cert") else ""
+        client = httpx.AsyncClient(transport=transport, timeout=http_timeout, follow_redirects=False)
+        conn = _Conn(client, url, f"Incus at {url}", fingerprint, sni, timeout)
+    else:
+        transport = httpx.AsyncHTTPTransport(uds=sock, limits=limits, retries=0)
+        client = httpx.AsyncClient(transport=transport, timeout=http_timeout, follow_redirects=False)
+        conn = _Conn(client, "http://incus.socket", f"Incus on unix socket {sock}", "", "", timeout)
+    old = _CONNS.pop(key, None)
+    _CONNS[key] = conn
+    stale = [old] if old is not None else []
+    while len(_CONNS) > _MAX_CONNS:
+        stale.append(_CONNS.popitem(last=False)[1])  # the least recently used
+    for c in stale:
+        if c.loop is loop and not c.client.is_closed:
+            # closed later, so that calls still using it can finish
+            loop.call_later(3700, lambda client=c.client: asyncio.ensure_future(client.aclose()))
+    return conn
+
+
+async def _aclose_all() -> None:
+    """Close every cached client of the running loop (for tests and orderly shutdowns)."""
+    loop = asyncio.get_running_loop()
+    for key, conn in list(_CONNS.items()):
+        if conn.loop is loop:
+            _CONNS.pop(key, None)
+            await conn.client.aclose()
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> Any:
+    """The first exception of ``kind`` in ``exc``'s chain (causes and contexts)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, kind):
+            return e
+        stack += [e.__cause__, e.__context__]
+    return None
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    return _cause(exc, ssl.SSLError)  # type: ignore[no-any-return]
+
+
+def _transport_error(conn: _Conn, exc: Exception) -> sdk.PluginError:
+    """A clear status for a failure below HTTP: TLS problems are named as such."""
+    # first: a timeout's chain may hold an SSLWantReadError from the TLS layer, which is no TLS problem
+    if isinstance(exc, httpx.ConnectTimeout):
+        return sdk.Unavailable(f"cannot reach {conn.where}: no connection within {min(conn.request_timeout, 5.0):g}s")
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+        return sdk.PluginError(
+            f"{conn.where} did not answer within the request timeout ({conn.request_timeout:g}s)", "DEADLINE_EXCEEDED"
+        )
+    err = _ssl_cause(exc)
+    text = str(err or exc)
+    upper = text.upper()
+    if isinstance(err, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in upper:
+        detail = getattr(err, "verify_message", "") or text
+        if "hostname mismatch" in detail.lower():
+            return sdk.FailedPrecondition(
+                f"TLS error: the certificate of {conn.where} is not valid for the configured tls_server_name ({detail})"
+            )
+        return sdk.FailedPrecondition(
+            f"TLS error: the certificate of {conn.where} is not the one configured ({detail}); set server_cert to "
+            "the server's certificate (/var/lib/incus/server.crt) or the CA that issued it"
+        )
+    if any(
+        s in upper
+        for s in (
+            "PROTOCOL_VERSION",
+            "UNSUPPORTED_PROTOCOL",
+            "NO_PROTOCOLS_AVAILABLE",
+            "WRONG_VERSION_NUMBER",
+            "VERSION TOO LOW",
+        )
+    ):
+        return sdk.FailedPrecondition(
+            f"TLS error: {conn.where} does not speak TLS 1.3, which Incus requires ({text}); is this an "
+            "Incus API endpoint?"
+        )
+    if any(
+        s in upper
+        for s in (
+            "CERTIFICATE_REQUIRED",
+            "BAD_CERTIFICATE",
+            "UNKNOWN_CA",
+            "CERTIFICATE_UNKNOWN",
+            "ACCESS_DENIED",
+            "HANDSHAKE_FAILURE",
+            "DECRYPT_ERROR",
+            "CERTIFICATE_REVOKED",
+            "CERTIFICATE_EXPIRED",
+        )
+    ):
+        return sdk.PermissionDenied(
+            f"TLS error: {conn.where} rejected the client certificate (SHA-256 fingerprint {conn.fingerprint}) "
+            f"during the handshake ({text})"
+        )
+    if isinstance(err, (ssl.SSLWantReadError, ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        # The server's alert can be lost when it closes the connection (TCP reset) before we read it.
+        return sdk.Unavailable(
+            f"TLS error: {conn.where} closed the connection right after the TLS handshake ({text}); with TLS 1.3 "
+            f"this is how a server refuses a client certificate it does not accept: check that client_cert (SHA-256 "
+            f"fingerprint {conn.fingerprint}) is issued and trusted for this server"
+        )
+    if err is not None:
+        return sdk.Unavailable(f"TLS error talking to {conn.where}: {text}")
+    refused = _cause(exc, ConnectionRefusedError)
+    if refused is not None:
+        return sdk.Unavailable(f"cannot reach {conn.where}: connection refused (is Incus listening there?)")
+    missing = _cause(exc, FileNotFoundError)
+    if missing is not None:
+        return sdk.Unavailable(f"cannot reach {conn.where}: the socket does not exist")
+    denied = _cause(exc, PermissionError)
+    if denied is not None:
+        return sdk.PermissionDenied(f"cannot open {conn.where}: permission denied (join the incus-admin group?)")
+    reason = text or type(exc).__name__
+    return sdk.Unavailable(f"cannot reach {conn.where}: {type(exc).__name__}: {reason}")
+
+
+def _api_error(conn: _Conn, status: int, data: Any, what: str) -> sdk.PluginError:
+    code = status
+    message = ""
+    if isinstance(data, dict):
+        message = str(data.get("error") or "")
+        if isinstance(data.get("error_code"), int) and data["error_code"] >= 400:
+            code = data["error_code"]
+    message = message or f"HTTP {status}"
+    if code in (401, 403):
+        return sdk.PermissionDenied(
+            f"{what}: {conn.where} refused the request ({code} {message}): the client certificate (SHA-256 "
+            f"fingerprint {conn.fingerprint or '-'}) is not trusted or not allowed in this project; add it with "
+            "`incus config trust add-certificate`"
+        )
+    if code == 404:
+        return sdk.NotFound(f"{what}: {message}")
+    if code == 409:
+        return sdk.AlreadyExists(f"{what}: {message}")
+    if code >= 500:
+        return sdk.Unavailable(f"{what}: {conn.where} failed ({code}): {message}")
+    return sdk.FailedPrecondition(f"{what}: Incus refused ({code}): {message}")
+
+
+async def _call(
+    conn: _Conn,
+    method: str,
+    path: str,
+    what: str,
+    *,
+    params: dict[str, Any] | None = None,
+    body: Any = None,
+    read_timeout: float | None = None,
+) -> dict[str, Any]:
+    """One request; returns the sync or async envelope, raises a PluginError for anything else."""
+    kwargs: dict[str, Any] = {"params": params or None, "extensions": conn.extensions}
+    if body is not None:
+        kwargs["json"] = body
+    if read_timeout is not None:
+        kwargs["timeout"] = httpx.Timeout(read_timeout, connect=min(conn.request_timeout, 5.0))
+    try:
+        resp = await conn.client.request(method, conn.base + path, **kwargs)
+    except (httpx.TransportError, OSError) as exc:  # ssl.SSLError is an OSError, and may arrive unwrapped
+        raise _transport_error(conn, exc) from None
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or data.get("type") not in ("sync", "async", "error"):
+        ctype = resp.headers.get("content-type", "no content type")
+        raise sdk.FailedPrecondition(
+            f"{what}: {conn.where} did not answer with an Incus REST API response (HTTP {resp.status_code}, "
+            f"{ctype}); is this an Incus server?"
+        )
+    if data["type"] == "error" or resp.status_code >= 400:
+        raise _api_error(conn, resp.status_code, data, what)
+    if data["type"] == "async":
+        op = data.get("operation") or resp.headers.get("location") or ""
+        data["operation"] = op
+    return data
+
+
+async def _get(conn: _Conn, path: str, what: str, params: dict[str, Any] | None = None) -> Any:
+    data = await _call(conn, "GET", path, what, params=params)
+    return data.get("metadata")
+
+
+async def _run(
+    conn: _Conn,
+    method: str,
+    path: str,
+    what: str,
+    timeout_s: int,
+    *,
+    params: dict[str, Any] | None = None,
+    body: Any = None,
+) -> dict[str, Any]:
+    """A request that starts a background operation, waited for until it ends (or ``timeout_s``)."""
+    data = await _call(conn, method, path, what, params=params, body=body)
+    if data["type"] == "sync":
+        return data.get("metadata") or {}
+    op = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    op_path = str(data.get("operation") or "")
+    if not _OP_PATH_RE.match(op_path) and op.get("id"):
+        op_path = f"/1.0/operations/{op['id']}"
+    if not _OP_PATH_RE.match(op_path):
+        raise sdk.FailedPrecondition(f"{what}: Incus answered 202 without an operation URL")
+    return await _wait(conn, op_path, op, what, timeout_s)
+
+
+async def _wait(conn: _Conn, op_path: str, op: dict[str, Any], what: str, timeout_s: int) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        code = op.get("status_code")
+        if code == _FINAL_OK:
+            return op
+        if code == _FINAL_FAILED:
+            raise sdk.FailedPrecondition(f"{what} failed at Incus: {op.get('err') or 'operation failed'}")
+        if code == _FINAL_CANCELLED:
+            raise sdk.PluginError(f"{what} was cancelled at Incus: {op.get('err') or 'cancelled'}", "ABORTED")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise sdk.PluginError(
+                f"{what} did not finish within {timeout_s}s (Incus operation {op_path.rsplit('/', 1)[-1]} is still "
+                f"{str(op.get('status') or 'running').lower()})",
+                "DEADLINE_EXCEEDED",
+            )
+        n = max(1, math.ceil(left))
+        started = time.monotonic()
+        data = await _call(
+            conn, "GET", op_path + "/wait", what, params={"timeout": n}, read_timeout=n + conn.request_timeout
+        )
+        op = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+        if op.get("status_code") not in (_FINAL_OK, _FINAL_FAILED, _FINAL_CANCELLED) and (
+            time.monotonic() - started < 0.5
+        ):
+            await asyncio.sleep(0.2)  # a server that answers at once: do not spin
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _name(value: Any, what: str = "name") -> str:
+    name = str(value or "").strip()
+    if not _NAME_RE.match(name) or name.isdigit():
+        raise sdk.InvalidArgument(f"{what} {name[:80]!r} is not a valid Incus instance name")
+    return name
+
+
+def _inst_path(name: str, suffix: str = "") -> str:
+    return f"/1.0/instances/{quote(name, safe='')}{suffix}"
+
+
+def _params(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"project": _cfg(config, "project"), **extra}
+
+
+def _instance_name(config: dict[str, Any], request_id: str) -> str:
+    prefix = str(_cfg(config, "name_prefix"))
+    slug = re.sub(r"[^a-z0-9]+", "-", request_id.lower()).strip("-")
+    name = f"{prefix}{slug}"
+    if not slug or len(name) > 63 or not _NAME_RE.match(name):
+        name = f"{prefix}{hashlib.sha256(request_id.encode()).hexdigest()[:24]}"
+    return _name(name, "instance name")
+
+
+def _dec(config: dict[str, Any], key: str, value: Any = None) -> Decimal:
+    raw = _cfg(config, key) if value is None else value
+    if isinstance(raw, float):
+        raise sdk.InvalidArgument(f"{key} must be a decimal string, not a float")
+    try:
+        d = Decimal(str(raw))
+    except InvalidOperation:
+        raise sdk.InvalidArgument(f"{key} is not a decimal number: {raw!r}") from None
+    if not d.is_finite() or d < 0:
+        raise sdk.InvalidArgument(f"{key} must be a non-negative number")
+    return d
+
+
+def _int(spec: dict[str, Any], key: str) -> int:
+    v = spec.get(key, 0)
+    if isinstance(v, bool) or not isinstance(v, int):
+        try:
+            v = int(str(v))
+        except ValueError:
+            raise sdk.InvalidArgument(f"{key} must be an integer") from None
+    return v
+
+
+def _regions(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    regions = _cfg(config, "regions")
+    return regions if isinstance(regions, dict) else {}
+
+
+def _images(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    images = _cfg(config, "images")
+    return images if isinstance(images, dict) and images else DEFAULT_IMAGES
+
+
+def _default_os(config: dict[str, Any]) -> str:
+    return str(_cfg(config, "default_os")) or next(iter(_images(config)))
+
+
+def _check_spec(config: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec's numbers within this provider's limits, its region and OS known; normalised."""
+    out = {
+        "cpu_cores": _int(spec, "cpu_cores"),
+        "memory_gb": _int(spec, "memory_gb"),
+        "disk_gb": _int(spec, "disk_gb"),
+        "bandwidth_mbps": _int(spec, "bandwidth_mbps"),
+        "region": str(spec.get("region") or ""),
+        "os": str(spec.get("os") or "") or _default_os(config),
+    }
+    bounds = {
+        "cpu_cores": (1, int(_cfg(config, "max_cpu_cores"))),
+        "memory_gb": (1, int(_cfg(config, "max_memory_gb"))),
+        "disk_gb": (int(_cfg(config, "min_disk_gb")), int(_cfg(config, "max_disk_gb"))),
+        "bandwidth_mbps": (0, int(_cfg(config, "max_bandwidth_mbps"))),
+    }
+    for key, (lo, hi) in bounds.items():
+        if not lo <= out[key] <= hi:
+            raise sdk.InvalidArgument(f"{key} must be between {lo} and {hi}, got {out[key]}")
+    regions = _regions(config)
+    if regions:
+        if out["region"] not in regions:
+            raise sdk.InvalidArgument(f"region must be one of {', '.join(regions)}; got {out['region']!r}")
+    elif out["region"]:
+        raise sdk.InvalidArgument(f"this provider offers no region choice; got region {out['region']!r}")
+    if out["os"] not in _images(config):
+        raise sdk.InvalidArgument(f"os must be one of {', '.join(_images(config))}; got {out['os']!r}")
+    return out
+
+
+def _monthly(config: dict[str, Any], spec: dict[str, Any]) -> Decimal:
+    total = (
+        _dec(config, "price_base")
+        + _dec(config, "price_per_core") * spec["cpu_cores"]
+        + _dec(config, "price_per_gb_memory") * spec["memory_gb"]
+        + _dec(config, "price_per_gb_disk") * spec["disk_gb"]
+        + _dec(config, "price_per_mbps") * spec["bandwidth_mbps"]
+    )
+    region = _regions(config).get(spec.get("region") or "")
+    if region and region.get("price_extra"):
+        total += _dec(config, "price_extra", region["price_extra"])
+    return total
+
+
+def _cycles(config: dict[str, Any]) -> dict[str, Decimal]:
+    cycles = _cfg(config, "billing_cycles")
+    if not isinstance(cycles, dict) or not cycles:
+        cycles = {"monthly": "1"}
+    return {str(k): _dec(config, f"billing_cycles[{k!r}]", v) for k, v in cycles.items()}
+
+
+def _amount(monthly: Decimal, multiplier: Decimal) -> Decimal:
+    return (monthly * multiplier).quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+def _created_at(value: Any) -> str:
+    """An RFC 3339 UTC time ("...Z") from Incus's timestamps (nanoseconds, offsets); "" when unset."""
+    text = str(value or "")
+    if not text or text.startswith("0001-01-01"):
+        return ""
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
+    if not m:
+        return text
+    frac = (m.group(2) or "")[:7]
+    try:
+        dt = datetime.fromisoformat(m.group(1) + frac + ("+00:00" if m.group(3) == "Z" else m.group(3)))
+    except ValueError:
+        return text
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status(state: Any) -> str:
+    status = str((state or {}).get("status") or "unknown") if isinstance(state, dict) else "unknown"
+    return status.lower()
+
+
+def _addresses(state: Any) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    network = state.get("network") if isinstance(state, dict) else None
+    if not isinstance(network, dict):
+        return out
+    for iface, info in network.items():
+        if iface == "lo" or not isinstance(info, dict):
+            continue
+        for addr in info.get("addresses") or []:
+            if isinstance(addr, dict) and addr.get("address"):
+                out.append({k: str(addr.get(k) or "") for k in ("family", "address", "scope")})
+    return out
+
+
+def _ip(state: Any) -> str:
+    """The first global IPv4 address, else the first global IPv6 one, else ""."""
+    addrs = [a for a in _addresses(state) if a["scope"] == "global"]
+    for family in ("inet", "inet6"):
+        for a in addrs:
+            if a["family"] == family:
+                return a["address"]
+    return ""
+
+
+def _create_body(config: dict[str, Any], spec: dict[str, Any], name: str, request_id: str) -> dict[str, Any]:
+    image = dict(_images(config)[spec["os"]])
+    source: dict[str, Any] = {"type": "image"}
+    if image.get("fingerprint"):
+        source["fingerprint"] = image["fingerprint"]
+    else:
+        source["alias"] = image["alias"]
+    if image.get("server"):
+        source["server"] = image["server"]
+        source["protocol"] = image.get("protocol") or "simplestreams"
+    devices: dict[str, dict[str, str]] = {
+        "root": {
+            "type": "disk",
+            "path": "/",
+            "pool": str(_cfg(config, "storage_pool")),
+            "size": f"{spec['disk_gb']}GiB",
+        }
+    }
+    network = str(_cfg(config, "network"))
+    if network and spec["bandwidth_mbps"] > 0:
+        nic = str(_cfg(config, "nic_name"))
+        devices[nic] = {
+            "type": "nic",
+            "network": network,
+            "name": nic,
+            "limits.ingress": f"{spec['bandwidth_mbps']}Mbit",
+            "limits.egress": f"{spec['bandwidth_mbps']}Mbit",
+        }
+    return {
+        "name": name,
+        "type": image.get("instance_type") or _cfg(config, "instance_type"),
+        "description": f"RustBill order {request_id}",
+        "source": source,
+        "config": {
+            "limits.cpu": str(spec["cpu_cores"]),
+            "limits.memory": f"{spec['memory_gb']}GiB",
+            "user.rustbill.request_id": request_id,
+            "user.rustbill.os": spec["os"],
+        },
+        "devices": devices,
+        "profiles": list(_cfg(config, "profiles")),
+        "start": bool(_cfg(config, "start_on_create")),
+    }
+
+
+async def _instance_or_none(conn: _Conn, config: dict[str, Any], name: str) -> dict[str, Any] | None:
+    try:
+        meta = await _get(conn, _inst_path(name), f"instance {name!r}", _params(config))
+    except sdk.PluginError as exc:
+        if exc.code == "NOT_FOUND" and "project" not in exc.message.lower():
+            return None
+        raise
+    return meta if isinstance(meta, dict) else None
+
+
+async def _wait_pending(conn: _Conn, config: dict[str, Any], name: str, timeout_s: int) -> None:
+    """Wait for Incus operations still running on this instance (a retried create finds its first one)."""
+    try:
+        ops = await _get(conn, "/1.0/operations", f"operations of instance {name!r}", _params(config, recursion=1))
+    except sdk.PluginError as exc:
+        if exc.code in ("NOT_FOUND", "PERMISSION_DENIED"):
+            return
+        raise
+    if not isinstance(ops, dict):
+        return
+    target = _inst_path(name)
+    for group in ops.values():
+        for op in group or []:
+            if not isinstance(op, dict) or op.get("status_code") in (_FINAL_OK, _FINAL_FAILED, _FINAL_CANCELLED):
+                continue
+            urls = (op.get("resources") or {}).get("instances") or []
+            if any(str(u).split("?", 1)[0] == target for u in urls) and op.get("id"):
+                await _wait(conn, f"/1.0/operations/{op['id']}", op, f"creating instance {name!r}", timeout_s)
+
+
+async def _state(conn: _Conn, config: dict[str, Any], name: str) -> dict[str, Any]:
+    try:
+        state = await _get(conn, _inst_path(name, "/state"), f"instance {name!r}", _params(config))
+    except sdk.PluginError as exc:
+        if exc.code == "NOT_FOUND":
+            raise sdk.NotFound(
+                f"instance {name!r} does not exist in Incus project {_cfg(config, 'project')!r} ({exc.message})"
+            ) from None
+        raise
+    return state if isinstance(state, dict) else {}
+
+
+# ---------------------------------------------------------------- provider contract
+
+
+def spec_template(config):
+    regions = _regions(config)
+    images = _images(config)
+    fields = [
+        {
+            "key": "cpu_cores",
+            "label": "CPU cores",
+            "field_type": "number",
+            "required": True,
+            "min": 1,
+            "max": int(_cfg(config, "max_cpu_cores")),
+            "default_value": "1",
+        },
+        {
+            "key": "memory_gb",
+            "label": "Memory (GiB)",
+            "field_type": "number",
+            "required": True,
+            "min": 1,
+            "max": int(_cfg(config, "max_memory_gb")),
+            "default_value": "1",
+        },
+        {
+            "key": "disk_gb",
+            "label": "Disk (GiB)",
+            "field_type": "number",
+            "required": True,
+            "min": int(_cfg(config, "min_disk_gb")),
+            "max": int(_cfg(config, "max_disk_gb")),
+            "default_value": str(max(10, int(_cfg(config, "min_disk_gb")))),
+        },
+        {
+            "key": "bandwidth_mbps",
+            "label": "Bandwidth (Mbit/s)",
+            "field_type": "number",
+            "required": False,
+            "min": 0,
+            "max": int(_cfg(config, "max_bandwidth_mbps")),
+            "default_value": "0",
+        },
+        {
+            "key": "os",
+            "label": "Operating system",
+            "field_type": "select",
+            "required": False,
+            "options": list(images),
+            "default_value": _default_os(config),
+        },
+    ]
+    if regions:
+        fields.append(
+            {
+                "key": "region",
+                "label": "Region",
+                "field_type": "select",
+                "required": True,
+                "options": list(regions),
+                "default_value": next(iter(regions)),
+            }
+        )
+    groups = [
+        {"key": "compute", "label": "Compute", "field_keys": ["cpu_cores", "memory_gb"]},
+        {"key": "storage", "label": "Storage", "field_keys": ["disk_gb"]},
+        {"key": "network", "label": "Network", "field_keys": ["bandwidth_mbps"] + (["region"] if regions else [])},
+        {"key": "system", "label": "System", "field_keys": ["os"]},
+    ]
+    return {"fields": fields, "groups": groups}
+
+
+def query_price(config, spec):
+    spec = _check_spec(config, spec)
+    cycle = str(_cfg(config, "billing_cycle"))
+    cycles = _cycles(config)
+    if cycle not in cycles:
+        raise sdk.FailedPrecondition(f"billing_cycle {cycle!r} is not one of billing_cycles ({', '.join(cycles)})")
+    return {
+        "amount": _amount(_monthly(config, spec), cycles[cycle]),
+        "currency": str(_cfg(config, "currency")),
+        "billing_cycle": cycle,
+    }
+
+
+def sync_products(config):
+    cycles = _cycles(config)
+    cycle = str(_cfg(config, "billing_cycle"))
+    if cycle not in cycles:
+        raise sdk.FailedPrecondition(f"billing_cycle {cycle!r} is not one of billing_cycles ({', '.join(cycles)})")
+    products = []
+    for i, plan in enumerate(_cfg(config, "plans") or []):
+        try:
+            spec = _check_spec(config, plan)
+        except sdk.PluginError as exc:
+            why = exc.message
+            raise sdk.FailedPrecondition(f"plan {plan.get('id', i)!r} does not fit this provider: {why}") from None
+        price = plan.get("price")
+        monthly = _dec(config, f"plans[{i}].price", price) if price not in (None, "") else _monthly(config, spec)
+        products.append(
+            {
+                "id": str(plan["id"]),
+                "name": str(plan["name"]),
+                "description": str(plan.get("description") or ""),
+                "group_id": str(plan.get("group_id") or spec["region"]),
+                "currency": str(_cfg(config, "currency")),
+                "price": _amount(monthly, cycles[cycle]),
+                "billing_cycles": {c: _amount(monthly, m) for c, m in cycles.items()},
+                "specs": {k: str(v) for k, v in spec.items() if v not in ("", None)},
+            }
+        )
+    return products
+
+
+async def create_instance(config, spec):
+    request_id = str(spec.get("request_id") or "").strip()
+    if not request_id:
+        raise sdk.InvalidArgument("create_instance needs spec['request_id'] (the host sets it)")
+    spec = _check_spec(config, spec)
+    name = _instance_name(config, request_id)
+    timeout_s = int(_cfg(config, "operation_timeout_seconds"))
+    conn = _conn(config)
+    what = f"creating instance {name!r}"
+    existing = await _instance_or_none(conn, config, name)
+    if existing is None:
+        params = _params(config)
+        target = str(_regions(config).get(spec["region"], {}).get("target") or "")
+        if target:
+            params["target"] = target
+        body = _create_body(config, spec, name, request_id)
+        try:
+            await _run(conn, "POST", "/1.0/instances", what, timeout_s, params=params, body=body)
+        except sdk.PluginError as exc:
+            # A concurrent or earlier attempt of the same request made it first (409, or 500 from some versions).
+            if exc.code not in ("ALREADY_EXISTS", "UNAVAILABLE") or "already exists" not in exc.message.lower():
+                raise
+            existing = await _instance_or_none(conn, config, name)
+            if existing is None:
+                raise
+    if existing is not None:
+        owner = str((existing.get("config") or {}).get("user.rustbill.request_id") or "")
+        if owner != request_id:
+            raise sdk.AlreadyExists(
+                f"instance name {name!r} is already used in Incus by another instance (request {owner or 'none'})"
+            )
+        await _wait_pending(conn, config, name, timeout_s)
+        log.info("create_instance: %s already exists for request %s; returning it", name, request_id)
+    item = await _get(conn, _inst_path(name), f"instance {name!r}", _params(config, recursion=1))
+    item = item if isinstance(item, dict) else {}
+    state = item["state"] if isinstance(item.get("state"), dict) else await _state(conn, config, name)
+    return {
+        "instance_id": name,
+        "status": _status(state),
+        "ip_address": _ip(state),
+        "created_at": _created_at(item.get("created_at")),
+    }
+
+
+async def get_instance_status(config, instance_id):
+    name = _name(instance_id, "instance_id")
+    state = await _state(_conn(config), config, name)
+    return {"instance_id": name, "status": _status(state), "ip_address": _ip(state)}
+
+
+async def sync_upstream_instances(config):
+    conn = _conn(config)
+    items = await _get(conn, "/1.0/instances", "listing instances", _params(config, recursion=2))
+    if not isinstance(items, list):
+        raise sdk.FailedPrecondition(f"{conn.where} answered the instance list with {type(items).__name__}")
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or not item.get("name"):
+            continue
+        state = item.get("state") if isinstance(item.get("state"), dict) else {"status": item.get("status")}
+        out.append(
+            {
+                "instance_id": str(item["name"]),
+                "status": _status(state),
+                "ip_address": _ip(state),
+                "created_at": _created_at(item.get("created_at")),
+            }
+        )
+    return out
+
+
+def get_upstream_balance(config):
+    raise sdk.PluginError(
+        "incus is a first-party provider (your own Incus servers): there is no upstream balance", "UNIMPLEMENTED"
+    )
+
+
+# ---------------------------------------------------------------- health
+
+
+async def health_check(config):
+    conn = _conn(config)
+    info = await _get(conn, "/1.0", "server info (GET /1.0)")
+    if not isinstance(info, dict) or "api_version" not in info:
+        return f"{conn.where} answered GET /1.0 without server information; is this an Incus server?"
+    if info.get("auth") != "trusted":
+        return (
+            f"{conn.where} does not trust the client certificate (auth: {info.get('auth') or 'missing'}; SHA-256 "
+            f"fingerprint {conn.fingerprint or '-'}); add it on the server with "
+            "`incus config trust add-certificate client.crt`"
+        )
+    if info.get("api_version") != "1.0":
+        return f"{conn.where} speaks REST API version {info.get('api_version')!r}; this plugin speaks 1.0"
+    project = str(_cfg(config, "project"))
+    try:
+        await _get(conn, f"/1.0/projects/{quote(project, safe='')}", f"project {project!r}")
+        pool = str(_cfg(config, "storage_pool"))
+        await _get(conn, f"/1.0/storage-pools/{quote(pool, safe='')}", f"storage pool {pool!r}")
+        network = str(_cfg(config, "network"))
+        if network:
+            await _get(conn, f"/1.0/networks/{quote(network, safe='')}", f"network {network!r}", _params(config))
+        for profile in _cfg(config, "profiles"):
+            await _get(conn, f"/1.0/profiles/{quote(str(profile), safe='')}", f"profile {profile!r}", _params(config))
+    except sdk.PluginError as exc:
+        if exc.code == "NOT_FOUND":
+            return f"{conn.where}: {exc.message} (check the interface's project, storage_pool, network and profiles)"
+        raise
+    env = info.get("environment") or {}
+    log.info(
+        "health_check: %s is %s %s (API %s), server %s",
+        conn.where,
+        env.get("server") or "incus",
+        env.get("server_version") or "?",
+        info.get("api_version"),
+        env.get("server_name") or "?",
+    )
+    return {
+        "healthy": True,
+        "server_version": str(env.get("server_version") or ""),
+        "api_version": str(info.get("api_version")),
+    }
+
+
+# ---------------------------------------------------------------- admin page and actions
+
+
+def _summary(item: dict[str, Any]) -> dict[str, Any]:
+    state = item.get("state") if isinstance(item.get("state"), dict) else {"status": item.get("status")}
+    cfg = item.get("expanded_config") or item.get("config") or {}
+    devices = item.get("expanded_devices") or item.get("devices") or {}
+    root = devices.get("root") or {}
+    return {
+        "name": str(item.get("name") or ""),
+        "type": str(item.get("type") or ""),
+        "status": _status(state),
+        "ip_address": _ip(state),
+        "addresses": [a["address"] for a in _addresses(state) if a["scope"] == "global"],
+        "limits_cpu": str(cfg.get("limits.cpu") or ""),
+        "limits_memory": str(cfg.get("limits.memory") or ""),
+        "root_size": str(root.get("size") or ""),
+        "created_at": _created_at(item.get("created_at")),
+        "request_id": str(cfg.get("user.rustbill.request_id") or ""),
+    }
+
+
+async def admin_list_instances(config):
+    conn = _conn(config)
+    items = await _get(conn, "/1.0/instances", "listing instances", _params(config, recursion=2))
+    return [_summary(i) for i in items or [] if isinstance(i, dict)]
+
+
+async def admin_server_info(config):
+    conn = _conn(config)
+    info = await _get(conn, "/1.0", "server info (GET /1.0)")
+    info = info if isinstance(info, dict) else {}
+    env = info.get("environment") or {}
+    return {
+        "endpoint": conn.where,
+        "auth": str(info.get("auth") or ""),
+        "api_version": str(info.get("api_version") or ""),
+        "api_status": str(info.get("api_status") or ""),
+        "server": str(env.get("server") or ""),
+        "server_version": str(env.get("server_version") or ""),
+        "server_name": str(env.get("server_name") or ""),
+        "server_clustered": bool(env.get("server_clustered")),
+        "client_fingerprint": conn.fingerprint,
+        "project": str(_cfg(config, "project")),
+    }
+
+
+async def admin_instance(config):
+    name = _name(config.get("name") or config.get("instance_id"))
+    conn = _conn(config)
+    item = await _get(conn, _inst_path(name), f"instance {name!r}", _params(config, recursion=1))
+    return _summary(item if isinstance(item, dict) else {})
+
+
+async def _change_state(config: dict[str, Any], action: str) -> dict[str, Any]:
+    name = _name(config.get("name") or config.get("instance_id"))
+    conn = _conn(config)
+    body: dict[str, Any] = {"action": action}
+    if action in ("stop", "restart"):
+        body["force"] = bool(config.get("force", False))
+        body["timeout"] = int(config.get("timeout", 30))
+    timeout_s = int(_cfg(config, "operation_timeout_seconds"))
+    await _run(
+        conn,
+        "PUT",
+        _inst_path(name, "/state"),
+        f"{action} of instance {name!r}",
+        timeout_s,
+        params=_params(config),
+        body=body,
+    )
+    state = await _state(conn, config, name)
+    return {"name": name, "action": action, "status": _status(state), "ip_address": _ip(state)}
+
+
+async def admin_start(config):
+    """Start an instance: args ``{"name": "..."}``."""
+    return await _change_state(config, "start")
+
+
+async def admin_stop(config):
+    """Stop an instance: args ``{"name": "...", "force": false, "timeout": 30}``."""
+    return await _change_state(config, "stop")
+
+
+async def admin_restart(config):
+    """Restart an instance: args ``{"name": "...", "force": false, "timeout": 30}``."""
+    return await _change_state(config, "restart")
+
+
+async def admin_delete(config):
+    """Delete an instance: args ``{"name": "...", "force": false}``; force stops a running one first."""
+    name = _name(config.get("name") or config.get("instance_id"))
+    conn = _conn(config)
+    timeout_s = int(_cfg(config, "operation_timeout_seconds"))
+    state = await _state(conn, config, name)
+    if _status(state) != "stopped":
+        if not config.get("force"):
+            raise sdk.FailedPrecondition(f'instance {name!r} is {_status(state)}; stop it first or pass "force": true')
+        await _run(
+            conn,
+            "PUT",
+            _inst_path(name, "/state"),
+            f"stop of instance {name!r}",
+            timeout_s,
+            params=_params(config),
+            body={"action": "stop", "force": True},
+        )
+    await _run(conn, "DELETE", _inst_path(name), f"deleting instance {name!r}", timeout_s, params=_params(config))
+    return {"name": name, "action": "delete", "status": "deleted"}
+
+
+async def admin_page(config):
+    e = html.escape
+    try:
+        server = await admin_server_info(config)
+        instances = await admin_list_instances(config)
+        error = ""
+    except sdk.PluginError as exc:
+        server, instances, error = {}, [], exc.message
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{e(str(v))}</td>"
+            for v in (
+                i["name"],
+                i["type"],
+                i["status"],
+                ", ".join(i["addresses"]),
+                i["limits_cpu"],
+                i["limits_memory"],
+                i["root_size"],
+                i["created_at"],
+                i["request_id"],
+            )
+        )
+        + "</tr>"
+        for i in instances
+    )
+    where = e(server.get("endpoint") or str(_cfg(config, "url") or _cfg(config, "socket_path")))
+    parts = [f"<h1>Incus — {where}</h1>"]
+    if error:
+        parts.append(f'<p class="error"><strong>Cannot reach Incus:</strong> {e(error)}</p>')
+    else:
+        parts.append(
+            "<p>"
+            f"{e(server.get('server') or 'incus')} {e(server.get('server_version'))} on "
+            f"{e(server.get('server_name'))}, REST API {e(server.get('api_version'))}, auth "
+            f"{e(server.get('auth'))}, project <code>{e(server.get('project'))}</code>"
+            "</p>"
+        )
+        parts.append(
+            "<table><thead><tr><th>Name</th><th>Type</th><th>Status</th><th>Addresses</th><th>CPU</th>"
+            "<th>Memory</th><th>Root disk</th><th>Created</th><th>RustBill request</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+            f"<p>{len(instances)} instance(s).</p>"
+        )
+    parts.append(
+        '<p>Actions (CallPluginAction, args_json <code>{"name": "…"}</code>): <code>admin_start</code>, '
+        "<code>admin_stop</code>, <code>admin_restart</code> (<code>force</code>, <code>timeout</code>), "
+        "<code>admin_delete</code> (<code>force</code> stops a running instance first), "
+        "<code>admin_instance</code>, <code>admin_list_instances</code>, <code>admin_server_info</code>.</p>"
+    )
+    return {"title": "Incus", "html": "\n".join(parts)}
