@@ -517,3 +517,28 @@ def test_product_prices_are_stored_exactly(stub, admin_token: str) -> None:
     assert stub.SyncProducts(req, metadata=md(admin_token)).products[0].price == "123456799.12345678"
     again = stub.SyncProducts(req, metadata=md(admin_token))
     assert again.unchanged == 1 and again.products[0].price == "123456799.12345678"
+
+
+def test_an_order_that_times_out_is_kept_and_a_retry_settles_it(fresh_server: ServerProcess) -> None:
+    from helpers import TEST_PLUGINS
+
+    fresh_server.add_plugin(TEST_PLUGINS / "t_provider.py")
+    fresh_server.env["RUSTBILL_PLUGINS__TIMEOUTS"] = '{"create_instance": 1}'
+    fresh_server.start()
+    token, stub = fresh_server.token(), fresh_server.stub()
+    iface = create_interface(stub, token, "t_provider", '{"sleep": 3}')
+    spec = order_pb2.ServerSpec(cpu_cores=1, memory_gb=1, disk_gb=10)
+    meta = [*md(token), ("idempotency-key", "order-42")]
+    with raises_code(grpc.StatusCode.DEADLINE_EXCEEDED):
+        stub.CreateUpstreamInstance(pb.UpstreamOrderRequest(interface_id=iface.id, server_spec=spec), metadata=meta)
+    # the provider may have opened it: the order is not forgotten
+    sql = "SELECT id, status, provider_instance_id FROM instances WHERE idempotency_key = 'order-42'"
+    [(row_id, status, provider_id)] = query_db(fresh_server.db_url, sql)
+    assert (status, provider_id) == ("unknown", None)
+    stub.UpdatePluginInterface(pb.UpdatePluginInterfaceRequest(interface_id=iface.id, config_json="{}"),
+                               metadata=md(token))  # fmt: skip
+    done = stub.CreateUpstreamInstance(pb.UpstreamOrderRequest(interface_id=iface.id, server_spec=spec), metadata=meta)
+    rows = query_db(fresh_server.db_url, sql)
+    assert rows == [(row_id, "running", done.provider_instance_id)]  # the same order, settled; not a second one
+    # the retry asked the provider with the same request_id as the first attempt
+    assert done.provider_instance_id == f"i-{str(uuid.UUID(str(row_id)))[-8:]}"

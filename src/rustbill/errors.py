@@ -86,6 +86,11 @@ class DeadlineExceeded(RustBillError):
 class Unavailable(RustBillError):
     code = grpc.StatusCode.UNAVAILABLE
 
+    def __init__(self, message: str, *, request_may_have_been_sent: bool = True) -> None:
+        super().__init__(message)
+        # False when the remote system was never reached (refused, unresolvable): nothing happened there.
+        self.request_may_have_been_sent = request_may_have_been_sent
+
 
 class ResourceExhausted(RustBillError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -27,6 +27,7 @@ from .money import to_money_text
 __all__ = [
     "DEFAULT_TIMEOUT",
     "AlreadyExists",
+    "DeadlineExceeded",
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
@@ -86,6 +87,7 @@ AlreadyExists = _shortcut("ALREADY_EXISTS")
 PermissionDenied = _shortcut("PERMISSION_DENIED")
 FailedPrecondition = _shortcut("FAILED_PRECONDITION")
 Unavailable = _shortcut("UNAVAILABLE")
+DeadlineExceeded = _shortcut("DEADLINE_EXCEEDED")
 
 _lock = threading.Lock()
 _async_client: httpx.AsyncClient | None = None

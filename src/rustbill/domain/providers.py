@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +16,15 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..db import Database, Instance, Product
-from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from ..errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from ..ids import new_id, utcnow
 from ..plugins import Binding, PluginRuntime
 from ..plugins.contract import (
@@ -33,6 +42,9 @@ __all__ = ["Providers", "SyncResult", "validate_spec"]
 
 log = logging.getLogger(__name__)
 
+PROVISIONING = "provisioning"
+# A create_instance call that ended without an answer (timeout, lost connection, cancelled).
+UNKNOWN = "unknown"
 _ACTION_RE = re.compile(r"^admin_[A-Za-z0-9_]{1,100}$")
 _SPEC_LIMITS = {
     "cpu_cores": (1, 1024),
@@ -245,13 +257,13 @@ class Providers:
         if idempotency_key:
             prior = await self._by_key(interface_id, idempotency_key)
             if prior is not None:
-                return _finished(prior)
+                return await self._resume(b, prior)
         now = utcnow()
         row = Instance(
             id=new_id(),
             interface_id=interface_id,
             provider_instance_id=None,
-            status="provisioning",
+            status=PROVISIONING,
             ip_address="",
             server_spec=spec,
             origin="created",
@@ -267,44 +279,64 @@ class Providers:
             prior = await self._by_key(interface_id, idempotency_key or "")
             if prior is None:
                 raise
-            return _finished(prior)
+            return await self._resume(b, prior)
+        return await self._open(b, row)
 
+    async def _resume(self, b: Binding, prior: Instance) -> Instance:
+        """A retry of a keyed order: the recorded instance, or the same order asked again (same
+        ``request_id``, so an idempotent plugin returns what it opened the first time)."""
+        if prior.provider_instance_id is not None:
+            return prior
+        stale = utcnow() - prior.updated_at > timedelta(seconds=self._runtime.timeout_for("create_instance") + 60)
+        if prior.status == UNKNOWN or stale:
+            return await self._open(b, prior)
+        raise FailedPrecondition(
+            "an order with this idempotency-key is still being opened at the provider; retry shortly"
+        )
+
+    async def _open(self, b: Binding, row: Instance) -> Instance:
         try:
             result = await self._runtime.call(
                 b,
                 "create_instance",
-                {**spec, "request_id": str(row.id)},
+                {**row.server_spec, "request_id": str(row.id)},
                 check=lambda r: check_instance(r, "create_instance", need_id=True),
             )
-        except BaseException:
-            async with self._db.write() as s:
-                await s.execute(delete(Instance).where(Instance.id == row.id))
+        except BaseException as exc:
+            if _maybe_done(exc):
+                # The provider may have opened it: keep the row, so that nothing is forgotten; a
+                # retry with the same idempotency-key asks again with the same request_id.
+                async with self._db.write() as s:
+                    await s.execute(
+                        update(Instance).where(Instance.id == row.id).values(status=UNKNOWN, updated_at=utcnow())
+                    )
+                log.error(
+                    "order %s at provider %s ended without an answer (%s); recorded as %r for a retry or an operator",
+                    row.id, b.display_name, getattr(exc, "message", type(exc).__name__), UNKNOWN,
+                )  # fmt: skip
+            else:
+                async with self._db.write() as s:
+                    await s.execute(delete(Instance).where(Instance.id == row.id))
             raise
+        values = {
+            "provider_instance_id": result["instance_id"],
+            "status": result["status"] or "creating",
+            "ip_address": result["ip_address"],
+            "updated_at": utcnow(),
+        }
         try:
             async with self._db.write() as s:
-                await s.execute(
-                    update(Instance)
-                    .where(Instance.id == row.id)
-                    .values(
-                        provider_instance_id=result["instance_id"],
-                        status=result["status"] or "creating",
-                        ip_address=result["ip_address"],
-                        updated_at=utcnow(),
-                    )
-                )
+                await s.execute(update(Instance).where(Instance.id == row.id).values(**values))
         except IntegrityError:
             log.error(
-                "provider %s returned instance id %r which is already recorded; local row %s left in provisioning",
-                b.display_name,
-                result["instance_id"],
-                row.id,
-            )
+                "provider %s returned instance id %r which is already recorded; local row %s left as %r",
+                b.display_name, result["instance_id"], row.id, row.status,
+            )  # fmt: skip
             raise FailedPrecondition(
                 f"provider returned instance {result['instance_id']!r}, which is already recorded locally"
             ) from None
-        row.provider_instance_id = result["instance_id"]
-        row.status = result["status"] or "creating"
-        row.ip_address = result["ip_address"]
+        for k, v in values.items():
+            setattr(row, k, v)
         return row
 
     async def _by_key(self, interface_id: uuid.UUID, key: str) -> Instance | None:
@@ -432,9 +464,9 @@ def _check_instance_id(instance_id: str) -> str:
     return instance_id
 
 
-def _finished(prior: Instance) -> Instance:
-    if prior.provider_instance_id is None:
-        raise FailedPrecondition(
-            "an order with this idempotency-key is still being opened at the provider; retry shortly"
-        )
-    return prior
+def _maybe_done(exc: BaseException) -> bool:
+    """Whether a failed create_instance may still have opened the instance: a timeout, a
+    cancelled call, or a connection lost after the request may have been sent."""
+    if isinstance(exc, (asyncio.CancelledError, DeadlineExceeded)):
+        return True
+    return isinstance(exc, Unavailable) and exc.request_may_have_been_sent

@@ -19,6 +19,8 @@ import copy
 import functools
 import json
 import logging
+import socket
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -39,6 +41,8 @@ from .state import CallContext, StateStore, current_call
 __all__ = ["Binding", "PluginRuntime", "secret_paths"]
 
 log = logging.getLogger("rustbill.plugin_calls")
+# Failures that happen before a request reaches the remote system.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError, socket.gaierror, ssl.SSLError)
 T = TypeVar("T")
 
 
@@ -251,11 +255,19 @@ class PluginRuntime:
         if isinstance(exc, TimeoutError):
             return errors.DeadlineExceeded(f"{where} did not finish within {timeout:g}s")
         if isinstance(exc, PluginError):
-            return errors.error_for_code(_status(exc.code), b.mask(f"{where}: {exc.message}"))
+            err = errors.error_for_code(_status(exc.code), b.mask(f"{where}: {exc.message}"))
+            if isinstance(err, errors.Unavailable):
+                # The plugin knows what happened; a plugin that does not know whether the remote
+                # side acted raises DEADLINE_EXCEEDED.
+                err.request_may_have_been_sent = False
+            return err
         if isinstance(exc, ShapeError):
             return errors.Internal(b.mask(f"plugin {b.plugin_id!r} returned a bad result from {function}: {exc}"))
-        if isinstance(exc, (httpx.TransportError, ConnectionError)):
-            return errors.Unavailable(b.mask(f"{where}: cannot reach the remote system: {type(exc).__name__}: {exc}"))
+        if isinstance(exc, (httpx.TransportError, ConnectionError, ssl.SSLError, socket.gaierror)):
+            return errors.Unavailable(
+                b.mask(f"{where}: cannot reach the remote system: {type(exc).__name__}: {exc}"),
+                request_may_have_been_sent=not isinstance(exc, _NOT_SENT),
+            )
         if isinstance(exc, errors.RustBillError):
             return exc
         if not isinstance(exc, Exception):
