@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,8 @@ class PluginScanner:
         self._stat: dict[Path, tuple[int, int]] = {}
         # plugin_id -> hash of a broken content already reported
         self._broken: dict[str, str] = {}
+        # files whose names cannot be plugin ids, already reported
+        self._bad_names: set[str] = set()
         self._first = True
         self._lock = asyncio.Lock()
 
@@ -79,6 +82,7 @@ class PluginScanner:
     async def _scan(self) -> ScanReport:
         report = ScanReport([], [], [], {})
         present: dict[str, Path] = {}
+        bad_names: set[str] = set()
         try:
             entries = sorted(self.folder.iterdir()) if self.folder.is_dir() else []
         except OSError as exc:
@@ -88,12 +92,11 @@ class PluginScanner:
             pid = plugin_id_for(path)
             if pid is None:
                 if path.suffix == ".py" and not path.name.startswith(("_", ".")):
-                    self._report_broken(
-                        path.stem,
-                        "",
-                        f"{path.name}: file name is not a valid plugin id (lower-case letters, digits, _)",
-                        report,
-                    )
+                    bad_names.add(path.name)
+                    reason = f"{path.name}: file name is not a valid plugin id (lower-case letters, digits, _)"
+                    report.broken[path.stem] = reason
+                    if path.name not in self._bad_names:
+                        log.error("plugin file skipped: %s", reason)
                 continue
             if not path.is_file():
                 continue
@@ -106,6 +109,7 @@ class PluginScanner:
             await self._vanished(pid)
             report.removed.append(pid)
             log.warning("plugin %s: file vanished from %s", pid, self.folder)
+        self._bad_names = bad_names  # reported once while they stay
         for pid in list(self._broken):
             if pid not in present:
                 self._broken.pop(pid)
@@ -155,7 +159,7 @@ class PluginScanner:
 
     def _report_broken(self, pid: str, digest: str, reason: str, report: ScanReport) -> None:
         report.broken[pid] = reason
-        if self._broken.get(pid) == digest and digest:
+        if self._broken.get(pid) == digest:
             return
         self._broken[pid] = digest
         kept = " (the previous version stays in use)" if self._registry.get(pid) else ""
@@ -185,11 +189,18 @@ class PluginScanner:
                         return
                     if row.plugin_type != p.plugin_type:
                         log.warning("plugin %s changed type %s → %s", p.plugin_id, row.plugin_type, p.plugin_type)
-                        await s.execute(
-                            update(PluginInterface)
-                            .where(PluginInterface.plugin_def_id == row.id)
-                            .values(plugin_type=p.plugin_type)
+                    # Interfaces follow the plugin's current schema and admin page (the form and
+                    # validation must match the code that runs); plugin_version stays the
+                    # creation snapshot, as the spec says.
+                    await s.execute(
+                        update(PluginInterface)
+                        .where(PluginInterface.plugin_def_id == row.id)
+                        .values(
+                            plugin_type=p.plugin_type,
+                            config_schema=json.dumps(p.config_schema, ensure_ascii=False),
+                            has_admin_page=p.has_admin_page,
                         )
+                    )
                     row.plugin_type = p.plugin_type
                     row.has_admin_page = p.has_admin_page
                     row.version = p.version
