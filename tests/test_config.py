@@ -37,7 +37,7 @@ def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     )
     s = load_settings(f)
     assert s.server.listen == "0.0.0.0:6000" and s.plugins.dir == Path("/srv/plugins")
-    assert s.timeout_for("create_instance") == 300 and s.timeout_for("query_price") == 30
+    assert s.plugins.timeouts == {"create_instance": 300} and s.plugins.call_timeout_seconds == 30
     monkeypatch.setenv("RUSTBILL_SERVER__LISTEN", "127.0.0.1:7000")
     monkeypatch.setenv("RUSTBILL_DB__URL", "sqlite:///x.db")
     s = load_settings(f)

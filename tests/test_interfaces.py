@@ -296,3 +296,17 @@ def test_listings_exactly_match_on_a_fresh_server(fresh_server: ServerProcess) -
     ]
     assert [x.gateway_id for x in stub.ListGateways(common_pb2.EmptyRequest(), metadata=md(token)).gateways] == [g.id]
     assert [x.channel_id for x in stub.ListNotifiers(common_pb2.EmptyRequest(), metadata=md(token)).notifiers] == [n.id]
+
+
+def test_a_bad_spec_template_does_not_break_the_listing(fresh_server: ServerProcess) -> None:
+    fresh_server.plugins_dir.joinpath("bad_tpl.py").write_text(
+        'PLUGIN_TYPE = "upstream_provider"\n'
+        "def spec_template(config):\n"
+        '    return {"fields": [{"key": "cpu", "display_order": 2**40}], "groups": [{"key": "g", "display_order": -1}]}\n'
+    )
+    fresh_server.start()
+    token, stub = fresh_server.token(), fresh_server.stub()
+    iface = create_interface(stub, token, "bad_tpl")
+    providers = stub.ListProviders(common_pb2.EmptyRequest(), metadata=md(token)).providers
+    assert [p.interface_id for p in providers] == [iface.id] and len(providers[0].spec_template.fields) == 0
+    fresh_server.wait_for_log(r"spec_template failed: .*display_order' must be an integer from 0 to 4294967295")

@@ -220,6 +220,8 @@ def test_call_action_merges_args_into_config(stub, provider, admin_token: str) -
         ("admin_echo", "{x", grpc.StatusCode.INVALID_ARGUMENT, "args_json is not valid JSON"),
         ("admin_not_json", "{}", grpc.StatusCode.INTERNAL, "not JSON-serialisable"),
         ("admin_fail", "{}", grpc.StatusCode.NOT_FOUND, "no such thing"),
+        ("admin_abort", "{}", grpc.StatusCode.ABORTED, "order changed meanwhile"),
+        ("admin_own_timeout", "{}", grpc.StatusCode.DEADLINE_EXCEEDED, "did not answer in time: socket read timed out"),
         ("admin_echo", '{"api_key": "mine"}', grpc.StatusCode.INVALID_ARGUMENT, "cannot override .*api_key"),
         ("admin_echo", '{"base_price": "0"}', grpc.StatusCode.INVALID_ARGUMENT, "cannot override .*base_price"),
     ],

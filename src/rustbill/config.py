@@ -135,9 +135,6 @@ class Settings(BaseSettings):
             return self.db.url
         return f"sqlite:///{(self.data.dir / 'rustbill.db').resolve()}"
 
-    def timeout_for(self, function: str) -> float:
-        return self.plugins.timeouts.get(function, self.plugins.call_timeout_seconds)
-
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings from defaults, ``config_file`` (TOML) and the environment."""

@@ -11,6 +11,7 @@
     ├── DeadlineExceeded               DEADLINE_EXCEEDED
     ├── Unavailable                    UNAVAILABLE
     ├── ResourceExhausted              RESOURCE_EXHAUSTED
+    ├── Aborted                        ABORTED
     └── Internal                       INTERNAL
 
 Messages are safe to show to a caller: they name what is wrong, never carry a traceback or a
@@ -22,6 +23,7 @@ from __future__ import annotations
 import grpc
 
 __all__ = [
+    "Aborted",
     "AlreadyExists",
     "DeadlineExceeded",
     "FailedPrecondition",
@@ -96,6 +98,10 @@ class ResourceExhausted(RustBillError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class Aborted(RustBillError):
+    code = grpc.StatusCode.ABORTED
+
+
 class Internal(RustBillError):
     code = grpc.StatusCode.INTERNAL
 
@@ -113,6 +119,7 @@ _BY_CODE: dict[grpc.StatusCode, type[RustBillError]] = {
         DeadlineExceeded,
         Unavailable,
         ResourceExhausted,
+        Aborted,
         Internal,
     )
 }

@@ -126,7 +126,9 @@ async def aclose() -> None:
 
 def logger(name: str) -> logging.Logger:
     """A logger for a plugin; records go to the server's log under ``rustbill.plugin``."""
-    short = name.rsplit(".", 1)[-1].removeprefix("rustbill_plugin_")
+    short = name.rsplit(".", 1)[-1]
+    if short.startswith("rustbill_plugin_"):  # rustbill_plugin_<id>_<content hash>
+        short = short.removeprefix("rustbill_plugin_").rsplit("_", 1)[0]
     return logging.getLogger(f"rustbill.plugin.{short}")
 
 

@@ -151,3 +151,11 @@ async def admin_state_get(config):
 
 async def admin_state_wrong(config):
     return sdk.state().get("x")
+
+
+def admin_abort(config):
+    raise sdk.PluginError("order changed meanwhile", "ABORTED")
+
+
+def admin_own_timeout(config):
+    raise TimeoutError("socket read timed out")

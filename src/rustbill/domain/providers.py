@@ -303,7 +303,8 @@ class Providers:
                 check=lambda r: check_instance(r, "create_instance", need_id=True),
             )
         except BaseException as exc:
-            if _maybe_done(exc):
+            if _maybe_done(exc) or row.status == UNKNOWN:
+                # (a retry of an order that ended without an answer must not forget that earlier attempt)
                 # The provider may have opened it: keep the row, so that nothing is forgotten; a
                 # retry with the same idempotency-key asks again with the same request_id.
                 async with self._db.write() as s:

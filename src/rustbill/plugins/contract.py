@@ -131,6 +131,21 @@ def check_admin_page(result: Any, default_title: str) -> tuple[str, str]:
     return html, _text(m, "title", "admin_page result", default=default_title)
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _order(v: Any, what: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**32:
+        raise ShapeError(f"{what}: 'display_order' must be an integer from 0 to 4294967295")
+    return v
+
+
+def _limit(text: str, n: int, what: str) -> str:
+    if len(text) > n:
+        raise ShapeError(f"{what} is longer than {n} characters")
+    return text
+
+
 def check_spec_template(result: Any) -> dict[str, Any]:
     """``{"fields": [...], "groups": [...]}`` normalised to the SpecField/SpecGroup keys."""
     if result is None:
@@ -148,11 +163,9 @@ def check_spec_template(result: Any) -> dict[str, Any]:
         if not isinstance(options, list):
             raise ShapeError(f"{what}: 'options' must be a list")
         lo, hi = f.get("min", 0), f.get("max", 0)
-        if not isinstance(lo, int) or not isinstance(hi, int) or isinstance(lo, bool) or isinstance(hi, bool):
-            raise ShapeError(f"{what}: 'min' and 'max' must be integers")
-        order = f.get("display_order", i)
-        if not isinstance(order, int) or order < 0:
-            raise ShapeError(f"{what}: 'display_order' must be a non-negative integer")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and _INT64[0] <= v <= _INT64[1] for v in (lo, hi)):
+            raise ShapeError(f"{what}: 'min' and 'max' must be 64-bit integers")
+        order = _order(f.get("display_order", i), what)
         fields.append(
             {
                 "key": _text(f, "key", what, required=True),
@@ -178,7 +191,7 @@ def check_spec_template(result: Any) -> dict[str, Any]:
                 "key": _text(g, "key", what, required=True),
                 "label": _text(g, "label", what),
                 "field_keys": [str(k) for k in keys],
-                "display_order": int(g.get("display_order", i)),
+                "display_order": _order(g.get("display_order", i), what),
             }
         )
     return {"fields": fields, "groups": groups}
@@ -211,9 +224,9 @@ def check_instance(result: Any, what: str, *, need_id: bool) -> dict[str, str]:
     if need_id and (instance_id is None or str(instance_id) == ""):
         raise ShapeError(f"{what} result has no 'instance_id'")
     return {
-        "instance_id": "" if instance_id is None else str(instance_id),
-        "status": _text(m, "status", f"{what} result"),
-        "ip_address": _text(m, "ip_address", f"{what} result"),
+        "instance_id": _limit("" if instance_id is None else str(instance_id), 200, f"{what} instance_id"),
+        "status": _limit(_text(m, "status", f"{what} result"), 64, f"{what} status"),
+        "ip_address": _limit(_text(m, "ip_address", f"{what} result"), 64, f"{what} ip_address"),
         "created_at": _text(m, "created_at", f"{what} result"),
     }
 
@@ -243,14 +256,17 @@ def check_products(result: Any) -> list[dict[str, Any]]:
         if "price" not in m:
             raise ShapeError(f"{what} has no 'price'")
         cycles = _mapping(m.get("billing_cycles") or {}, f"{what} billing_cycles")
+        price = Decimal(money(m["price"], f"{what} price"))
+        if price.as_tuple().exponent < -8 or abs(price) >= Decimal(10) ** 12:  # type: ignore[operator]
+            raise ShapeError(f"{what} price {price} does not fit 12 digits and 8 decimals")
         out.append(
             {
-                "upstream_product_id": pid,
-                "name": _text(m, "name", what, required=True),
+                "upstream_product_id": _limit(pid, 200, f"{what} id"),
+                "name": _limit(_text(m, "name", what, required=True), 500, f"{what} name"),
                 "description": _text(m, "description", what),
-                "price": Decimal(money(m["price"], f"{what} price")),
-                "currency": _text(m, "currency", what),
-                "group_id": _text(m, "group_id", what),
+                "price": price,
+                "currency": _limit(_text(m, "currency", what), 8, f"{what} currency"),
+                "group_id": _limit(_text(m, "group_id", what), 200, f"{what} group_id"),
                 "specs": _str_map(m.get("specs"), f"{what} specs"),
                 "billing_cycles": {str(k): money(v, f"{what} billing_cycles[{k!r}]") for k, v in cycles.items()},
             }

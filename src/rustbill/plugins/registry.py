@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 
@@ -28,13 +29,17 @@ class PluginRegistry:
 
     def put(self, plugin: LoadedPlugin) -> None:
         with self._lock:
+            old = self._plugins.get(plugin.plugin_id)
             self._plugins[plugin.plugin_id] = plugin
+        if old is not None and old.module is not plugin.module:
+            _forget(old)
         self._changed(plugin.plugin_id)
 
     def remove(self, plugin_id: str) -> None:
         with self._lock:
             gone = self._plugins.pop(plugin_id, None)
         if gone is not None:
+            _forget(gone)
             self._changed(plugin_id)
 
     def subscribe(self, listener: Listener) -> None:
@@ -43,3 +48,10 @@ class PluginRegistry:
     def _changed(self, plugin_id: str) -> None:
         for listener in self._listeners:
             listener(plugin_id)
+
+
+def _forget(plugin: LoadedPlugin) -> None:
+    """Drop a replaced version's module from sys.modules, so that it can be collected once no
+    call uses it any more."""
+    if sys.modules.get(plugin.module.__name__) is plugin.module:
+        del sys.modules[plugin.module.__name__]

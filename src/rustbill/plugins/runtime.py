@@ -215,12 +215,13 @@ class PluginRuntime:
         timeout = self.timeout_for(function)
         start = time.perf_counter()
         outcome = "ok"
+        deadline = asyncio.timeout(None)
         token = current_call.set(
             CallContext(binding.interface_id, binding.plugin_id, self.state, asyncio.get_running_loop())
         )
         try:
             # asyncio.timeout, unlike wait_for, does not wrap the call in a new Task (cheaper).
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout) as deadline:
                 if binding.plugin.is_async.get(function, False):
                     result = await fn(cfg, *args)
                 else:
@@ -231,6 +232,8 @@ class PluginRuntime:
                 result = check(result)
             return result
         except BaseException as exc:
+            if isinstance(exc, TimeoutError) and not deadline.expired():
+                exc = _PluginTimeout(str(exc) or "timed out")  # the plugin's own timeout, not ours
             err = self._map(binding, function, exc, timeout)
             if err is None:
                 outcome = "cancelled"
@@ -254,6 +257,9 @@ class PluginRuntime:
             return None
         if isinstance(exc, TimeoutError):
             return errors.DeadlineExceeded(f"{where} did not finish within {timeout:g}s")
+        if isinstance(exc, (_PluginTimeout, httpx.TimeoutException)) and not isinstance(exc, httpx.ConnectTimeout):
+            # A request that was sent but not answered in time: it may have been acted upon.
+            return errors.DeadlineExceeded(b.mask(f"{where}: the remote system did not answer in time: {exc}"))
         if isinstance(exc, PluginError):
             err = errors.error_for_code(_status(exc.code), b.mask(f"{where}: {exc.message}"))
             if isinstance(err, errors.Unavailable):
@@ -276,6 +282,10 @@ class PluginRuntime:
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _PluginTimeout(Exception):
+    """A TimeoutError raised inside the plugin (e.g. a socket timeout)."""
 
 
 def _status(name: str) -> Any:

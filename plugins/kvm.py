@@ -1,0 +1,1777 @@
+"""kvm — first-party provider: opens KVM virtual machines on your own hosts through libvirt
+(``libvirt-python``, https://libvirt.org/html/libvirt-libvirt-domain.html).
+
+- One interface is one libvirt connection URI (``qemu:///system``, ``qemu+ssh://root@host/system``,
+  ``qemu+tls://host/system``, or ``test:///default`` / ``test:///path/node.xml`` for libvirt's built-in
+  test driver). Connections are cached per URI (and credentials) in the server process and reopened
+  when they die; opening one is bounded by ``connect_timeout_seconds``.
+- ``create_instance``: a root volume in ``storage_pool`` (blank, a clone of the OS image's volume, or a
+  qcow2 overlay on it) sized from ``disk_gb``, then ``virDomainDefineXML`` with vCPUs, memory, the volume
+  and a NIC on ``network`` (or ``bridge``) with the bandwidth as libvirt ``<bandwidth>``, then
+  ``virDomainCreate``. The domain name and UUID come from the host's ``request_id``, so a retry finds the
+  domain it already made. A failure removes what this call made (volume, definition).
+- ``get_instance_status``: the domain's state (``virDomainGetInfo``) mapped to running / stopped /
+  paused / ...; ``sync_upstream_instances``: every domain of the connection (``virConnectListAllDomains``).
+- ``query_price``/``sync_products``/``spec_template`` come from the price rules and plans in the config
+  (decimal strings, never floats) and work without libvirt.
+- ``health_check`` opens the connection and reports hypervisor and libvirt versions, or precisely why it
+  cannot connect; then the pool, network, OS image volumes and guest capabilities must be there.
+- ``admin_page`` lists the domains; ``admin_start``/``admin_stop``/``admin_reboot``/``admin_destroy``/
+  ``admin_suspend``/``admin_resume``/``admin_delete`` act on one (``{"name": ...}``).
+
+``import libvirt`` is guarded: without libvirt-python the plugin still loads (prices and products
+work) and everything that needs libvirt fails with FAILED_PRECONDITION saying it is not installed.
+
+See docs/builtin/kvm.md.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import html
+import json
+import math
+import re
+import threading
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlsplit
+
+from rustbill import sdk
+
+try:  # guarded: the plugin must load (and price) on a server without libvirt-python
+    import libvirt
+except (ImportError, OSError) as _exc:  # OSError: libvirtmod present but libvirt.so.0 missing
+    libvirt = None
+    _IMPORT_ERROR = f"{type(_exc).__name__}: {_exc}"
+else:
+    _IMPORT_ERROR = ""
+
+    def _quiet(_ctx: Any, _err: Any) -> None:
+        """libvirt prints every error to stderr by default; the plugin reports them itself."""
+
+    libvirt.registerErrorHandler(_quiet, None)
+
+PLUGIN_TYPE = "first_party_provider"
+
+log = sdk.logger(__name__)
+
+# libvirt's stable error codes (virerror.h), so that the plugin can name them without libvirt.
+ERR_INTERNAL_ERROR = 1
+ERR_NO_SUPPORT = 3
+ERR_NO_CONNECT = 5
+ERR_INVALID_CONN = 6
+ERR_INVALID_ARG = 8
+ERR_OPERATION_FAILED = 9
+ERR_XML_ERROR = 27
+ERR_DOM_EXIST = 28
+ERR_OPERATION_DENIED = 29
+ERR_XML_DETAIL = 35
+ERR_SYSTEM_ERROR = 38
+ERR_RPC = 39
+ERR_NO_DOMAIN = 42
+ERR_NO_NETWORK = 43
+ERR_AUTH_FAILED = 45
+ERR_NO_STORAGE_POOL = 49
+ERR_NO_STORAGE_VOL = 50
+ERR_OPERATION_INVALID = 55
+ERR_CONFIG_UNSUPPORTED = 67
+ERR_OPERATION_TIMEOUT = 68
+ERR_AUTH_CANCELLED = 79
+ERR_NO_DOMAIN_METADATA = 80
+ERR_OPERATION_UNSUPPORTED = 84
+ERR_AGENT_UNRESPONSIVE = 86
+ERR_ACCESS_DENIED = 88
+ERR_STORAGE_VOL_EXIST = 90
+ERR_AUTH_UNAVAILABLE = 94
+
+# virDomainState -> the status RustBill shows
+STATUS = {
+    0: "unknown",  # VIR_DOMAIN_NOSTATE
+    1: "running",  # VIR_DOMAIN_RUNNING
+    2: "running",  # VIR_DOMAIN_BLOCKED (running, waiting on a resource)
+    3: "paused",  # VIR_DOMAIN_PAUSED
+    4: "stopping",  # VIR_DOMAIN_SHUTDOWN (being shut down)
+    5: "stopped",  # VIR_DOMAIN_SHUTOFF
+    6: "crashed",  # VIR_DOMAIN_CRASHED
+    7: "suspended",  # VIR_DOMAIN_PMSUSPENDED (guest suspended to RAM)
+}
+_ADDRESS_SOURCES = {"lease": 0, "agent": 1, "arp": 2}  # VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_*
+_CRED_USERNAME, _CRED_AUTHNAME, _CRED_PASSPHRASE, _CRED_NOECHOPROMPT = 1, 2, 5, 7
+_METADATA_ELEMENT = 2  # VIR_DOMAIN_METADATA_ELEMENT
+_UNDEFINE_FLAGS = (1 | 2 | 4 | 16, 1 | 2, 0)  # managed save, snapshots, nvram, checkpoints; then fewer
+
+META_NS = "https://rustbill.dev/xmlns/libvirt/instance/1.0"
+ET.register_namespace("rb", META_NS)
+_UUID_NS = uuid.UUID("5f0c7a52-3d7e-4c59-9a43-2b1e6d2f9a10")  # domain UUID = uuid5(_UUID_NS, request_id)
+_GIB = 1024**3
+_CENT = Decimal("0.01")
+_DECIMAL = r"^\d{1,12}(\.\d{1,8})?$"
+_NAME_RE = re.compile(r"^[^/\s\x00-\x1f\x7f](?:[^/\x00-\x1f\x7f]{0,198}[^/\s\x00-\x1f\x7f])?$")
+_OBJ_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,99}$"
+
+DEFAULTS: dict[str, Any] = {
+    "uri": "",
+    "username": "",
+    "password": "",
+    "connect_timeout_seconds": 10,
+    "keepalive_interval_seconds": 5,
+    "keepalive_count": 3,
+    "storage_pool": "default",
+    "volume_format": "qcow2",
+    "network": "default",
+    "bridge": "",
+    "nic_model": "virtio",
+    "domain_type": "kvm",
+    "arch": "x86_64",
+    "machine": "",
+    "cpu_mode": "host-passthrough",
+    "vnc": True,
+    "name_prefix": "rb-",
+    "images": {},
+    "default_os": "",
+    "start_on_create": True,
+    "autostart": True,
+    "address_sources": ["lease", "arp"],
+    "currency": "CNY",
+    "billing_cycle": "monthly",
+    "billing_cycles": {"monthly": "1"},
+    "price_base": "0",
+    "price_per_core": "10.00",
+    "price_per_gb_memory": "5.00",
+    "price_per_gb_disk": "0.20",
+    "price_per_mbps": "0",
+    "regions": {},
+    "plans": [],
+    "max_cpu_cores": 32,
+    "max_memory_gb": 128,
+    "min_disk_gb": 5,
+    "max_disk_gb": 2000,
+    "max_bandwidth_mbps": 1000,
+}
+
+
+def version():
+    return "1.0.0"
+
+
+def _prop(type_: Any, title: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": type_, "title": title, "description": description, **extra}
+
+
+def _money_prop(title: str, description: str, key: str) -> dict[str, Any]:
+    return _prop("string", title, description + " Decimal string.", pattern=_DECIMAL, default=DEFAULTS[key])
+
+
+def config_schema():
+    image = {
+        "type": "object",
+        "title": "OS image",
+        "description": "A storage volume holding an installed OS disk, used for the root disk of new domains.",
+        "additionalProperties": False,
+        "required": ["volume"],
+        "properties": {
+            "volume": _prop(
+                "string", "Image volume", "Name of the image's volume (e.g. debian-12.qcow2).", pattern=_OBJ_NAME
+            ),
+            "pool": _prop(
+                "string",
+                "Image pool",
+                "Storage pool of the image volume. Empty: storage_pool.",
+                pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,99})?$",
+            ),
+            "mode": _prop(
+                "string",
+                "Disk mode",
+                "overlay: a qcow2 volume backed by the image (fast, the image must stay); clone: a full copy "
+                "of the image (virStorageVolCreateXMLFrom).",
+                enum=["overlay", "clone"],
+                default="overlay",
+            ),
+            "label": _prop("string", "Label", "Name shown to customers.", maxLength=100),
+            "price_extra": _prop(
+                "string",
+                "Surcharge",
+                "Added to the monthly price for this OS (e.g. a licence). Decimal string.",
+                pattern=_DECIMAL,
+            ),
+        },
+    }
+    region = {
+        "type": "object",
+        "title": "Region",
+        "description": "A region customers may choose; prices are multiplied and/or raised in it.",
+        "additionalProperties": False,
+        "properties": {
+            "label": _prop("string", "Label", "Name shown to customers.", maxLength=100),
+            "price_multiplier": _prop(
+                "string",
+                "Price multiplier",
+                "The monthly price is multiplied by this (default 1). Decimal string.",
+                pattern=_DECIMAL,
+            ),
+            "price_extra": _prop(
+                "string",
+                "Surcharge",
+                "Added to the monthly price after the multiplier. Decimal string.",
+                pattern=_DECIMAL,
+            ),
+            "network": _prop(
+                "string",
+                "Network",
+                "libvirt network of domains in this region (instead of the interface's network).",
+                pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,99})?$",
+            ),
+            "bridge": _prop(
+                "string",
+                "Bridge",
+                "Host bridge of domains in this region (instead of the interface's network/bridge).",
+                pattern=r"^([A-Za-z0-9_.:-]{1,15})?$",
+            ),
+        },
+    }
+    plan = {
+        "type": "object",
+        "title": "Plan",
+        "description": "A fixed product offered through SyncProducts.",
+        "additionalProperties": False,
+        "required": ["id", "name", "cpu_cores", "memory_gb", "disk_gb"],
+        "properties": {
+            "id": _prop("string", "Plan id", "Stable product id.", pattern=r"^[A-Za-z0-9._-]{1,64}$"),
+            "name": _prop("string", "Name", "Product name.", minLength=1, maxLength=200),
+            "description": _prop("string", "Description", "Product description.", maxLength=2000),
+            "group_id": _prop("string", "Group", "Product group id (default: the plan's region).", maxLength=64),
+            "cpu_cores": _prop("integer", "vCPUs", "Number of virtual CPUs.", minimum=1, maximum=1024),
+            "memory_gb": _prop("integer", "Memory (GiB)", "Guest memory in GiB.", minimum=1, maximum=65536),
+            "disk_gb": _prop("integer", "Disk (GiB)", "Root volume size in GiB.", minimum=1, maximum=1000000),
+            "bandwidth_mbps": _prop("integer", "Bandwidth (Mbit/s)", "NIC inbound/outbound limit.", minimum=0),
+            "region": _prop("string", "Region", "One of the configured regions.", maxLength=100),
+            "os": _prop("string", "OS", "One of the configured images.", maxLength=100),
+            "price": _prop(
+                "string",
+                "Monthly price",
+                "Fixed monthly price; empty: computed from the price rules. Decimal string.",
+                pattern=r"^(\d{1,12}(\.\d{1,8})?)?$",
+            ),
+        },
+    }
+    obj_name = r"^([A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,99})?$"
+    return {
+        "type": "object",
+        "title": "KVM (libvirt)",
+        "description": "A KVM host reached through a libvirt connection URI.",
+        "additionalProperties": False,
+        "required": ["uri"],
+        "properties": {
+            "uri": _prop(
+                "string",
+                "Connection URI",
+                "libvirt URI of the host, e.g. qemu:///system (this machine), qemu+ssh://root@host/system (SSH "
+                "keys of the user running RustBill), qemu+tls://host/system, or test:///default for libvirt's "
+                "test driver.",
+                pattern=r"^[a-z][a-z0-9+.-]*:[^\s]*$",
+                maxLength=1000,
+            ),
+            "username": _prop(
+                "string",
+                "Username",
+                "User name for libvirt authentication (SASL, or the test driver's <auth>), when the URI asks for one.",
+                maxLength=200,
+                default="",
+            ),
+            "password": _prop(
+                "string",
+                "Password",
+                "Password for libvirt authentication, when the URI asks for one. Secret.",
+                format="password",
+                maxLength=1000,
+                default="",
+            ),
+            "connect_timeout_seconds": _prop(
+                "number",
+                "Connect timeout (s)",
+                "How long to wait for the connection to open (libvirt has no timeout of its own). Keep it below "
+                "the host's call timeouts.",
+                minimum=0.1,
+                maximum=300,
+                default=10,
+            ),
+            "keepalive_interval_seconds": _prop(
+                "integer",
+                "Keepalive interval (s)",
+                "libvirt keepalive on daemon connections: a probe every N seconds of silence; 0 turns it off.",
+                minimum=0,
+                maximum=600,
+                default=5,
+            ),
+            "keepalive_count": _prop(
+                "integer",
+                "Keepalive count",
+                "Unanswered probes after which the connection counts as dead (calls then fail instead of hanging).",
+                minimum=1,
+                maximum=100,
+                default=3,
+            ),
+            "storage_pool": _prop(
+                "string",
+                "Storage pool",
+                "Pool of the root volumes of new domains.",
+                pattern=_OBJ_NAME,
+                default="default",
+            ),
+            "volume_format": _prop(
+                "string",
+                "Volume format",
+                "Format of blank and cloned root volumes (overlays are always qcow2).",
+                enum=["qcow2", "raw"],
+                default="qcow2",
+            ),
+            "network": _prop(
+                "string",
+                "Network",
+                "libvirt network the NIC is attached to (virsh net-list). Ignored when bridge is set.",
+                pattern=obj_name,
+                default="default",
+            ),
+            "bridge": _prop(
+                "string",
+                "Bridge",
+                "A host bridge (e.g. br0) to attach the NIC to instead of a libvirt network. Empty: use network.",
+                pattern=r"^([A-Za-z0-9_.:-]{1,15})?$",
+                default="",
+            ),
+            "nic_model": _prop(
+                "string", "NIC model", "Guest NIC model.", enum=["virtio", "e1000", "rtl8139"], default="virtio"
+            ),
+            "domain_type": _prop(
+                "string",
+                "Domain type",
+                "kvm (hardware virtualisation), qemu (emulation, slow) or test (only for libvirt's test driver).",
+                enum=["kvm", "qemu", "test"],
+                default="kvm",
+            ),
+            "arch": _prop(
+                "string",
+                "Architecture",
+                "Guest architecture (e.g. x86_64, aarch64).",
+                pattern=r"^[a-z0-9_]{1,20}$",
+                default="x86_64",
+            ),
+            "machine": _prop(
+                "string",
+                "Machine type",
+                "Guest machine type (e.g. q35). Empty: the hypervisor's default.",
+                pattern=r"^[A-Za-z0-9_.-]{0,64}$",
+                default="",
+            ),
+            "cpu_mode": _prop(
+                "string",
+                "CPU mode",
+                "Guest CPU model: host-passthrough, host-model, or empty for the hypervisor's default.",
+                enum=["host-passthrough", "host-model", ""],
+                default="host-passthrough",
+            ),
+            "vnc": _prop(
+                "boolean", "VNC console", "Add a VNC console listening on the host's 127.0.0.1.", default=True
+            ),
+            "name_prefix": _prop(
+                "string",
+                "Domain name prefix",
+                "New domains are named prefix + the order's request id.",
+                pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,19}$",
+                default="rb-",
+            ),
+            "images": {
+                "type": "object",
+                "title": "Images per OS",
+                "description": "OS name (the ServerSpec's os) → image volume. Empty: root disks are blank and "
+                "orders must not name an OS.",
+                "propertyNames": {"pattern": r"^[A-Za-z0-9._-]{1,100}$"},
+                "additionalProperties": image,
+                "default": {},
+            },
+            "default_os": _prop(
+                "string",
+                "Default OS",
+                "Used when an order names no OS. Empty: the first of images.",
+                maxLength=100,
+                default="",
+            ),
+            "start_on_create": _prop("boolean", "Start on create", "Start new domains.", default=True),
+            "autostart": _prop("boolean", "Autostart", "Mark new domains to start when the host boots.", default=True),
+            "address_sources": _prop(
+                "array",
+                "IP address sources",
+                "Where a running domain's IP address is read from, in order: lease (libvirt network DHCP), arp "
+                "(host ARP table), agent (QEMU guest agent).",
+                items={"type": "string", "enum": ["lease", "arp", "agent"]},
+                default=["lease", "arp"],
+            ),
+            "currency": _prop(
+                "string", "Currency", "ISO 4217 code of the prices.", pattern=r"^[A-Z]{3}$", default="CNY"
+            ),
+            "billing_cycle": _prop(
+                "string",
+                "Billing cycle of QueryPrice",
+                "One of billing_cycles.",
+                pattern=r"^[a-z_]{1,32}$",
+                default="monthly",
+            ),
+            "billing_cycles": {
+                "type": "object",
+                "title": "Billing cycles",
+                "description": 'Cycle → multiplier of the monthly price (e.g. quarterly: "3", yearly: "10").',
+                "propertyNames": {"pattern": r"^[a-z_]{1,32}$"},
+                "additionalProperties": {"type": "string", "pattern": _DECIMAL},
+                "default": {"monthly": "1"},
+            },
+            "price_base": _money_prop("Base price", "Monthly price of every domain.", "price_base"),
+            "price_per_core": _money_prop("Price per vCPU", "Monthly, per virtual CPU.", "price_per_core"),
+            "price_per_gb_memory": _money_prop("Price per GiB memory", "Monthly, per GiB.", "price_per_gb_memory"),
+            "price_per_gb_disk": _money_prop(
+                "Price per GiB disk", "Monthly, per GiB of root volume.", "price_per_gb_disk"
+            ),
+            "price_per_mbps": _money_prop("Price per Mbit/s", "Monthly, per Mbit/s of bandwidth.", "price_per_mbps"),
+            "regions": {
+                "type": "object",
+                "title": "Regions",
+                "description": "Region name → {label, price_multiplier, price_extra, network, bridge}. Empty: no "
+                "region choice.",
+                "propertyNames": {"pattern": r"^[A-Za-z0-9._-]{1,100}$"},
+                "additionalProperties": region,
+                "default": {},
+            },
+            "plans": {
+                "type": "array",
+                "title": "Plans",
+                "description": "Products for SyncProducts.",
+                "items": plan,
+                "default": [],
+            },
+            "max_cpu_cores": _prop(
+                "integer", "Max vCPUs", "Largest cpu_cores accepted.", minimum=1, maximum=1024, default=32
+            ),
+            "max_memory_gb": _prop(
+                "integer", "Max memory (GiB)", "Largest memory_gb accepted.", minimum=1, maximum=65536, default=128
+            ),
+            "min_disk_gb": _prop("integer", "Min disk (GiB)", "Smallest disk_gb accepted.", minimum=1, default=5),
+            "max_disk_gb": _prop(
+                "integer", "Max disk (GiB)", "Largest disk_gb accepted.", minimum=1, maximum=1000000, default=2000
+            ),
+            "max_bandwidth_mbps": _prop(
+                "integer",
+                "Max bandwidth (Mbit/s)",
+                "Largest bandwidth_mbps accepted.",
+                minimum=0,
+                maximum=1000000,
+                default=1000,
+            ),
+        },
+    }
+
+
+def _cfg(config: dict[str, Any], key: str) -> Any:
+    value = config.get(key)
+    return DEFAULTS[key] if value is None else value
+
+
+# ---------------------------------------------------------------- libvirt and the connection cache
+
+
+def _lv() -> Any:
+    """The libvirt module, or a clear FAILED_PRECONDITION when libvirt-python is not installed."""
+    if libvirt is None:
+        raise sdk.FailedPrecondition(
+            "libvirt-python is not installed in the RustBill server's Python environment (import libvirt "
+            f"failed: {_IMPORT_ERROR}); install it there with `pip install libvirt-python` (it builds against "
+            "the system libvirt: Debian/Ubuntu packages libvirt-dev, pkg-config, gcc and python3-dev)"
+        )
+    return libvirt
+
+
+class _Entry:
+    """One open connection and what to call it in messages."""
+
+    __slots__ = ("conn", "key", "uri")
+
+    def __init__(self, conn: Any, key: str, uri: str) -> None:
+        self.conn = conn
+        self.key = key
+        self.uri = uri
+
+    @property
+    def where(self) -> str:
+        return f"libvirt at {self.uri}"
+
+
+class _Opening:
+    """An open in progress (in a thread of its own, so that a caller can stop waiting for it)."""
+
+    __slots__ = ("done", "entry", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.entry: _Entry | None = None
+        self.error: tuple[str, str] | None = None  # (code, message): a fresh PluginError per waiter
+
+
+_LOCK = threading.Lock()
+_CONNS: OrderedDict[str, _Entry] = OrderedDict()
+_OPENING: dict[str, _Opening] = {}
+_MAX_CONNS = 16
+_NAME_LOCKS = [threading.Lock() for _ in range(64)]
+
+
+def _uri(config: dict[str, Any]) -> str:
+    uri = str(_cfg(config, "uri") or "").strip()
+    if not uri:
+        raise sdk.InvalidArgument("uri is required (e.g. qemu:///system or qemu+ssh://root@host/system)")
+    if not re.match(r"^[a-z][a-z0-9+.-]*:\S*$", uri):
+        raise sdk.InvalidArgument(f"uri {uri[:200]!r} is not a libvirt connection URI (driver[+transport]://...)")
+    return uri
+
+
+def _is_test_driver(uri: str) -> bool:
+    return urlsplit(uri).scheme == "test"
+
+
+def _alive(conn: Any) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except Exception:
+        return False
+
+
+def _drop(entry: _Entry) -> None:
+    with _LOCK:
+        if _CONNS.get(entry.key) is entry:
+            _CONNS.pop(entry.key, None)
+
+
+def _ensure_event_loop(lv: Any) -> None:
+    """libvirt keepalive needs an event loop: the default implementation, run in a daemon thread.
+    Registered once per process (the flag lives on the libvirt module, which outlives plugin reloads)."""
+    lock = lv.__dict__.setdefault("_rustbill_event_lock", threading.Lock())
+    with lock:
+        if getattr(lv, "_rustbill_event_loop", False):
+            return
+        lv.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                try:
+                    lv.virEventRunDefaultImpl()
+                except Exception:
+                    time.sleep(0.1)
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        lv._rustbill_event_loop = True
+
+
+# how transport failures read in libvirt messages, whatever error code they come with
+_TRANSPORT = (
+    "socket is closed",
+    "end of file",
+    "connection reset",
+    "broken pipe",
+    "connection refused",
+    "no route to host",
+    "network is unreachable",
+    "timed out",
+    "name or service not known",
+    "could not resolve",
+)
+
+
+def _open_error(uri: str, exc: Any, username: str, missing: list[str]) -> tuple[str, str]:
+    code = exc.get_error_code()
+    msg = exc.get_error_message() or str(exc)
+    if missing:
+        return (
+            "FAILED_PRECONDITION",
+            f"libvirt at {uri} asks for a {' and a '.join(dict.fromkeys(missing))} but the interface has none; "
+            "set username and password in its configuration",
+        )
+    if code in (ERR_AUTH_FAILED, ERR_AUTH_CANCELLED, ERR_AUTH_UNAVAILABLE, ERR_ACCESS_DENIED, ERR_OPERATION_DENIED):
+        who = f" (user {username!r})" if username else ""
+        return "PERMISSION_DENIED", f"libvirt at {uri} refused the connection{who}: {msg}"
+    low = msg.lower()
+    if code in (ERR_SYSTEM_ERROR, ERR_RPC, ERR_NO_CONNECT, ERR_INVALID_CONN) or any(s in low for s in _TRANSPORT):
+        hint = ""
+        if "connection refused" in low:
+            hint = " (is libvirtd/virtproxyd listening there, with that transport enabled?)"
+        elif "no such file" in low and "sock" in low:
+            hint = " (is libvirtd or virtqemud running on that machine?)"
+        elif "too large" in low or "unexpected" in low:
+            hint = " (the peer does not speak the libvirt RPC protocol; is this a libvirt daemon port?)"
+        return "UNAVAILABLE", f"cannot reach libvirt at {uri}: {msg}{hint}"
+    return "FAILED_PRECONDITION", f"cannot open libvirt at {uri}: {msg}"
+
+
+def _open_worker(key: str, op: _Opening, config: dict[str, Any], uri: str) -> None:
+    lv = libvirt
+    username = str(_cfg(config, "username") or "")
+    password = str(_cfg(config, "password") or "")
+    missing: list[str] = []
+
+    def credentials(creds: list[list[Any]], _data: Any) -> int:
+        for cred in creds:
+            if cred[0] in (_CRED_USERNAME, _CRED_AUTHNAME):
+                if not username:
+                    missing.append("username")
+                cred[4] = username or cred[3] or ""
+            elif cred[0] in (_CRED_PASSPHRASE, _CRED_NOECHOPROMPT):
+                if not password:
+                    missing.append("password")
+                    return -1
+                cred[4] = password
+            else:
+                cred[4] = cred[3] or ""
+        return 0
+
+    try:
+        if not _is_test_driver(uri):
+            _ensure_event_loop(lv)
+        kinds = [_CRED_USERNAME, _CRED_AUTHNAME, _CRED_PASSPHRASE, _CRED_NOECHOPROMPT]
+        conn = lv.openAuth(uri, [kinds, credentials, None], 0)
+    except Exception as exc:
+        if lv is not None and isinstance(exc, lv.libvirtError):
+            op.error = _open_error(uri, exc, username, missing)
+        else:
+            op.error = ("INTERNAL", f"opening libvirt at {uri} failed: {type(exc).__name__}: {exc}")
+        with _LOCK:
+            _OPENING.pop(key, None)
+        op.done.set()
+        return
+    interval = int(_cfg(config, "keepalive_interval_seconds"))
+    if interval > 0 and not _is_test_driver(uri):
+        try:
+            conn.setKeepAlive(interval, int(_cfg(config, "keepalive_count")))
+        except Exception as exc:  # not supported by this driver: calls are then bounded by the host's timeouts
+            log.debug("keepalive not enabled on %s: %s", uri, exc)
+    entry = _Entry(conn, key, uri)
+    with _LOCK:
+        _OPENING.pop(key, None)
+        _CONNS[key] = entry
+        while len(_CONNS) > _MAX_CONNS:
+            _CONNS.popitem(last=False)  # dropped, closed by libvirt when the last user lets go
+    op.entry = entry
+    op.done.set()
+    log.info("opened %s", uri)
+
+
+def _connect(config: dict[str, Any]) -> _Entry:
+    """The cached connection of this URI and credentials, opened (within the timeout) when needed."""
+    _lv()
+    uri = _uri(config)
+    password = str(_cfg(config, "password") or "")
+    material = [uri, str(_cfg(config, "username") or ""), hashlib.sha256(password.encode()).hexdigest()]
+    key = hashlib.sha256(json.dumps(material).encode()).hexdigest()
+    timeout = float(_cfg(config, "connect_timeout_seconds"))
+    with _LOCK:
+        entry = _CONNS.get(key)
+        if entry is not None:
+            if _alive(entry.conn):
+                _CONNS.move_to_end(key)
+                return entry
+            _CONNS.pop(key, None)
+            log.warning("connection to %s was closed; reopening", uri)
+        op = _OPENING.get(key)
+        if op is None:
+            op = _OPENING[key] = _Opening()
+            threading.Thread(
+                target=_open_worker, args=(key, op, dict(config), uri), name="libvirt-open", daemon=True
+            ).start()
+    if not op.done.wait(timeout):
+        raise sdk.Unavailable(
+            f"libvirt at {uri} did not complete the connection within {timeout:g}s (connect_timeout_seconds); "
+            "is the host reachable and its libvirt daemon answering?"
+        )
+    if op.error is not None:
+        raise sdk.PluginError(op.error[1], op.error[0])
+    assert op.entry is not None
+    return op.entry
+
+
+def _close_all() -> None:
+    """Forget every cached connection (tests; libvirt closes them when unused)."""
+    with _LOCK:
+        entries = list(_CONNS.values())
+        _CONNS.clear()
+    for e in entries:
+        try:
+            e.conn.close()
+        except Exception:
+            pass
+
+
+atexit.register(_close_all)  # before the interpreter tears libvirt down (else noisy __del__ at exit)
+
+
+def _err(exc: Any, what: str, entry: _Entry | None, *, uncertain: bool = False) -> sdk.PluginError:
+    """A libvirtError as a PluginError with a clear status. ``uncertain``: the call may have changed
+    something at the host, so a lost connection is reported as "outcome unknown"."""
+    code = exc.get_error_code()
+    msg = exc.get_error_message() or str(exc)
+    lost = entry is not None and not _alive(entry.conn)
+    if lost or code in (ERR_RPC, ERR_INVALID_CONN):
+        if entry is not None:
+            _drop(entry)
+        where = entry.where if entry is not None else "libvirt"
+        if uncertain:
+            return sdk.PluginError(
+                f"{what}: the connection to {where} was lost ({msg}); whether the change took effect is unknown "
+                "(a retry of the same order finds what was made)",
+                "DEADLINE_EXCEEDED",
+            )
+        return sdk.Unavailable(f"{what}: lost the connection to {where}: {msg}")
+    if code == ERR_NO_DOMAIN:
+        return sdk.NotFound(f"{what}: {msg}")
+    if code in (ERR_NO_STORAGE_POOL, ERR_NO_STORAGE_VOL, ERR_NO_NETWORK):
+        return sdk.FailedPrecondition(f"{what}: {msg} (check the interface's storage_pool, network and images)")
+    if code in (ERR_AUTH_FAILED, ERR_AUTH_CANCELLED, ERR_AUTH_UNAVAILABLE, ERR_ACCESS_DENIED, ERR_OPERATION_DENIED):
+        return sdk.PermissionDenied(f"{what}: libvirt denied it: {msg}")
+    if code in (ERR_OPERATION_TIMEOUT, ERR_AGENT_UNRESPONSIVE):
+        return sdk.PluginError(f"{what}: {msg}", "DEADLINE_EXCEEDED")
+    if code in (ERR_XML_ERROR, ERR_XML_DETAIL, ERR_CONFIG_UNSUPPORTED, ERR_INVALID_ARG):
+        return sdk.InvalidArgument(f"{what}: libvirt refused it as invalid: {msg}")
+    if code in (ERR_NO_SUPPORT, ERR_OPERATION_UNSUPPORTED):
+        return sdk.FailedPrecondition(f"{what}: not supported by this libvirt driver ({msg})")
+    return sdk.FailedPrecondition(f"{what}: {msg}")
+
+
+@contextmanager
+def _calls(entry: _Entry, what: str, *, uncertain: bool = False) -> Iterator[None]:
+    """libvirt errors raised inside become PluginErrors naming ``what``."""
+    try:
+        yield
+    except sdk.PluginError:
+        raise
+    except Exception as exc:
+        if libvirt is not None and isinstance(exc, libvirt.libvirtError):
+            raise _err(exc, what, entry, uncertain=uncertain) from None
+        raise
+
+
+def _code(exc: BaseException) -> int | None:
+    get = getattr(exc, "get_error_code", None)
+    return get() if callable(get) else None
+
+
+# ---------------------------------------------------------------- domains
+
+
+def _domain_arg(value: Any, what: str = "name") -> str:
+    name = str(value or "").strip()
+    if not _NAME_RE.match(name):
+        raise sdk.InvalidArgument(f"{what} {name[:80]!r} is not a valid libvirt domain name")
+    return name
+
+
+def _domain_name(config: dict[str, Any], request_id: str) -> str:
+    prefix = str(_cfg(config, "name_prefix"))
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", request_id).strip("-.").lower()
+    name = f"{prefix}{slug}"
+    if not slug or len(name) > 64:
+        name = f"{prefix}{hashlib.sha256(request_id.encode()).hexdigest()[:24]}"
+    return _domain_arg(name, "domain name")
+
+
+def _lookup(entry: _Entry, name: str) -> Any:
+    with _calls(entry, f"domain {name!r}"):
+        try:
+            return entry.conn.lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == ERR_NO_DOMAIN:
+                raise sdk.NotFound(f"domain {name!r} does not exist at {entry.where}") from None
+            raise
+
+
+def _meta(dom: Any) -> dict[str, str]:
+    """The RustBill metadata of a domain ({} for domains made elsewhere)."""
+    try:
+        text = dom.metadata(_METADATA_ELEMENT, META_NS, 0)
+    except Exception as exc:
+        if _code(exc) in (ERR_NO_DOMAIN_METADATA, ERR_NO_SUPPORT, ERR_INVALID_ARG):
+            return {}
+        raise
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return {}
+    out: dict[str, str] = {}
+    for child in root:
+        tag = child.tag.rsplit("}", 1)[-1]
+        if tag == "volume":
+            out.setdefault("volumes", "")
+            out["volumes"] += f"{child.get('pool', '')}/{child.get('name', '')}\n"
+        else:
+            out[tag] = (child.text or "").strip()
+    return out
+
+
+def _status(state: int) -> str:
+    return STATUS.get(int(state), "unknown")
+
+
+def _ip(dom: Any, config: dict[str, Any]) -> str:
+    """The first IPv4 address of a running domain (else IPv6), from the configured sources; "" if none."""
+    sources = _cfg(config, "address_sources") or []
+    for source in sources:
+        src = _ADDRESS_SOURCES.get(str(source))
+        if src is None:
+            continue
+        try:
+            ifaces = dom.interfaceAddresses(src, 0) or {}
+        except Exception as exc:
+            if libvirt is not None and isinstance(exc, libvirt.libvirtError):
+                continue  # not running, source not supported, agent absent ...
+            raise
+        addrs = [a for i in ifaces.values() for a in (i.get("addrs") or []) if a.get("addr")]
+        for family in (0, 1):  # VIR_IP_ADDR_TYPE_IPV4, _IPV6
+            for a in addrs:
+                addr = str(a["addr"])
+                if a.get("type") == family and not addr.startswith(("127.", "::1", "fe80:")):
+                    return addr
+    return ""
+
+
+def _summary(
+    entry: _Entry, dom: Any, config: dict[str, Any], *, full: bool = False, uncertain: bool = False
+) -> dict[str, Any]:
+    name = dom.name()
+    with _calls(entry, f"domain {name!r}", uncertain=uncertain):
+        state, max_kib, _cur_kib, vcpus, _cpu_time = dom.info()
+        meta = _meta(dom)
+        status = _status(state)
+        out: dict[str, Any] = {
+            "name": name,
+            "uuid": dom.UUIDString(),
+            "status": status,
+            "state": int(state),
+            "vcpus": int(vcpus),
+            "memory_mib": int(max_kib) // 1024,
+            "ip_address": _ip(dom, config) if status in ("running", "paused") else "",
+            "created_at": meta.get("created_at", ""),
+            "request_id": meta.get("request_id", ""),
+        }
+        if full:
+            out["persistent"] = bool(dom.isPersistent())
+            try:
+                out["autostart"] = bool(dom.autostart())
+            except Exception:
+                out["autostart"] = False
+    return out
+
+
+def _instance(summary: dict[str, Any]) -> dict[str, str]:
+    return {
+        "instance_id": summary["name"],
+        "status": summary["status"],
+        "ip_address": summary["ip_address"],
+        "created_at": summary["created_at"],
+    }
+
+
+def _list(entry: _Entry, config: dict[str, Any], *, full: bool = False) -> list[dict[str, Any]]:
+    with _calls(entry, f"listing domains at {entry.where}"):
+        doms = entry.conn.listAllDomains(0)
+    out = []
+    for dom in doms:
+        try:
+            out.append(_summary(entry, dom, config, full=full))
+        except sdk.NotFound:
+            continue  # undefined meanwhile
+    return sorted(out, key=lambda s: s["name"])
+
+
+# ---------------------------------------------------------------- pricing and spec checks
+
+
+def _dec(key: str, raw: Any) -> Decimal:
+    if isinstance(raw, float):
+        raise sdk.InvalidArgument(f"{key} must be a decimal string, not a float")
+    try:
+        d = Decimal(str(raw))
+    except InvalidOperation:
+        raise sdk.InvalidArgument(f"{key} is not a decimal number: {raw!r}") from None
+    if not d.is_finite() or d < 0:
+        raise sdk.InvalidArgument(f"{key} must be a non-negative number")
+    return d
+
+
+def _int(spec: dict[str, Any], key: str) -> int:
+    v = spec.get(key, 0)
+    if v is None:
+        return 0
+    if isinstance(v, bool) or isinstance(v, float) or not isinstance(v, (int, str)):
+        raise sdk.InvalidArgument(f"{key} must be an integer")
+    try:
+        return int(v)
+    except ValueError:
+        raise sdk.InvalidArgument(f"{key} must be an integer") from None
+
+
+def _regions(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    regions = _cfg(config, "regions")
+    return regions if isinstance(regions, dict) else {}
+
+
+def _images(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    images = _cfg(config, "images")
+    return images if isinstance(images, dict) else {}
+
+
+def _default_os(config: dict[str, Any]) -> str:
+    images = _images(config)
+    return str(_cfg(config, "default_os") or "") or (next(iter(images)) if images else "")
+
+
+def _check_spec(config: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec's numbers within this provider's limits, its region and OS known; normalised."""
+    if not isinstance(spec, dict):
+        raise sdk.InvalidArgument("spec must be an object")
+    out = {
+        "cpu_cores": _int(spec, "cpu_cores"),
+        "memory_gb": _int(spec, "memory_gb"),
+        "disk_gb": _int(spec, "disk_gb"),
+        "bandwidth_mbps": _int(spec, "bandwidth_mbps"),
+        "region": str(spec.get("region") or ""),
+        "os": str(spec.get("os") or "") or _default_os(config),
+    }
+    bounds = {
+        "cpu_cores": (1, int(_cfg(config, "max_cpu_cores"))),
+        "memory_gb": (1, int(_cfg(config, "max_memory_gb"))),
+        "disk_gb": (int(_cfg(config, "min_disk_gb")), int(_cfg(config, "max_disk_gb"))),
+        "bandwidth_mbps": (0, int(_cfg(config, "max_bandwidth_mbps"))),
+    }
+    for key, (lo, hi) in bounds.items():
+        if not lo <= out[key] <= hi:
+            raise sdk.InvalidArgument(f"{key} must be between {lo} and {hi}, got {out[key]}")
+    regions = _regions(config)
+    if regions:
+        if out["region"] not in regions:
+            raise sdk.InvalidArgument(f"region must be one of {', '.join(regions)}; got {out['region']!r}")
+    elif out["region"]:
+        raise sdk.InvalidArgument(f"this provider offers no region choice; got region {out['region']!r}")
+    images = _images(config)
+    if images and out["os"] not in images:
+        raise sdk.InvalidArgument(f"os must be one of {', '.join(images)}; got {out['os']!r}")
+    if not images and out["os"]:
+        raise sdk.InvalidArgument(f"this provider has no OS images (root disks are blank); got os {out['os']!r}")
+    return out
+
+
+def _monthly(config: dict[str, Any], spec: dict[str, Any]) -> Decimal:
+    total = (
+        _dec("price_base", _cfg(config, "price_base"))
+        + _dec("price_per_core", _cfg(config, "price_per_core")) * spec["cpu_cores"]
+        + _dec("price_per_gb_memory", _cfg(config, "price_per_gb_memory")) * spec["memory_gb"]
+        + _dec("price_per_gb_disk", _cfg(config, "price_per_gb_disk")) * spec["disk_gb"]
+        + _dec("price_per_mbps", _cfg(config, "price_per_mbps")) * spec["bandwidth_mbps"]
+    )
+    image = _images(config).get(spec.get("os") or "")
+    if image and image.get("price_extra"):
+        total += _dec(f"images[{spec['os']!r}].price_extra", image["price_extra"])
+    region = _regions(config).get(spec.get("region") or "")
+    if region:
+        total *= _dec(f"regions[{spec['region']!r}].price_multiplier", region.get("price_multiplier") or "1")
+        total += _dec(f"regions[{spec['region']!r}].price_extra", region.get("price_extra") or "0")
+    return total
+
+
+def _cycles(config: dict[str, Any]) -> dict[str, Decimal]:
+    cycles = _cfg(config, "billing_cycles")
+    if not isinstance(cycles, dict) or not cycles:
+        cycles = {"monthly": "1"}
+    return {str(k): _dec(f"billing_cycles[{k!r}]", v) for k, v in cycles.items()}
+
+
+def _cycle(config: dict[str, Any]) -> tuple[str, dict[str, Decimal]]:
+    cycles = _cycles(config)
+    cycle = str(_cfg(config, "billing_cycle"))
+    if cycle not in cycles:
+        raise sdk.FailedPrecondition(f"billing_cycle {cycle!r} is not one of billing_cycles ({', '.join(cycles)})")
+    return cycle, cycles
+
+
+def _amount(monthly: Decimal, multiplier: Decimal) -> Decimal:
+    return (monthly * multiplier).quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+# ---------------------------------------------------------------- provider contract: catalogue
+
+
+def spec_template(config):
+    regions = _regions(config)
+    images = _images(config)
+    fields: list[dict[str, Any]] = [
+        {"key": "cpu_cores", "label": "vCPUs", "field_type": "number", "required": True, "min": 1,
+         "max": int(_cfg(config, "max_cpu_cores")), "default_value": "1"},
+        {"key": "memory_gb", "label": "Memory (GiB)", "field_type": "number", "required": True, "min": 1,
+         "max": int(_cfg(config, "max_memory_gb")), "default_value": "1"},
+        {"key": "disk_gb", "label": "Disk (GiB)", "field_type": "number", "required": True,
+         "min": int(_cfg(config, "min_disk_gb")), "max": int(_cfg(config, "max_disk_gb")),
+         "default_value": str(max(10, int(_cfg(config, "min_disk_gb"))))},
+        {"key": "bandwidth_mbps", "label": "Bandwidth (Mbit/s)", "field_type": "number", "required": False,
+         "min": 0, "max": int(_cfg(config, "max_bandwidth_mbps")), "default_value": "0"},
+    ]  # fmt: skip
+    groups = [
+        {"key": "compute", "label": "Compute", "field_keys": ["cpu_cores", "memory_gb"]},
+        {"key": "storage", "label": "Storage", "field_keys": ["disk_gb"]},
+        {"key": "network", "label": "Network", "field_keys": ["bandwidth_mbps"] + (["region"] if regions else [])},
+    ]
+    if images:
+        fields.append(
+            {"key": "os", "label": "Operating system", "field_type": "select", "required": False,
+             "options": list(images), "default_value": _default_os(config)}
+        )  # fmt: skip
+        groups.append({"key": "system", "label": "System", "field_keys": ["os"]})
+    if regions:
+        fields.append(
+            {"key": "region", "label": "Region", "field_type": "select", "required": True,
+             "options": list(regions), "default_value": next(iter(regions))}
+        )  # fmt: skip
+    return {"fields": fields, "groups": groups}
+
+
+def query_price(config, spec):
+    spec = _check_spec(config, spec)
+    cycle, cycles = _cycle(config)
+    return {
+        "amount": _amount(_monthly(config, spec), cycles[cycle]),
+        "currency": str(_cfg(config, "currency")),
+        "billing_cycle": cycle,
+    }
+
+
+def sync_products(config):
+    cycle, cycles = _cycle(config)
+    products = []
+    for i, plan in enumerate(_cfg(config, "plans") or []):
+        try:
+            spec = _check_spec(config, plan)
+        except sdk.PluginError as exc:
+            raise sdk.FailedPrecondition(
+                f"plan {plan.get('id', i)!r} does not fit this provider: {exc.message}"
+            ) from None
+        price = plan.get("price")
+        monthly = _dec(f"plans[{i}].price", price) if price not in (None, "") else _monthly(config, spec)
+        products.append(
+            {
+                "id": str(plan["id"]),
+                "name": str(plan["name"]),
+                "description": str(plan.get("description") or ""),
+                "group_id": str(plan.get("group_id") or spec["region"]),
+                "currency": str(_cfg(config, "currency")),
+                "price": _amount(monthly, cycles[cycle]),
+                "billing_cycles": {c: _amount(monthly, m) for c, m in cycles.items()},
+                "specs": {k: str(v) for k, v in spec.items() if v not in ("", None)},
+            }
+        )
+    return products
+
+
+def get_upstream_balance(config):
+    raise sdk.PluginError(
+        "kvm is a first-party provider (your own libvirt hosts): there is no upstream balance", "UNIMPLEMENTED"
+    )
+
+
+# ---------------------------------------------------------------- provider contract: instances
+
+
+def _text(parent: ET.Element, tag: str, text: Any, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, attrs)
+    el.text = str(text)
+    return el
+
+
+def _vol_format(vol: Any, fallback: str) -> str:
+    try:
+        fmt = ET.fromstring(vol.XMLDesc(0)).find("./target/format")
+    except ET.ParseError:
+        fmt = None
+    value = fmt.get("type") if fmt is not None else None
+    return value if value in ("raw", "qcow2", "qed", "vmdk", "vdi", "vpc", "iso") else fallback
+
+
+def _vol_xml(name: str, capacity: int, fmt: str, backing: tuple[str, str] | None = None) -> str:
+    root = ET.Element("volume")
+    _text(root, "name", name)
+    _text(root, "capacity", capacity, unit="bytes")
+    _text(root, "allocation", 0, unit="bytes")
+    target = ET.SubElement(root, "target")
+    ET.SubElement(target, "format", {"type": fmt})
+    if backing is not None:
+        bs = ET.SubElement(root, "backingStore")
+        _text(bs, "path", backing[0])
+        ET.SubElement(bs, "format", {"type": backing[1]})
+    return ET.tostring(root, encoding="unicode")
+
+
+def _pool(entry: _Entry, name: str) -> Any:
+    with _calls(entry, f"storage pool {name!r}"):
+        try:
+            pool = entry.conn.storagePoolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == ERR_NO_STORAGE_POOL:
+                raise sdk.FailedPrecondition(
+                    f"storage pool {name!r} does not exist at {entry.where} (check storage_pool and images)"
+                ) from None
+            raise
+        if not pool.isActive():
+            raise sdk.FailedPrecondition(f"storage pool {name!r} at {entry.where} is not active (virsh pool-start)")
+    return pool
+
+
+def _vol_or_none(pool: Any, name: str) -> Any:
+    try:
+        return pool.storageVolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == ERR_NO_STORAGE_VOL:
+            return None
+        raise
+
+
+def _root_volume(
+    entry: _Entry, config: dict[str, Any], spec: dict[str, Any], name: str
+) -> tuple[Any, tuple[str, str, str], bool]:
+    """The root volume of the domain ``name`` (made now, or found from an earlier attempt), its
+    (pool, name, format) and whether this call made it."""
+    pool_name = str(_cfg(config, "storage_pool"))
+    image = _images(config).get(spec["os"]) if spec["os"] else None
+    mode = str((image or {}).get("mode") or "overlay")
+    fmt = "qcow2" if image and mode == "overlay" else str(_cfg(config, "volume_format"))
+    vol_name = f"{name}.{'qcow2' if fmt == 'qcow2' else 'img'}"
+    capacity = spec["disk_gb"] * _GIB
+    pool = _pool(entry, pool_name)
+    what = f"creating volume {vol_name!r} in pool {pool_name!r}"
+    with _calls(entry, what):
+        found = _vol_or_none(pool, vol_name)
+        if found is not None:
+            return found, (pool_name, vol_name, _vol_format(found, fmt)), False  # a retry: it exists already
+        base = None
+        if image:
+            base_pool_name = str(image.get("pool") or pool_name)
+            base_pool = pool if base_pool_name == pool_name else _pool(entry, base_pool_name)
+            base = _vol_or_none(base_pool, str(image["volume"]))
+            if base is None:
+                raise sdk.FailedPrecondition(
+                    f"image volume {image['volume']!r} of os {spec['os']!r} does not exist in pool "
+                    f"{base_pool_name!r} at {entry.where}"
+                )
+            base_capacity = int(base.info()[1])
+            if base_capacity > capacity:
+                raise sdk.InvalidArgument(
+                    f"disk_gb {spec['disk_gb']} is smaller than the {spec['os']} image "
+                    f"({math.ceil(base_capacity / _GIB)} GiB)"
+                )
+    with _calls(entry, what, uncertain=True):
+        try:
+            if base is None:
+                vol = pool.createXML(_vol_xml(vol_name, capacity, fmt), 0)
+            elif mode == "overlay":
+                backing = (base.path(), _vol_format(base, "qcow2"))
+                vol = pool.createXML(_vol_xml(vol_name, capacity, "qcow2", backing), 0)
+            else:
+                vol = pool.createXMLFrom(_vol_xml(vol_name, capacity, fmt), base, 0)
+        except libvirt.libvirtError as exc:
+            if _alive(entry.conn):
+                again = _vol_or_none(pool, vol_name)
+                if again is not None:  # a concurrent attempt of the same order made it
+                    return again, (pool_name, vol_name, _vol_format(again, fmt)), False
+                low = (exc.get_error_message() or "").lower()
+                if "space" in low:
+                    available = int(pool.info()[3])
+                    raise sdk.PluginError(
+                        f"{what}: storage pool {pool_name!r} has not enough free space for {spec['disk_gb']} GiB "
+                        f"({available / _GIB:.1f} GiB available): {exc.get_error_message()}",
+                        "RESOURCE_EXHAUSTED",
+                    ) from None
+            raise
+        if int(vol.info()[1]) < capacity:  # a clone that kept the image's size: grow it to disk_gb
+            try:
+                vol.resize(capacity, 0)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in (ERR_NO_SUPPORT, ERR_OPERATION_UNSUPPORTED):
+                    if _alive(entry.conn):
+                        vol.delete(0)  # a definite failure: the order's volume goes again
+                    raise
+        ref = (pool_name, vol_name, _vol_format(vol, fmt))
+    return vol, ref, True
+
+
+def _domain_xml(
+    config: dict[str, Any],
+    spec: dict[str, Any],
+    name: str,
+    dom_uuid: str,
+    request_id: str,
+    vol: tuple[str, str, str] | None,
+    created_at: str,
+) -> str:
+    root = ET.Element("domain", {"type": str(_cfg(config, "domain_type"))})
+    _text(root, "name", name)
+    _text(root, "uuid", dom_uuid)
+    _text(root, "description", f"RustBill order {request_id}")
+    meta = ET.SubElement(ET.SubElement(root, "metadata"), f"{{{META_NS}}}instance")
+    for key in ("request_id", "os", "region", "created_at", "disk_gb", "bandwidth_mbps"):
+        value = {"request_id": request_id, "created_at": created_at}.get(key, spec.get(key, ""))
+        _text(meta, f"{{{META_NS}}}{key}", value)
+    if vol is not None:
+        ET.SubElement(meta, f"{{{META_NS}}}volume", {"pool": vol[0], "name": vol[1]})
+    _text(root, "memory", spec["memory_gb"], unit="GiB")
+    _text(root, "currentMemory", spec["memory_gb"], unit="GiB")
+    _text(root, "vcpu", spec["cpu_cores"], placement="static")
+    os_el = ET.SubElement(root, "os")
+    type_attrs = {"arch": str(_cfg(config, "arch"))}
+    if _cfg(config, "machine"):
+        type_attrs["machine"] = str(_cfg(config, "machine"))
+    _text(os_el, "type", "hvm", **type_attrs)
+    ET.SubElement(os_el, "boot", {"dev": "hd"})
+    features = ET.SubElement(root, "features")
+    ET.SubElement(features, "acpi")
+    ET.SubElement(features, "apic")
+    if _cfg(config, "cpu_mode"):
+        ET.SubElement(root, "cpu", {"mode": str(_cfg(config, "cpu_mode"))})
+    ET.SubElement(root, "clock", {"offset": "utc"})
+    _text(root, "on_poweroff", "destroy")
+    _text(root, "on_reboot", "restart")
+    _text(root, "on_crash", "destroy")
+    devices = ET.SubElement(root, "devices")
+    if vol is not None:
+        disk = ET.SubElement(devices, "disk", {"type": "volume", "device": "disk"})
+        ET.SubElement(disk, "driver", {"name": "qemu", "type": vol[2]})
+        ET.SubElement(disk, "source", {"pool": vol[0], "volume": vol[1]})
+        ET.SubElement(disk, "target", {"dev": "vda", "bus": "virtio"})
+    region = _regions(config).get(spec["region"]) or {}
+    bridge = str(region.get("bridge") or ("" if region.get("network") else _cfg(config, "bridge")) or "")
+    network = str(region.get("network") or _cfg(config, "network") or "")
+    if bridge or network:
+        iface = ET.SubElement(devices, "interface", {"type": "bridge" if bridge else "network"})
+        ET.SubElement(iface, "source", {"bridge": bridge} if bridge else {"network": network})
+        ET.SubElement(iface, "model", {"type": str(_cfg(config, "nic_model"))})
+        if spec["bandwidth_mbps"] > 0:
+            # libvirt <bandwidth> average is in kilobytes per second: 1 Mbit/s = 125 kB/s
+            kbytes = str(spec["bandwidth_mbps"] * 125)
+            bw = ET.SubElement(iface, "bandwidth")
+            ET.SubElement(bw, "inbound", {"average": kbytes})
+            ET.SubElement(bw, "outbound", {"average": kbytes})
+    serial = ET.SubElement(devices, "serial", {"type": "pty"})
+    ET.SubElement(serial, "target", {"port": "0"})
+    console = ET.SubElement(devices, "console", {"type": "pty"})
+    ET.SubElement(console, "target", {"type": "serial", "port": "0"})
+    channel = ET.SubElement(devices, "channel", {"type": "unix"})
+    ET.SubElement(channel, "target", {"type": "virtio", "name": "org.qemu.guest_agent.0"})
+    if _cfg(config, "vnc"):
+        ET.SubElement(devices, "graphics", {"type": "vnc", "autoport": "yes", "listen": "127.0.0.1"})
+    ET.SubElement(devices, "memballoon", {"model": "virtio"})
+    return ET.tostring(root, encoding="unicode")
+
+
+def _find_order(entry: _Entry, name: str, dom_uuid: str, request_id: str) -> Any:
+    """The domain an earlier attempt of this order made (by name, else by UUID), or None. A domain of
+    that name made for anything else is refused."""
+    with _calls(entry, f"looking up domain {name!r}"):
+        try:
+            dom = entry.conn.lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != ERR_NO_DOMAIN:
+                raise
+            try:
+                dom = entry.conn.lookupByUUIDString(dom_uuid)
+            except libvirt.libvirtError as exc2:
+                if exc2.get_error_code() != ERR_NO_DOMAIN:
+                    raise
+                return None
+        owner = _meta(dom).get("request_id", "")
+    if owner != request_id:
+        raise sdk.AlreadyExists(
+            f"domain {dom.name()!r} already exists at {entry.where} for something else "
+            f"(request {owner or 'none: not made by RustBill'})"
+        )
+    return dom
+
+
+def _undefine(dom: Any) -> None:
+    for flags in _UNDEFINE_FLAGS:
+        try:
+            dom.undefineFlags(flags) if flags else dom.undefine()
+            return
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (ERR_INVALID_ARG, ERR_NO_SUPPORT) and flags:
+                continue  # flags this driver does not know: fewer
+            raise
+
+
+def _remove_made(entry: _Entry, dom: Any, vol: Any, name: str) -> None:
+    """Remove what a failed create made (best effort; logged)."""
+    try:
+        if dom is not None:
+            if dom.isActive():
+                dom.destroy()
+            if dom.isPersistent():
+                _undefine(dom)
+        if vol is not None:
+            vol.delete(0)
+        log.info("create_instance: removed the half-made domain %s at %s", name, entry.uri)
+    except Exception as exc:
+        log.error("create_instance: could not remove the half-made domain %s at %s: %s", name, entry.uri, exc)
+
+
+def create_instance(config, spec):
+    request_id = str(spec.get("request_id") or "").strip() if isinstance(spec, dict) else ""
+    if not request_id:
+        raise sdk.InvalidArgument("create_instance needs spec['request_id'] (the host sets it)")
+    spec = _check_spec(config, spec)
+    name = _domain_name(config, request_id)
+    dom_uuid = str(uuid.uuid5(_UUID_NS, request_id))
+    entry = _connect(config)
+    lock = _NAME_LOCKS[int(hashlib.sha256(f"{entry.key}/{name}".encode()).hexdigest(), 16) % len(_NAME_LOCKS)]
+    with lock:
+        dom = _find_order(entry, name, dom_uuid, request_id)
+        made_dom = made_vol = None
+        if dom is not None:
+            log.info("create_instance: domain %s already exists for request %s; returning it", dom.name(), request_id)
+        else:
+            # the volume is this order's (its name comes from the request id), made now or by an earlier
+            # attempt that ended before the domain was defined: a definite failure below removes it
+            made_vol, vol_ref, _made_now = _root_volume(entry, config, spec, name)
+            created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            xml = _domain_xml(config, spec, name, dom_uuid, request_id, vol_ref, created_at)
+            try:
+                with _calls(entry, f"defining domain {name!r}", uncertain=True):
+                    try:
+                        dom = entry.conn.defineXML(xml)
+                    except libvirt.libvirtError as exc:
+                        if exc.get_error_code() not in (ERR_OPERATION_FAILED, ERR_DOM_EXIST) or not _alive(entry.conn):
+                            raise
+                        dom = _find_order(entry, name, dom_uuid, request_id)  # a concurrent attempt won
+                        if dom is None:
+                            raise
+                    else:
+                        made_dom = dom
+                    if _cfg(config, "autostart"):
+                        try:
+                            dom.setAutostart(1)
+                        except libvirt.libvirtError as exc:
+                            if exc.get_error_code() not in (ERR_NO_SUPPORT, ERR_OPERATION_UNSUPPORTED):
+                                raise
+            except sdk.PluginError as exc:
+                if exc.code != "DEADLINE_EXCEEDED":  # a definite failure: nothing half-made stays
+                    _remove_made(entry, made_dom, made_vol, name)
+                raise
+        if _cfg(config, "start_on_create"):
+            try:
+                with _calls(entry, f"starting domain {dom.name()!r}", uncertain=True):
+                    if not dom.isActive():
+                        try:
+                            dom.create()
+                        except libvirt.libvirtError:
+                            if not (_alive(entry.conn) and dom.isActive()):  # else: started meanwhile
+                                raise
+            except sdk.PluginError as exc:
+                if exc.code != "DEADLINE_EXCEEDED" and made_dom is not None:
+                    _remove_made(entry, made_dom, made_vol, name)
+                    raise sdk.PluginError(f"{exc.message}; the domain and its volume were removed", exc.code) from None
+                raise
+        summary = _summary(entry, dom, config, uncertain=True)  # made: a lost connection now is no failure
+    log.info("create_instance: domain %s is %s at %s (request %s)", name, summary["status"], entry.uri, request_id)
+    return _instance(summary)
+
+
+def get_instance_status(config, instance_id):
+    name = _domain_arg(instance_id, "instance_id")
+    entry = _connect(config)
+    return _instance(_summary(entry, _lookup(entry, name), config))
+
+
+def sync_upstream_instances(config):
+    entry = _connect(config)
+    return [_instance(s) for s in _list(entry, config)]
+
+
+# ---------------------------------------------------------------- health
+
+
+def _version(v: Any) -> str:
+    v = int(v or 0)
+    return f"{v // 1_000_000}.{(v // 1000) % 1000}.{v % 1000}"
+
+
+def _server_info(entry: _Entry) -> dict[str, Any]:
+    conn = entry.conn
+    with _calls(entry, f"asking {entry.where} for its versions"):
+        driver = str(conn.getType())
+        lib = _version(conn.getLibVersion())
+        try:
+            hv = _version(conn.getVersion())
+        except libvirt.libvirtError:
+            hv = ""
+        try:
+            hostname = str(conn.getHostname())
+        except libvirt.libvirtError:
+            hostname = ""
+        node = conn.getInfo()  # [arch, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
+    return {
+        "uri": entry.uri,
+        "driver": driver,
+        "hypervisor_version": hv,
+        "libvirt_version": lib,
+        "client_libvirt_version": _version(libvirt.getVersion()),
+        "hostname": hostname,
+        "host_arch": str(node[0]),
+        "host_memory_mib": int(node[1]),
+        "host_cpus": int(node[2]),
+    }
+
+
+def _guest_types(entry: _Entry) -> list[tuple[str, str]]:
+    """(arch, domain type) pairs of hvm guests the host can run, from its capabilities."""
+    with _calls(entry, f"capabilities of {entry.where}"):
+        caps = ET.fromstring(entry.conn.getCapabilities())
+    out = []
+    for guest in caps.findall("guest"):
+        if (guest.findtext("os_type") or "").strip() != "hvm":
+            continue
+        for arch in guest.findall("arch"):
+            for dom in arch.findall("domain"):
+                out.append((arch.get("name", ""), dom.get("type", "")))
+    return out
+
+
+def _problems(entry: _Entry, config: dict[str, Any]) -> list[str]:
+    """What in the interface's configuration the host does not have."""
+    problems = []
+    conn = entry.conn
+    pools: dict[str, Any] = {}
+    pool_names = [str(_cfg(config, "storage_pool"))] + [
+        str(i.get("pool")) for i in _images(config).values() if isinstance(i, dict) and i.get("pool")
+    ]
+    for name in dict.fromkeys(pool_names):
+        with _calls(entry, f"storage pool {name!r}"):
+            try:
+                pool = conn.storagePoolLookupByName(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != ERR_NO_STORAGE_POOL:
+                    raise
+                known = sorted(p.name() for p in conn.listAllStoragePools(0))
+                problems.append(
+                    f"storage pool {name!r} does not exist ({'pools: ' + ', '.join(known) if known else 'no pools'})"
+                )
+                continue
+            if not pool.isActive():
+                problems.append(f"storage pool {name!r} is not active (virsh pool-start {name})")
+                continue
+            pools[name] = pool
+    for os_name, image in _images(config).items():
+        pool = pools.get(str(image.get("pool") or _cfg(config, "storage_pool")))
+        if pool is None:
+            continue
+        with _calls(entry, f"image of os {os_name!r}"):
+            if _vol_or_none(pool, str(image.get("volume"))) is None:
+                problems.append(
+                    f"image volume {image.get('volume')!r} of os {os_name!r} does not exist in pool {pool.name()!r}"
+                )
+    networks = [str(_cfg(config, "network"))] if _cfg(config, "network") and not _cfg(config, "bridge") else []
+    networks += [str(r["network"]) for r in _regions(config).values() if isinstance(r, dict) and r.get("network")]
+    for name in dict.fromkeys(networks):
+        with _calls(entry, f"network {name!r}"):
+            try:
+                net = conn.networkLookupByName(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != ERR_NO_NETWORK:
+                    raise
+                known = sorted(n.name() for n in conn.listAllNetworks(0))
+                problems.append(
+                    f"network {name!r} does not exist ({'networks: ' + ', '.join(known) if known else 'no networks'})"
+                )
+                continue
+            if not net.isActive():
+                problems.append(f"network {name!r} is not active (virsh net-start {name})")
+    arch, dtype = str(_cfg(config, "arch")), str(_cfg(config, "domain_type"))
+    offered = _guest_types(entry)
+    if (arch, dtype) not in offered:
+        kinds = ", ".join(f"{t}/{a}" for a, t in dict.fromkeys(offered)) or "none"
+        problems.append(
+            f"the host cannot run {dtype} guests for {arch} (it offers: {kinds}); check domain_type and arch"
+            + (" — is /dev/kvm available?" if dtype == "kvm" else "")
+        )
+    return problems
+
+
+def health_check(config):
+    entry = _connect(config)
+    info = _server_info(entry)
+    problems = _problems(entry, config)
+    what = f"{entry.where} ({info['driver']} {info['hypervisor_version']}, libvirt {info['libvirt_version']})"
+    if problems:
+        return f"{what}: " + "; ".join(problems)
+    log.info("health_check: %s on host %s is healthy", what, info["hostname"] or "?")
+    return {"healthy": True, **info}
+
+
+# ---------------------------------------------------------------- admin page and actions
+
+
+def _details(entry: _Entry, dom: Any, config: dict[str, Any]) -> dict[str, Any]:
+    out = _summary(entry, dom, config, full=True)
+    with _calls(entry, f"domain {out['name']!r}"):
+        root = ET.fromstring(dom.XMLDesc(0))
+        meta = _meta(dom)
+    disks = []
+    for disk in root.findall("./devices/disk"):
+        src = disk.find("source")
+        src_attrs = dict(src.attrib) if src is not None else {}
+        target = disk.find("target")
+        disks.append(
+            {
+                "device": disk.get("device", ""),
+                "target": target.get("dev", "") if target is not None else "",
+                "pool": src_attrs.get("pool", ""),
+                "volume": src_attrs.get("volume", ""),
+                "file": src_attrs.get("file", src_attrs.get("dev", "")),
+            }
+        )
+    nics = []
+    for iface in root.findall("./devices/interface"):
+        src = iface.find("source")
+        mac = iface.find("mac")
+        inbound = iface.find("./bandwidth/inbound")
+        nics.append(
+            {
+                "type": iface.get("type", ""),
+                "network": src.get("network", "") if src is not None else "",
+                "bridge": src.get("bridge", "") if src is not None else "",
+                "mac": mac.get("address", "") if mac is not None else "",
+                "inbound_kbytes_per_s": inbound.get("average", "") if inbound is not None else "",
+            }
+        )
+    out.update(
+        domain_type=root.get("type", ""),
+        disks=disks,
+        interfaces=nics,
+        os=meta.get("os", ""),
+        region=meta.get("region", ""),
+        volumes=[v for v in meta.get("volumes", "").split("\n") if v],
+    )
+    return out
+
+
+def admin_server_info(config):
+    entry = _connect(config)
+    return _server_info(entry)
+
+
+def admin_list_domains(config):
+    entry = _connect(config)
+    return _list(entry, config, full=True)
+
+
+def admin_domain(config):
+    """One domain in detail: ``{"name": ...}``."""
+    name = _domain_arg(config.get("name") or config.get("instance_id"))
+    entry = _connect(config)
+    return _details(entry, _lookup(entry, name), config)
+
+
+def admin_list_volumes(config):
+    """Volumes of a pool: ``{"pool": ...}`` (default: storage_pool)."""
+    pool_name = str(config.get("pool") or _cfg(config, "storage_pool"))
+    entry = _connect(config)
+    pool = _pool(entry, pool_name)
+    out = []
+    with _calls(entry, f"volumes of pool {pool_name!r}"):
+        for vol in pool.listAllVolumes(0):
+            _kind, capacity, allocation = vol.info()
+            out.append(
+                {
+                    "name": vol.name(),
+                    "path": vol.path(),
+                    "capacity_bytes": int(capacity),
+                    "allocation_bytes": int(allocation),
+                    "format": _vol_format(vol, ""),
+                }
+            )
+    return sorted(out, key=lambda v: v["name"])
+
+
+def _act(config: dict[str, Any], action: str, fn: Callable[[Any, _Entry], dict[str, Any] | None]) -> dict[str, Any]:
+    name = _domain_arg(config.get("name") or config.get("instance_id"))
+    entry = _connect(config)
+    dom = _lookup(entry, name)
+    with _calls(entry, f"{action} of domain {name!r}"):
+        extra = fn(dom, entry) or {}
+    summary = _summary(entry, dom, config) if action != "delete" else {"status": "deleted", "ip_address": ""}
+    log.info("admin %s of domain %s at %s", action, name, entry.uri)
+    return {"name": name, "action": action, "status": summary["status"], "ip_address": summary["ip_address"], **extra}
+
+
+def _state(dom: Any) -> str:
+    return _status(dom.state()[0])
+
+
+def admin_start(config):
+    """Start (boot) a defined domain: ``{"name": ...}``."""
+
+    def go(dom: Any, entry: _Entry) -> None:
+        if dom.isActive():
+            raise sdk.FailedPrecondition(f"domain {dom.name()!r} is already {_state(dom)}")
+        dom.create()
+
+    return _act(config, "start", go)
+
+
+def admin_stop(config):
+    """Graceful shutdown (ACPI): ``{"name": ..., "timeout": 20, "force": false}``; waits up to ``timeout``
+    seconds for the guest to power off, then with ``force`` powers it off."""
+    try:
+        wait = min(max(float(config.get("timeout", 20)), 0.0), 300.0)
+    except (TypeError, ValueError):
+        raise sdk.InvalidArgument("timeout must be a number of seconds") from None
+    force = bool(config.get("force", False))
+
+    def go(dom: Any, entry: _Entry) -> dict[str, Any] | None:
+        if not dom.isActive():
+            raise sdk.FailedPrecondition(f"domain {dom.name()!r} is not running (it is {_state(dom)})")
+        dom.shutdown()
+        deadline = time.monotonic() + wait
+        while dom.isActive() and time.monotonic() < deadline:
+            time.sleep(0.25)
+        if not dom.isActive():
+            return None
+        if force:
+            dom.destroy()
+            return {"forced": True}
+        return {
+            "note": f"shutdown requested; the guest has not powered off within {wait:g}s (force: true powers it off)"
+        }
+
+    return _act(config, "stop", go)
+
+
+def _simple(method: str, *args: Any) -> Callable[[Any, _Entry], None]:
+    def go(dom: Any, _entry: _Entry) -> None:
+        getattr(dom, method)(*args)
+
+    return go
+
+
+def admin_destroy(config):
+    """Power off at once (like pulling the plug): ``{"name": ...}``."""
+    return _act(config, "destroy", _simple("destroy"))
+
+
+def admin_reboot(config):
+    """Ask the guest to reboot: ``{"name": ...}``."""
+    return _act(config, "reboot", _simple("reboot", 0))
+
+
+def admin_suspend(config):
+    """Pause the domain's vCPUs: ``{"name": ...}``."""
+    return _act(config, "suspend", _simple("suspend"))
+
+
+def admin_resume(config):
+    """Resume a paused domain: ``{"name": ...}``."""
+    return _act(config, "resume", _simple("resume"))
+
+
+def admin_delete(config):
+    """Undefine a domain: ``{"name": ..., "force": false, "delete_volumes": true}``. A running domain is
+    refused unless ``force`` (then powered off first). ``delete_volumes`` removes the volumes this plugin
+    made for it (recorded in its metadata); other disks are never touched."""
+    force = bool(config.get("force", False))
+    delete_volumes = bool(config.get("delete_volumes", True))
+
+    def go(dom: Any, entry: _Entry) -> dict[str, Any]:
+        meta = _meta(dom)
+        if dom.isActive():
+            if not force:
+                raise sdk.FailedPrecondition(
+                    f'domain {dom.name()!r} is {_state(dom)}; stop it first or pass "force": true'
+                )
+            dom.destroy()
+        try:
+            if dom.isPersistent():
+                _undefine(dom)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != ERR_NO_DOMAIN:  # a transient domain vanishes when destroyed
+                raise
+        deleted = []
+        if delete_volumes:
+            for ref in [v for v in meta.get("volumes", "").split("\n") if v]:
+                pool_name, _, vol_name = ref.partition("/")
+                try:
+                    vol = entry.conn.storagePoolLookupByName(pool_name).storageVolLookupByName(vol_name)
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() in (ERR_NO_STORAGE_POOL, ERR_NO_STORAGE_VOL):
+                        continue
+                    raise
+                vol.delete(0)
+                deleted.append(ref)
+        return {"deleted_volumes": deleted}
+
+    return _act(config, "delete", go)
+
+
+def admin_page(config):
+    e = html.escape
+    try:
+        entry = _connect(config)
+        server = _server_info(entry)
+        domains = _list(entry, config, full=True)
+        error = ""
+    except sdk.PluginError as exc:
+        server, domains, error = {}, [], exc.message
+    parts = [f"<h1>KVM — {e(str(_cfg(config, 'uri')))}</h1>"]
+    if error:
+        parts.append(f'<p class="error"><strong>Cannot reach libvirt:</strong> {e(error)}</p>')
+    else:
+        parts.append(
+            f"<p>{e(server['driver'])} {e(server['hypervisor_version'])} on {e(server['hostname'] or '?')} "
+            f"({e(server['host_arch'])}, {server['host_cpus']} CPUs, {server['host_memory_mib']} MiB), libvirt "
+            f"{e(server['libvirt_version'])} (client {e(server['client_libvirt_version'])})</p>"
+        )
+        rows = "".join(
+            "<tr>"
+            + "".join(
+                f"<td>{e(str(v))}</td>"
+                for v in (
+                    d["name"],
+                    d["status"],
+                    d["vcpus"],
+                    f"{d['memory_mib']} MiB",
+                    d["ip_address"],
+                    "yes" if d.get("autostart") else "no",
+                    "yes" if d.get("persistent") else "no",
+                    d["created_at"],
+                    d["request_id"],
+                )
+            )
+            + "</tr>"
+            for d in domains
+        )
+        parts.append(
+            "<table><thead><tr><th>Name</th><th>State</th><th>vCPUs</th><th>Memory</th><th>IP address</th>"
+            "<th>Autostart</th><th>Persistent</th><th>Created</th><th>RustBill request</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table><p>{len(domains)} domain(s).</p>"
+        )
+    parts.append(
+        '<p>Actions (CallPluginAction, args_json <code>{"name": "…"}</code>): <code>admin_start</code>, '
+        "<code>admin_stop</code> (<code>timeout</code>, <code>force</code>), <code>admin_reboot</code>, "
+        "<code>admin_destroy</code>, <code>admin_suspend</code>, <code>admin_resume</code>, "
+        "<code>admin_delete</code> (<code>force</code>, <code>delete_volumes</code>), <code>admin_domain</code>, "
+        "<code>admin_list_domains</code>, <code>admin_list_volumes</code> (<code>pool</code>), "
+        "<code>admin_server_info</code>.</p>"
+    )
+    return {"title": "KVM (libvirt)", "html": "\n".join(parts)}
