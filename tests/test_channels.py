@@ -35,9 +35,10 @@ async def host(databases: Databases, tmp_path: Path) -> AsyncIterator[tuple[Chan
                             version=loaded.version, created_at=now, updated_at=now)  # fmt: skip
             s.add(plugin)
             await s.flush()
+            config = json.dumps({"api_url": "https://pay.example", "key": "k-123"})
             iface = PluginInterface(plugin_def_id=plugin.id, plugin_type=loaded.plugin_type, plugin_id=pid,
-                                    display_name=pid, enabled=True, config_schema="{}", created_at=now, updated_at=now,
-                                    config_json=json.dumps({"api_url": "https://pay.example", "key": "k-123"}))  # fmt: skip
+                                    display_name=pid, enabled=True, config_schema="{}", created_at=now,
+                                    updated_at=now, config_json=config)  # fmt: skip
             s.add(iface)
             await s.flush()
             ids[pid] = iface.id
@@ -74,7 +75,7 @@ async def test_create_payment_and_send(host) -> None:  # type: ignore[no-untyped
     channels, ids = host
     pay = await channels.create_payment(ids["t_gateway"], {"order_id": "O9", "amount": "3.10", "currency": "CNY"})
     assert pay["pay_url"].endswith("out_trade_no=O9")
-    with pytest.raises(InvalidArgument, match="order.amount must be a Decimal or a decimal string, not float"):
+    with pytest.raises(InvalidArgument, match=r"order\.amount must be a Decimal or a decimal string, not float"):
         await channels.create_payment(ids["t_gateway"], {"order_id": "O9", "amount": 3.1})
     with pytest.raises(InvalidArgument, match="unknown keys: colour"):
         await channels.create_payment(ids["t_gateway"], {"order_id": "O9", "amount": "1", "colour": "red"})

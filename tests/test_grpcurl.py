@@ -84,7 +84,9 @@ def test_the_spec_provider_examples(server: ServerProcess, admin_token: str) -> 
     assert price == {"amount": "2.24", "currency": "CNY", "billing_cycle": "monthly"}
     order = grpcurl(server, t, "CreateUpstreamInstance", {"interface_id": iid, "server_spec": spec})
     assert order["status"] == "running"
-    status = grpcurl(server, t, "GetInstanceStatus", {"interface_id": iid, "instance_id": order["provider_instance_id"]})
+    status = grpcurl(
+        server, t, "GetInstanceStatus", {"interface_id": iid, "instance_id": order["provider_instance_id"]}
+    )
     assert status["status"] == "running"
     synced = grpcurl(server, t, "SyncUpstreamInstances", {"interface_id": iid})["instances"]
     assert synced[0]["instance_id"] == "up-1"

@@ -302,7 +302,7 @@ def test_a_bad_spec_template_does_not_break_the_listing(fresh_server: ServerProc
     fresh_server.plugins_dir.joinpath("bad_tpl.py").write_text(
         'PLUGIN_TYPE = "upstream_provider"\n'
         "def spec_template(config):\n"
-        '    return {"fields": [{"key": "cpu", "display_order": 2**40}], "groups": [{"key": "g", "display_order": -1}]}\n'
+        '    return {"fields": [{"key": "cpu", "display_order": 2**40}], "groups": [{"key": "g", "display_order": -1}]}\n'  # noqa: E501
     )
     fresh_server.start()
     token, stub = fresh_server.token(), fresh_server.stub()
