@@ -83,5 +83,9 @@ async def test_create_payment_and_send(host) -> None:  # type: ignore[no-untyped
         await channels.create_payment(ids["t_notifier"], {"order_id": "O9", "amount": "1"})
     sent = await channels.send(ids["t_notifier"], {"subject": "Invoice paid", "to": ["a@example.com"]})
     assert sent == {"delivered": True, "id": "", "error": ""}
+    with pytest.raises(InvalidArgument, match=r"message\.to must be a list"):
+        await channels.send(ids["t_notifier"], {"subject": "x", "to": [1]})
+    with pytest.raises(InvalidArgument, match=r"message\.id must be"):
+        await channels.send(ids["t_notifier"], {"subject": "x", "id": "a b"})
     with pytest.raises(InvalidArgument, match="message is empty"):
         await channels.send(ids["t_notifier"], {})

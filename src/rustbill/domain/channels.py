@@ -96,13 +96,21 @@ class Channels:
     async def send(self, interface_id: uuid.UUID, message: dict[str, Any]) -> dict[str, Any]:
         """Send ``message`` through a notifier. ``id`` defaults to a new UUID (receivers may use it
         to drop duplicates)."""
+        to = message.get("to", [])
+        if isinstance(to, str):
+            to = [to]
+        if not isinstance(to, (list, tuple)) or not all(isinstance(t, str) for t in to):
+            raise InvalidArgument("message.to must be a list of addresses")
+        msg_id = str(message.get("id") or uuid.uuid4())
+        if not 1 <= len(msg_id) <= 200 or not msg_id.isprintable() or " " in msg_id:
+            raise InvalidArgument("message.id must be 1 to 200 printable characters without spaces")
         msg = {
-            "id": str(message.get("id") or uuid.uuid4()),
+            "id": msg_id,
             "event": str(message.get("event", "")),
             "subject": str(message.get("subject", "")),
             "text": str(message.get("text", "")),
             "html": str(message.get("html", "")),
-            "to": [str(t) for t in message.get("to", [])],
+            "to": list(to),
             "data": dict(message.get("data") or {}),
         }
         if not (msg["subject"] or msg["text"] or msg["html"] or msg["data"]):
