@@ -84,7 +84,7 @@ def test_unsupported_database_url_is_refused() -> None:
         ('[server]\nlisten = "nonsense"\n', "server.listen must be HOST:PORT"),
         ('[server]\nlistn = "x"\n', "listn"),
         ('[jwt]\nsecret = "short"\n', "at least 32 characters"),
-        ('[plugins]\ncall_timeout_seconds = -1\n', "call_timeout_seconds"),
+        ("[plugins]\ncall_timeout_seconds = -1\n", "call_timeout_seconds"),
     ],
 )
 def test_bad_configuration_is_a_clear_error_not_a_traceback(tmp_path: Path, toml: str, message: str) -> None:

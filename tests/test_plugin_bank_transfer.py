@@ -17,16 +17,21 @@ from typing import Any
 
 import grpc
 import pytest
-from helpers import SHIPPED_PLUGINS, Databases, ServerProcess, create_interface, md, query_db, raises_code, unique
+from helpers import (
+    SHIPPED_PLUGINS,
+    Databases,
+    PluginHost,
+    ServerProcess,
+    create_interface,
+    md,
+    query_db,
+    raises_code,
+)
 from sqlalchemy import func, select
 
 from rustbill import errors
-from rustbill.db import Database, PaymentNotification, Plugin, PluginInterface
-from rustbill.domain import Channels, Providers
-from rustbill.domain.catalog import validate_config
+from rustbill.db import Database, PaymentNotification
 from rustbill.pb import integration_pb2 as pb
-from rustbill.plugins import PluginRegistry, PluginRuntime, load_plugin
-from rustbill.plugins.contract import check_health_result
 
 PLUGIN = SHIPPED_PLUGINS / "bank_transfer.py"
 ACCOUNT = {
@@ -37,52 +42,11 @@ ACCOUNT = {
 }
 
 
-class Host:
-    """The billing core's side in process: Channels and Providers over a PluginRuntime and a Database."""
+class Host(PluginHost):
+    """The billing core's side in process (see helpers.PluginHost)."""
 
     def __init__(self, db: Database) -> None:
-        self.db = db
-        self.registry = PluginRegistry()
-        self.runtime = PluginRuntime(db, self.registry, default_timeout=20)
-        self.channels = Channels(db, self.runtime)
-        self.providers = Providers(db, self.runtime)
-        self.loaded = load_plugin(PLUGIN, PLUGIN.read_bytes(), "bank_transfer")
-        self.registry.put(self.loaded)
-        self._plugin_row: uuid.UUID | None = None
-
-    async def interface(self, cfg: dict[str, Any]) -> uuid.UUID:
-        checked = validate_config(json.dumps(cfg), self.loaded.config_schema)
-        async with self.db.write() as s:
-            if self._plugin_row is None:
-                q = select(Plugin.id).where(Plugin.plugin_id == "bank_transfer")
-                self._plugin_row = (await s.execute(q)).scalar_one_or_none()
-            if self._plugin_row is None:
-                row = Plugin(
-                    plugin_type="gateway",
-                    plugin_id="bank_transfer",
-                    content_hash=self.loaded.content_hash,
-                    version=self.loaded.version,
-                    has_admin_page=True,
-                )
-                s.add(row)
-                await s.flush()
-                self._plugin_row = row.id
-            iface = PluginInterface(
-                plugin_def_id=self._plugin_row,
-                plugin_type="gateway",
-                plugin_id="bank_transfer",
-                display_name=unique("bank"),
-                config_json=json.dumps(checked),
-                config_schema=json.dumps(self.loaded.config_schema),
-            )
-            s.add(iface)
-        return iface.id
-
-    async def health(self, iid: uuid.UUID) -> str | None:
-        return await self.runtime.call(await self.runtime.bind(iid), "health_check", check=check_health_result)  # type: ignore[no-any-return]
-
-    async def action(self, iid: uuid.UUID, function: str, **args: Any) -> Any:
-        return json.loads(await self.providers.call_action(iid, function, json.dumps(args)))
+        super().__init__(db, "bank_transfer", call_timeout=20)
 
     async def notify(self, iid: uuid.UUID, reference: str, o: dict[str, Any] | None) -> dict[str, Any]:
         order = None if o is None else {k: o[k] for k in ("order_id", "amount", "currency")}

@@ -27,16 +27,21 @@ import pytest
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from helpers import SHIPPED_PLUGINS, Databases, ServerProcess, create_interface, free_port, md, raises_code, unique
-from sqlalchemy import select
+from helpers import (
+    SHIPPED_PLUGINS,
+    Databases,
+    PluginHost,
+    ServerProcess,
+    create_interface,
+    free_port,
+    md,
+    raises_code,
+)
 
 from rustbill import errors, sdk
-from rustbill.db import Database, Plugin, PluginInterface
-from rustbill.domain import Channels, Providers
-from rustbill.domain.catalog import validate_config
+from rustbill.db import Database
 from rustbill.pb import integration_pb2 as pb
-from rustbill.plugins import PluginRegistry, PluginRuntime, load_plugin
-from rustbill.plugins.contract import check_health_result
+from rustbill.plugins import load_plugin
 
 PLUGIN = SHIPPED_PLUGINS / "email.py"
 USER = "billing@example.com"
@@ -208,49 +213,11 @@ def config(peer: SmtpPeer | int, ca_pem: str, **kw: Any) -> dict[str, Any]:
     return {**cfg, **kw}
 
 
-class Host:
-    """The billing core's side in process: Channels and Providers over a PluginRuntime and a Database."""
+class Host(PluginHost):
+    """The billing core's side in process (see helpers.PluginHost)."""
 
     def __init__(self, db: Database) -> None:
-        self.db = db
-        self.registry = PluginRegistry()
-        self.runtime = PluginRuntime(db, self.registry, default_timeout=30)
-        self.channels = Channels(db, self.runtime)
-        self.providers = Providers(db, self.runtime)
-        self.loaded = load_plugin(PLUGIN, PLUGIN.read_bytes(), "email")
-        self.registry.put(self.loaded)
-
-    async def interface(self, cfg: dict[str, Any]) -> uuid.UUID:
-        checked = validate_config(json.dumps(cfg), self.loaded.config_schema)
-        async with self.db.write() as s:
-            plugin_row = (await s.execute(select(Plugin.id).where(Plugin.plugin_id == "email"))).scalar()
-            if plugin_row is None:
-                row = Plugin(
-                    plugin_type="notifier",
-                    plugin_id="email",
-                    content_hash=self.loaded.content_hash,
-                    version=self.loaded.version,
-                    has_admin_page=True,
-                )
-                s.add(row)
-                await s.flush()
-                plugin_row = row.id
-            iface = PluginInterface(
-                plugin_def_id=plugin_row,
-                plugin_type="notifier",
-                plugin_id="email",
-                display_name=unique("email"),
-                config_json=json.dumps(checked),
-                config_schema=json.dumps(self.loaded.config_schema),
-            )
-            s.add(iface)
-        return iface.id
-
-    async def health(self, iid: uuid.UUID) -> str | None:
-        return await self.runtime.call(await self.runtime.bind(iid), "health_check", check=check_health_result)  # type: ignore[no-any-return]
-
-    async def action(self, iid: uuid.UUID, function: str, **args: Any) -> Any:
-        return json.loads(await self.providers.call_action(iid, function, json.dumps(args)))
+        super().__init__(db, "email", call_timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -17,17 +17,22 @@ from typing import Any
 
 import grpc
 import pytest
-from helpers import SHIPPED_PLUGINS, Databases, ServerProcess, create_interface, free_port, md, raises_code, unique
+from helpers import (
+    SHIPPED_PLUGINS,
+    Databases,
+    PluginHost,
+    ServerProcess,
+    create_interface,
+    free_port,
+    md,
+    raises_code,
+)
 from peers.webhook_receiver import WebhookReceiver, new_secret, sign
-from sqlalchemy import select
 
 from rustbill import errors, sdk
-from rustbill.db import Database, Plugin, PluginInterface
-from rustbill.domain import Channels, Providers
-from rustbill.domain.catalog import validate_config
+from rustbill.db import Database
 from rustbill.pb import integration_pb2 as pb
-from rustbill.plugins import PluginRegistry, PluginRuntime, load_plugin
-from rustbill.plugins.contract import check_health_result
+from rustbill.plugins import load_plugin
 
 PLUGIN = SHIPPED_PLUGINS / "webhook.py"
 SECRET = new_secret()  # the endpoint's secret: must never show up in pages, results or logs
@@ -49,50 +54,11 @@ def config(receiver: WebhookReceiver | str, **kw: Any) -> dict[str, Any]:
     return {"url": url, "secret": SECRET, "backoff_seconds": 0.05, **kw}
 
 
-class Host:
-    """The billing core's side in process: Channels and Providers over a PluginRuntime and a Database."""
+class Host(PluginHost):
+    """The billing core's side in process (see helpers.PluginHost)."""
 
     def __init__(self, db: Database, call_timeout: float = 30) -> None:
-        self.db = db
-        self.registry = PluginRegistry()
-        self.runtime = PluginRuntime(db, self.registry, default_timeout=call_timeout)
-        self.channels = Channels(db, self.runtime)
-        self.providers = Providers(db, self.runtime)
-        self.loaded = load_plugin(PLUGIN, PLUGIN.read_bytes(), "webhook")
-        self.registry.put(self.loaded)
-
-    async def interface(self, cfg: dict[str, Any]) -> uuid.UUID:
-        """A plugin_interfaces row for ``cfg`` (validated against the plugin's schema, as the server does)."""
-        checked = validate_config(json.dumps(cfg), self.loaded.config_schema)
-        async with self.db.write() as s:
-            plugin_row = (await s.execute(select(Plugin.id).where(Plugin.plugin_id == "webhook"))).scalar()
-            if plugin_row is None:
-                row = Plugin(
-                    plugin_type="notifier",
-                    plugin_id="webhook",
-                    content_hash=self.loaded.content_hash,
-                    version=self.loaded.version,
-                    has_admin_page=True,
-                )
-                s.add(row)
-                await s.flush()
-                plugin_row = row.id
-            iface = PluginInterface(
-                plugin_def_id=plugin_row,
-                plugin_type="notifier",
-                plugin_id="webhook",
-                display_name=unique("webhook"),
-                config_json=json.dumps(checked),
-                config_schema=json.dumps(self.loaded.config_schema),
-            )
-            s.add(iface)
-        return iface.id
-
-    async def health(self, iid: uuid.UUID) -> str | None:
-        return await self.runtime.call(await self.runtime.bind(iid), "health_check", check=check_health_result)  # type: ignore[no-any-return]
-
-    async def action(self, iid: uuid.UUID, function: str, **args: Any) -> Any:
-        return json.loads(await self.providers.call_action(iid, function, json.dumps(args)))
+        super().__init__(db, "webhook", call_timeout=call_timeout)
 
 
 @pytest.fixture(scope="module")

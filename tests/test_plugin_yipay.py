@@ -23,17 +23,24 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from helpers import SHIPPED_PLUGINS, Databases, ServerProcess, create_interface, free_port, md, raises_code, unique
+from helpers import (
+    SHIPPED_PLUGINS,
+    Databases,
+    PluginHost,
+    ServerProcess,
+    create_interface,
+    free_port,
+    md,
+    raises_code,
+    unique,
+)
 from peers.epay_server import EpayServer, epay_sign
 from sqlalchemy import func, select
 
 from rustbill import errors, sdk
-from rustbill.db import Database, PaymentNotification, Plugin, PluginInterface
-from rustbill.domain import Channels, Providers
-from rustbill.domain.catalog import validate_config
+from rustbill.db import Database, PaymentNotification
 from rustbill.pb import integration_pb2 as pb
-from rustbill.plugins import PluginRegistry, PluginRuntime, load_plugin
-from rustbill.plugins.contract import check_health_result
+from rustbill.plugins import load_plugin
 
 PID = "1001"
 KEY = "Zq8vN3kT5yW2pLr7"  # the merchant key: must never show up in pages, results or logs
@@ -54,53 +61,11 @@ def config(epay: EpayServer, **kw: Any) -> dict[str, Any]:
     return {"api_url": epay.url, "pid": PID, "key": KEY, "sitename": "RustBill", **kw}
 
 
-class Host:
-    """The billing core's side in process: Channels and Providers over a PluginRuntime and a Database."""
+class Host(PluginHost):
+    """The billing core's side in process (see helpers.PluginHost)."""
 
     def __init__(self, db: Database) -> None:
-        self.db = db
-        self.registry = PluginRegistry()
-        self.runtime = PluginRuntime(db, self.registry, default_timeout=20)
-        self.channels = Channels(db, self.runtime)
-        self.providers = Providers(db, self.runtime)
-        self._loaded = load_plugin(PLUGIN, PLUGIN.read_bytes(), "yipay")
-        self.registry.put(self._loaded)
-        self._plugin_row: uuid.UUID | None = None
-
-    async def interface(self, cfg: dict[str, Any]) -> uuid.UUID:
-        """A plugin_interfaces row for ``cfg`` (validated against the plugin's schema, as the server does)."""
-        checked = validate_config(json.dumps(cfg), self._loaded.config_schema)
-        async with self.db.write() as s:
-            if self._plugin_row is None:
-                q = select(Plugin.id).where(Plugin.plugin_id == "yipay")
-                self._plugin_row = (await s.execute(q)).scalar_one_or_none()
-            if self._plugin_row is None:
-                row = Plugin(
-                    plugin_type="gateway",
-                    plugin_id="yipay",
-                    content_hash=self._loaded.content_hash,
-                    version=self._loaded.version,
-                    has_admin_page=True,
-                )
-                s.add(row)
-                await s.flush()
-                self._plugin_row = row.id
-            iface = PluginInterface(
-                plugin_def_id=self._plugin_row,
-                plugin_type="gateway",
-                plugin_id="yipay",
-                display_name=unique("yipay"),
-                config_json=json.dumps(checked),
-                config_schema=json.dumps(self._loaded.config_schema),
-            )
-            s.add(iface)
-        return iface.id
-
-    async def health(self, iid: uuid.UUID) -> str | None:
-        return await self.runtime.call(await self.runtime.bind(iid), "health_check", check=check_health_result)  # type: ignore[no-any-return]
-
-    async def action(self, iid: uuid.UUID, function: str, **args: Any) -> Any:
-        return json.loads(await self.providers.call_action(iid, function, json.dumps(args)))
+        super().__init__(db, "yipay", call_timeout=20)
 
     async def paid_rows(self, iid: uuid.UUID) -> int:
         async with self.db.read() as s:

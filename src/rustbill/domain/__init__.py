@@ -1,6 +1,6 @@
 """The domain layer: what the RPCs do, independent of gRPC."""
 
-from .catalog import Catalog, ChannelEntry, ProviderEntry
+from .catalog import Catalog, ChannelEntry, ProviderEntry, validate_config
 from .channels import Channels
 from .health import HealthResult, HealthService
 from .providers import Providers, SyncResult
@@ -14,4 +14,5 @@ __all__ = [
     "ProviderEntry",
     "Providers",
     "SyncResult",
+    "validate_config",
 ]
