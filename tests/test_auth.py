@@ -9,8 +9,8 @@ import jwt
 import pytest
 from helpers import ServerProcess, md, raises_code, unique
 
-from rustbill.auth import PERMISSIONS, Access
 from rustbill.pb import integration_pb2 as pb
+from rustbill.services.permissions import PERMISSIONS, Access
 
 SERVICE = "rustbill.integration.IntegrationService"
 AUTHENTICATED = {"SyncProducts", "QueryPrice", "CreateUpstreamInstance"}
@@ -28,10 +28,25 @@ def _raw_call(server: ServerProcess, method: str, metadata: list[tuple[str, str]
 
 
 def test_permission_table_is_exactly_the_spec() -> None:
-    assert len(PERMISSIONS) == 22
-    table = {k.rsplit("/", 1)[1]: v for k, v in PERMISSIONS.items()}
+    integration = {k: v for k, v in PERMISSIONS.items() if k.startswith("/rustbill.integration.IntegrationService/")}
+    assert len(integration) == 22
+    table = {k.rsplit("/", 1)[1]: v for k, v in integration.items()}
     assert set(table) == set(ALL_RPCS)
     assert {k for k, v in table.items() if v is Access.AUTHENTICATED} == AUTHENTICATED
+    assert not {k for k, v in table.items() if v is Access.PUBLIC}
+
+
+def test_permission_table_refuses_a_method_without_entry_or_an_entry_without_method() -> None:
+    from rustbill.services.permissions import ACCESS, SERVICES, permission_table
+
+    missing = {name: dict(methods) for name, methods in ACCESS.items()}
+    del missing["rustbill.integration.IntegrationService"]["QueryPrice"]
+    with pytest.raises(RuntimeError, match="QueryPrice has no entry"):
+        permission_table(SERVICES, missing)
+    extra = {name: dict(methods) for name, methods in ACCESS.items()}
+    extra["rustbill.identity.IdentityService"]["Logon"] = Access.PUBLIC
+    with pytest.raises(RuntimeError, match="has no method Logon"):
+        permission_table(SERVICES, extra)
 
 
 @pytest.mark.parametrize("method", ALL_RPCS)

@@ -1,30 +1,32 @@
-"""The error hierarchy of RustBill's domain; each error knows its gRPC status.
+"""The error hierarchy of RustBill's domain. Each error carries a transport-free ``Code``.
 
-    RustBillError                      INTERNAL (base; never raised directly)
-    ├── InvalidArgument                INVALID_ARGUMENT
-    ├── NotFound                       NOT_FOUND
-    ├── AlreadyExists                  ALREADY_EXISTS
-    ├── FailedPrecondition             FAILED_PRECONDITION
-    ├── PermissionDenied               PERMISSION_DENIED
-    ├── Unauthenticated                UNAUTHENTICATED
-    ├── Unimplemented                  UNIMPLEMENTED
-    ├── DeadlineExceeded               DEADLINE_EXCEEDED
-    ├── Unavailable                    UNAVAILABLE
-    ├── ResourceExhausted              RESOURCE_EXHAUSTED
-    ├── Aborted                        ABORTED
-    └── Internal                       INTERNAL
+    RustBillError                      Code.INTERNAL (base; never raised directly)
+    ├── InvalidArgument                Code.INVALID_ARGUMENT
+    ├── NotFound                       Code.NOT_FOUND
+    ├── AlreadyExists                  Code.ALREADY_EXISTS
+    ├── FailedPrecondition             Code.FAILED_PRECONDITION
+    ├── PermissionDenied               Code.PERMISSION_DENIED
+    ├── Unauthenticated                Code.UNAUTHENTICATED
+    ├── Unimplemented                  Code.UNIMPLEMENTED
+    ├── DeadlineExceeded               Code.DEADLINE_EXCEEDED
+    ├── Unavailable                    Code.UNAVAILABLE
+    ├── ResourceExhausted              Code.RESOURCE_EXHAUSTED
+    ├── Aborted                        Code.ABORTED
+    └── Internal                       Code.INTERNAL
 
 Messages are safe to show to a caller: they name what is wrong, never carry a traceback or a
-secret. The edge (``rustbill.services.edge``) is the one place that turns them into statuses.
+secret. ``Code`` knows nothing of any transport: ``rustbill.services.status`` is the one table
+that turns it into a gRPC status (native gRPC, gRPC-Web) or a Connect code.
 """
 
 from __future__ import annotations
 
-import grpc
+from enum import Enum
 
 __all__ = [
     "Aborted",
     "AlreadyExists",
+    "Code",
     "DeadlineExceeded",
     "FailedPrecondition",
     "Internal",
@@ -40,53 +42,69 @@ __all__ = [
 ]
 
 
+class Code(Enum):
+    """What kind of failure an error is, in the domain's own words (the canonical status names,
+    which plugins also use: ``sdk.PluginError(code="UNAVAILABLE")``)."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    UNAVAILABLE = "UNAVAILABLE"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    ABORTED = "ABORTED"
+    CANCELLED = "CANCELLED"
+    INTERNAL = "INTERNAL"
+
+
 class RustBillError(Exception):
     """Base of every domain error. ``message`` is shown to the caller as the status details."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    code: Code = Code.INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
-    def grpc_status_code(self) -> grpc.StatusCode:
-        return self.code
-
 
 class InvalidArgument(RustBillError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = Code.INVALID_ARGUMENT
 
 
 class NotFound(RustBillError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = Code.NOT_FOUND
 
 
 class AlreadyExists(RustBillError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = Code.ALREADY_EXISTS
 
 
 class FailedPrecondition(RustBillError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = Code.FAILED_PRECONDITION
 
 
 class PermissionDenied(RustBillError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = Code.PERMISSION_DENIED
 
 
 class Unauthenticated(RustBillError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = Code.UNAUTHENTICATED
 
 
 class Unimplemented(RustBillError):
-    code = grpc.StatusCode.UNIMPLEMENTED
+    code = Code.UNIMPLEMENTED
 
 
 class DeadlineExceeded(RustBillError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = Code.DEADLINE_EXCEEDED
 
 
 class Unavailable(RustBillError):
-    code = grpc.StatusCode.UNAVAILABLE
+    code = Code.UNAVAILABLE
 
     def __init__(self, message: str, *, request_may_have_been_sent: bool = True) -> None:
         super().__init__(message)
@@ -95,18 +113,23 @@ class Unavailable(RustBillError):
 
 
 class ResourceExhausted(RustBillError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = Code.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        # Seconds after which a retry may succeed (sent as ``retry-after`` metadata).
+        self.retry_after = retry_after
 
 
 class Aborted(RustBillError):
-    code = grpc.StatusCode.ABORTED
+    code = Code.ABORTED
 
 
 class Internal(RustBillError):
-    code = grpc.StatusCode.INTERNAL
+    code = Code.INTERNAL
 
 
-_BY_CODE: dict[grpc.StatusCode, type[RustBillError]] = {
+_BY_CODE: dict[Code, type[RustBillError]] = {
     cls.code: cls
     for cls in (
         InvalidArgument,
@@ -125,6 +148,8 @@ _BY_CODE: dict[grpc.StatusCode, type[RustBillError]] = {
 }
 
 
-def error_for_code(code: grpc.StatusCode, message: str) -> RustBillError:
-    """The domain error for a gRPC status code (INTERNAL for codes without their own class)."""
+def error_for_code(code: Code | str, message: str) -> RustBillError:
+    """The domain error for a code (or its name); INTERNAL for codes without their own class."""
+    if isinstance(code, str):
+        code = Code.__members__.get(code, Code.INTERNAL)
     return _BY_CODE.get(code, Internal)(message)

@@ -109,6 +109,8 @@ class PluginRuntime:
         max_threads: int = 64,
     ) -> None:
         self._db = db
+        # Called after every call with (plugin, function, outcome, seconds): the metrics.
+        self.observer: Callable[[str, str, str, float], None] | None = None
         self._registry = registry
         self._default_timeout = default_timeout
         self._timeouts = dict(timeouts or {})
@@ -242,14 +244,17 @@ class PluginRuntime:
             raise err from None
         finally:
             current_call.reset(token)
+            elapsed = time.perf_counter() - start
             log.info(
                 "plugin call interface=%s plugin=%s function=%s duration_ms=%.1f outcome=%s",
                 binding.interface_id,
                 binding.plugin_id,
                 function,
-                (time.perf_counter() - start) * 1000,
+                elapsed * 1000,
                 outcome,
             )
+            if self.observer is not None:
+                self.observer(binding.plugin_id, function, outcome.split(":", 1)[0], elapsed)
 
     def _map(self, b: Binding, function: str, exc: BaseException, timeout: float) -> errors.RustBillError | None:
         where = f"plugin {b.plugin_id!r} {function}"
@@ -261,7 +266,7 @@ class PluginRuntime:
             # A request that was sent but not answered in time: it may have been acted upon.
             return errors.DeadlineExceeded(b.mask(f"{where}: the remote system did not answer in time: {exc}"))
         if isinstance(exc, PluginError):
-            err = errors.error_for_code(_status(exc.code), b.mask(f"{where}: {exc.message}"))
+            err = errors.error_for_code(exc.code, b.mask(f"{where}: {exc.message}"))
             if isinstance(err, errors.Unavailable):
                 # The plugin knows what happened; a plugin that does not know whether the remote
                 # side acted raises DEADLINE_EXCEEDED.
@@ -286,9 +291,3 @@ class PluginRuntime:
 
 class _PluginTimeout(Exception):
     """A TimeoutError raised inside the plugin (e.g. a socket timeout)."""
-
-
-def _status(name: str) -> Any:
-    import grpc
-
-    return getattr(grpc.StatusCode, name, grpc.StatusCode.UNKNOWN)
