@@ -9,31 +9,31 @@ issued before ``rustbill token revoke`` is refused. Verified credentials are cac
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
 import secrets
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 
 import jwt
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from .config import Settings
-from .db import ApiKey, Database, Setting, User
-from .errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
-from .ids import utcnow
+from .db import ApiKey, Database, RefreshToken, Setting, User
+from .errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
+from .ids import new_id, utcnow
 
 __all__ = [
-    "PERMISSIONS",
-    "PUBLIC_SERVICES",
-    "Access",
     "AuthService",
+    "LoginLimiter",
     "Principal",
+    "Session",
     "hash_password",
     "verify_password",
 ]
@@ -42,49 +42,7 @@ log = logging.getLogger(__name__)
 
 ROLES = ("admin", "customer")
 API_KEY_PREFIX = "rbk_"
-_SERVICE = "/rustbill.integration.IntegrationService/"
-
-
-class Access(Enum):
-    ADMIN = "admin"
-    AUTHENTICATED = "authenticated"
-
-
-# The spec's 权限 column, one entry per RPC. A method missing here is refused (default deny).
-PERMISSIONS: dict[str, Access] = {
-    _SERVICE + name: access
-    for name, access in {
-        "ListProviders": Access.ADMIN,
-        "ListGateways": Access.ADMIN,
-        "ListNotifiers": Access.ADMIN,
-        "ListPlugins": Access.ADMIN,
-        "GetPlugin": Access.ADMIN,
-        "ListPluginInterfaces": Access.ADMIN,
-        "GetPluginInterface": Access.ADMIN,
-        "CreatePluginInterface": Access.ADMIN,
-        "UpdatePluginInterface": Access.ADMIN,
-        "TogglePluginInterface": Access.ADMIN,
-        "DeletePluginInterface": Access.ADMIN,
-        "CheckPluginHealth": Access.ADMIN,
-        "GetPluginAdminPage": Access.ADMIN,
-        "CallPluginAction": Access.ADMIN,
-        "RestartServer": Access.ADMIN,
-        "SyncProducts": Access.AUTHENTICATED,
-        "QueryPrice": Access.AUTHENTICATED,
-        "CreateUpstreamInstance": Access.AUTHENTICATED,
-        "GetInstanceStatus": Access.ADMIN,
-        "SyncUpstreamInstances": Access.ADMIN,
-        "ImportUpstreamInstance": Access.ADMIN,
-        "GetUpstreamBalance": Access.ADMIN,
-    }.items()
-}
-
-# Services that answer without a credential: health checks and reflection (grpcurl needs it).
-PUBLIC_SERVICES = (
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-    "/grpc.reflection.v1.ServerReflection/",
-)
+REFRESH_PREFIX = "rbr_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,15 +56,6 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
-
-
-def authorize(method: str, principal: Principal) -> None:
-    """Raise PermissionDenied unless ``principal`` may call ``method``."""
-    access = PERMISSIONS.get(method)
-    if access is None:
-        raise PermissionDenied(f"method {method} is not allowed")
-    if access is Access.ADMIN and not principal.is_admin:
-        raise PermissionDenied(f"{method.rsplit('/', 1)[-1]} requires the admin role")
 
 
 # ---- passwords (scrypt from the standard library) ----
@@ -131,6 +80,70 @@ def verify_password(password: str, stored: str) -> bool:
 
 def _key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(12))
+
+
+class LoginFailed(Unauthenticated):
+    """A failed login: ``message`` for the caller, ``reason`` for the log."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What a successful login or refresh hands out."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    user: User
+
+
+class LoginLimiter:
+    """Counts failed logins per user name and per client address in a sliding window; past the
+    limit, further attempts are refused with RESOURCE_EXHAUSTED until the oldest failure ages out.
+    Kept in process memory: each process of a scale-out deployment counts on its own."""
+
+    def __init__(self, *, per_user: int, per_address: int, window_seconds: float) -> None:
+        self._limits = {"user": per_user, "address": per_address}
+        self._window = window_seconds
+        self._failures: dict[tuple[str, str], deque[float]] = {}
+
+    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
+        q = self._failures.get(key)
+        if q is None:
+            return deque()
+        while q and q[0] <= now - self._window:
+            q.popleft()
+        if not q:
+            del self._failures[key]
+        return q
+
+    def check(self, username: str, address: str) -> None:
+        """Raise ResourceExhausted when either key is over its limit."""
+        now = time.monotonic()
+        for kind, value in (("user", username), ("address", address)):
+            q = self._recent((kind, value), now)
+            if len(q) >= self._limits[kind]:
+                wait = max(1, int(q[0] + self._window - now) + 1)
+                what = "this account" if kind == "user" else "this address"
+                raise ResourceExhausted(f"too many failed sign-ins for {what}; retry in {wait} s", retry_after=wait)
+
+    def failed(self, username: str, address: str) -> None:
+        now = time.monotonic()
+        if len(self._failures) > 100_000:
+            self._failures.clear()  # bounded memory under a flood of distinct names
+        for key in (("user", username), ("address", address)):
+            self._failures.setdefault(key, deque()).append(now)
+
+    def succeeded(self, username: str) -> None:
+        self._failures.pop(("user", username), None)
 
 
 class AuthService:
@@ -213,16 +226,34 @@ class AuthService:
                 raise NotFound(f"user {username!r} not found")
             user.is_active = active
 
+    async def set_password(self, username: str, password: str) -> None:
+        """Set a user's login password (kept as a scrypt hash); ends the user's logins."""
+        if len(password) < 8:
+            raise InvalidArgument("password must be at least 8 characters")
+        async with self._db.write() as s:
+            user = (await s.execute(select(User).where(User.username == username))).scalar_one_or_none()
+            if user is None:
+                raise NotFound(f"user {username!r} not found")
+            user.password_hash = hash_password(password)
+            await s.execute(
+                update(RefreshToken)
+                .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+
     # ---- tokens and keys ----
 
     async def create_token(self, username: str, ttl_seconds: int | None = None) -> str:
         user = await self.get_user(username)
         if not user.is_active:
             raise InvalidArgument(f"user {username!r} is disabled")
-        now = utcnow()
         ttl = ttl_seconds if ttl_seconds is not None else self._settings.jwt.ttl_seconds
         if ttl <= 0:
             raise InvalidArgument("--ttl must be positive")
+        return await self._access_token(user, ttl)
+
+    async def _access_token(self, user: User, ttl: int) -> str:
+        now = utcnow()
         claims = {
             "sub": str(user.id),
             "iss": self._settings.jwt.issuer,
@@ -231,6 +262,97 @@ class AuthService:
             "jti": secrets.token_hex(8),
         }
         return jwt.encode(claims, await self.jwt_secret(), algorithm="HS256")
+
+    # ---- logins (IdentityService) ----
+
+    async def login(self, username: str, password: str, *, admin_only: bool = False) -> Session:
+        """Check a username and password and open a login. Every failure reads the same to the
+        caller ("invalid username or password"); the reason is logged by the caller."""
+        async with self._db.read() as s:
+            user = (await s.execute(select(User).where(User.username == username))).scalar_one_or_none()
+        stored = user.password_hash if user is not None else None
+        # Hash even when the user does not exist, so that timing does not tell which names exist.
+        ok = verify_password(password, stored or _dummy_hash()) and stored is not None
+        if user is None or not ok:
+            raise LoginFailed("invalid username or password", "no such user" if user is None else "wrong password")
+        if not user.is_active:
+            raise LoginFailed("invalid username or password", "user disabled")
+        if admin_only and user.role != "admin":
+            raise PermissionDenied(f"user {username!r} is not an admin")
+        return await self._open_session(user, family_id=new_id())
+
+    async def refresh(self, refresh_token: str) -> Session:
+        """Use up ``refresh_token`` and return a new access and refresh token of the same login.
+        A token that was already used revokes its whole login (someone replayed a stolen token)."""
+        if not refresh_token.startswith(REFRESH_PREFIX):
+            raise Unauthenticated("invalid refresh token")
+        now = utcnow()
+        digest = _key_hash(refresh_token)
+        async with self._db.write() as s:
+            row = (await s.execute(select(RefreshToken).where(RefreshToken.token_hash == digest))).scalar_one_or_none()
+            if row is None:
+                raise Unauthenticated("invalid refresh token")
+            if row.revoked_at is not None:
+                raise Unauthenticated("refresh token revoked; sign in again")
+            if row.expires_at <= now:
+                raise Unauthenticated("refresh token expired; sign in again")
+            # Atomically claim it: of two concurrent uses only one gets a rowcount of 1.
+            claimed = await s.execute(
+                update(RefreshToken)
+                .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
+                .values(used_at=now)
+            )
+            family_id, user_id = row.family_id, row.user_id
+            reused = claimed.rowcount != 1  # type: ignore[attr-defined]  # CursorResult has rowcount
+            if reused:
+                await s.execute(
+                    update(RefreshToken)
+                    .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
+        if reused:
+            log.warning("refresh token reused: revoked every token of login family %s (user %s)", family_id, user_id)
+            raise Unauthenticated("refresh token was already used; every token of this login is revoked")
+        async with self._db.read() as s:
+            user = await s.get(User, user_id)
+        if user is None or not user.is_active:
+            raise Unauthenticated("the token's user does not exist or is disabled")
+        return await self._open_session(user, family_id=family_id)
+
+    async def logout(self, refresh_token: str) -> None:
+        """Revoke the login that ``refresh_token`` belongs to (unknown tokens are ignored)."""
+        async with self._db.write() as s:
+            row = (
+                await s.execute(select(RefreshToken).where(RefreshToken.token_hash == _key_hash(refresh_token)))
+            ).scalar_one_or_none()
+            if row is not None:
+                await s.execute(
+                    update(RefreshToken)
+                    .where(RefreshToken.family_id == row.family_id, RefreshToken.revoked_at.is_(None))
+                    .values(revoked_at=utcnow())
+                )
+
+    async def _open_session(self, user: User, *, family_id: uuid.UUID) -> Session:
+        a = self._settings.auth
+        refresh_token = REFRESH_PREFIX + secrets.token_urlsafe(32)
+        async with self._db.write() as s:
+            s.add(
+                RefreshToken(
+                    user_id=user.id,
+                    family_id=family_id,
+                    token_hash=_key_hash(refresh_token),
+                    expires_at=utcnow() + timedelta(seconds=a.refresh_ttl_seconds),
+                )
+            )
+        access = await self._access_token(user, a.login_ttl_seconds)
+        return Session(access, refresh_token, a.login_ttl_seconds, user)
+
+    async def user_by_id(self, user_id: uuid.UUID) -> User:
+        async with self._db.read() as s:
+            user = await s.get(User, user_id)
+        if user is None:
+            raise NotFound("user not found")
+        return user
 
     async def revoke_tokens(self, username: str) -> None:
         """Refuse every token of ``username`` issued until now."""

@@ -46,6 +46,7 @@ def _setup_logging(level: str) -> None:
     # httpx logs every request URL at INFO, and some protocols carry keys in query strings.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 
 @app.callback()
@@ -144,6 +145,28 @@ def user_enable(name: str) -> None:
     async def go(db: Any, settings: Settings) -> None:
         await _auth(db, settings).set_user_active(name, True)
         typer.echo(f"enabled user {name}")
+
+    _run(go)
+
+
+@user_app.command("passwd")
+def user_passwd(
+    name: str,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the new password from standard input (for scripts)")
+    ] = False,
+) -> None:
+    """Set NAME's sign-in password (asked twice; at least 8 characters). Ends NAME's open logins."""
+    import sys
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+
+    async def go(db: Any, settings: Settings) -> None:
+        await _auth(db, settings).set_password(name, password)
+        typer.echo(f"password of {name} set")
 
     _run(go)
 

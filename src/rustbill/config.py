@@ -21,6 +21,13 @@ from pydantic_settings import (
 __all__ = ["Settings", "async_db_url", "load_settings"]
 
 
+def _check_host_port(key: str, v: str) -> str:
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{key} must be HOST:PORT, got {v!r}")
+    return v
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -35,10 +42,7 @@ class ServerSettings(_Section):
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"server.listen must be HOST:PORT, got {v!r}")
-        return v
+        return _check_host_port("server.listen", v)
 
 
 class DbSettings(_Section):
@@ -66,6 +70,47 @@ class AuthSettings(_Section):
     # How long a verified credential is trusted before the database is asked again
     # (revocations take effect within this time). 0 checks the database on every call.
     cache_seconds: float = Field(2.0, ge=0)
+    # Sign-in (IdentityService.Login): lifetime of the access token it hands out, and of the
+    # refresh token that renews it.
+    login_ttl_seconds: int = Field(900, ge=30)
+    refresh_ttl_seconds: int = Field(30 * 86400, ge=60)
+    # Failed sign-ins allowed per user name and per client address within login_window_seconds;
+    # past that, attempts are refused (RESOURCE_EXHAUSTED) until the oldest failure is older.
+    login_max_failures_per_user: int = Field(5, ge=1)
+    login_max_failures_per_address: int = Field(20, ge=1)
+    login_window_seconds: float = Field(900.0, gt=0)
+
+
+class HttpSettings(_Section):
+    # HOST:PORT of the HTTP listener (gRPC-Web, Connect, payment callbacks, /metrics, /admin).
+    # Empty: no HTTP listener.
+    listen: str = "127.0.0.1:8080"
+    # The address gateways and browsers reach this listener at (behind a proxy: the proxy's),
+    # used to build payment notification URLs. Empty: http://<listen>.
+    public_url: str = ""
+    # Origins (scheme://host[:port]) allowed to call the API from a browser page of another
+    # origin (CORS). Empty: none; "*" allows any origin.
+    cors_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        return _check_host_port("http.listen", v) if v else v
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError(f"http.public_url must start with http:// or https://, got {v!r}")
+        return v.rstrip("/")
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, v: list[str]) -> list[str]:
+        for o in v:
+            if o != "*" and (not o.startswith(("http://", "https://")) or o.rstrip("/") != o or o.count("/") != 2):
+                raise ValueError(f"http.cors_origins: {o!r} is not an origin like https://admin.example.com")
+        return v
 
 
 class BootstrapSettings(_Section):
@@ -108,6 +153,7 @@ class Settings(BaseSettings):
     db: DbSettings = Field(default_factory=DbSettings)
     jwt: JwtSettings = Field(default_factory=JwtSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     data: DataSettings = Field(default_factory=DataSettings)

@@ -31,10 +31,12 @@ __all__ = [
     "Base",
     "Instance",
     "PaymentNotification",
+    "PaymentRequest",
     "Plugin",
     "PluginInterface",
     "PluginState",
     "Product",
+    "RefreshToken",
     "Setting",
     "User",
 ]
@@ -201,6 +203,21 @@ class PaymentNotification(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+class PaymentRequest(Base):
+    """A payment asked of a gateway (``Channels.create_payment``): what a notification arriving on
+    ``/pay/notify/<interface_id>`` is checked against (order id and amount)."""
+
+    __tablename__ = "payment_requests"
+    __table_args__ = (UniqueConstraint("interface_id", "order_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    interface_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("plugin_interfaces.id", ondelete="CASCADE"))
+    order_id: Mapped[str] = mapped_column(String(200))
+    amount: Mapped[Decimal] = mapped_column(Money)
+    currency: Mapped[str] = mapped_column(String(16), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 class PluginState(Base):
     """Small persistent values a plugin keeps per interface (``sdk.state()``)."""
 
@@ -238,6 +255,22 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class RefreshToken(Base):
+    """A login's refresh token (stored as a sha256 hash). Each use replaces it with a new one of
+    the same family; presenting a used token again revokes the whole family (token theft)."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    family_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class Setting(Base):
