@@ -37,6 +37,7 @@ TEST_PLUGINS = ROOT / "tests" / "plugins"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432"
 _LISTEN_RE = re.compile(r"listening on (\S+):(\d+)")
+_HTTP_RE = re.compile(r"HTTP \(.*\) on http://(\S+):(\d+)")
 
 # Hard bounds so that no loop of a benchmark can run away.
 MAX_CALLS_PER_RUN = 2_000_000
@@ -165,6 +166,7 @@ class RustBillServer:
             **env,
             "RUSTBILL_DB__URL": db_url,
             "RUSTBILL_SERVER__LISTEN": "127.0.0.1:0",
+            "RUSTBILL_HTTP__LISTEN": "127.0.0.1:0",
             "RUSTBILL_SERVER__GRACE_SECONDS": "2",
             "RUSTBILL_SERVER__UVLOOP": "true" if uvloop else "false",
             "RUSTBILL_PLUGINS__DIR": str(self.plugins_dir),
@@ -179,6 +181,7 @@ class RustBillServer:
         self.argv = [sys.executable, "-m", "rustbill", "serve"]
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
+        self.http_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -198,9 +201,12 @@ class RustBillServer:
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = _LISTEN_RE.search(self.log_path.read_text(errors="replace"))
-            if m:
+            text = self.log_path.read_text(errors="replace")
+            m = _LISTEN_RE.search(text)
+            h = _HTTP_RE.search(text)
+            if m and (h or not self.env["RUSTBILL_HTTP__LISTEN"]):
                 self.port = int(m.group(2))
+                self.http_port = int(h.group(2)) if h else None
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; log:\n{self.log_tail()}")

@@ -29,6 +29,7 @@ SHIPPED_PLUGINS = ROOT / "plugins"
 TEST_PLUGINS = Path(__file__).resolve().parent / "plugins"
 ADMIN_PASSWORD = "test-admin-password"
 _LISTEN_RE = re.compile(r"listening on (\S+):(\d+)")
+_HTTP_RE = re.compile(r"HTTP \(.*\) on http://(\S+):(\d+)")
 
 
 def unique(prefix: str = "t") -> str:
@@ -110,6 +111,7 @@ class ServerProcess:
             **os.environ,
             "RUSTBILL_DB__URL": db_url,
             "RUSTBILL_SERVER__LISTEN": "127.0.0.1:0",
+            "RUSTBILL_HTTP__LISTEN": "127.0.0.1:0",
             "RUSTBILL_SERVER__GRACE_SECONDS": "10",
             "RUSTBILL_PLUGINS__DIR": str(self.plugins_dir),
             "RUSTBILL_PLUGINS__RESCAN_SECONDS": "0.2",
@@ -122,6 +124,7 @@ class ServerProcess:
         }
         self.proc: subprocess.Popen[str] | None = None
         self.port: int | None = None
+        self.http_port: int | None = None
         self._lines: list[str] = []
         self._cond = threading.Condition()
         self._channel: grpc.Channel | None = None
@@ -140,7 +143,11 @@ class ServerProcess:
         )
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
         self._pump_thread.start()
+        mark = self.log_mark()
         self.port = self.wait_for_listen(timeout)
+        if self.env.get("RUSTBILL_HTTP__LISTEN"):
+            m = self.wait_for_log(_HTTP_RE.pattern, timeout, mark)
+            self.http_port = int(m.group(2))
         return self
 
     def _pump(self) -> None:
@@ -208,6 +215,10 @@ class ServerProcess:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def channel(self) -> grpc.Channel:
         if self._channel is None:

@@ -19,22 +19,27 @@ from typing import Any
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy import select, text
 
 from . import sdk
-from .auth import AuthService
+from .auth import AuthService, LoginLimiter
 from .cluster import PgInvalidation
 from .config import Settings
-from .db import Database, redact_url
+from .db import Database, PluginInterface, redact_url
 from .domain import Catalog, Channels, HealthService, Providers
-from .pb import integration_pb2, integration_pb2_grpc
+from .metrics import Metrics
 from .plugins import PluginRegistry, PluginRuntime, PluginScanner
-from .services.edge import AuthInterceptor
+from .services.dispatch import Dispatcher
+from .services.grpc_edge import grpc_handlers
+from .services.http_edge import HttpEdge, build_app
+from .services.identity import IdentityServicer
+from .services.permissions import SERVICES
 from .services.servicer import IntegrationServicer
 
 __all__ = ["App", "serve"]
 
 log = logging.getLogger("rustbill")
-SERVICE_NAME = integration_pb2.DESCRIPTOR.services_by_name["IntegrationService"].full_name
+SERVICE_NAMES = tuple(svc.full_name for svc in SERVICES)
 
 
 class App:
@@ -55,19 +60,39 @@ class App:
         self.scanner = PluginScanner(
             self.db, self.registry, settings.plugins.dir, import_timeout=settings.plugins.import_timeout_seconds
         )
+        self.metrics = Metrics()
+        self.runtime.observer = self.metrics.plugin_call
         self.catalog = Catalog(self.db, self.registry, self.runtime)
         self.providers = Providers(self.db, self.runtime)
-        self.channels = Channels(self.db, self.runtime)
+        self.channels = Channels(self.db, self.runtime, public_url=settings.http.public_url)
         self.health = HealthService(
             self.db, self.runtime, self.catalog, concurrency=settings.plugins.health_concurrency
         )
+        a = settings.auth
+        self.limiter = LoginLimiter(
+            per_user=a.login_max_failures_per_user,
+            per_address=a.login_max_failures_per_address,
+            window_seconds=a.login_window_seconds,
+        )
         self.server: aio.Server | None = None
+        self.http: HttpEdge | None = None
         self.port: int | None = None
+        self.http_port: int | None = None
+        self._scanned = False
         self.restart_requested = asyncio.Event()
         self.stopped = asyncio.Event()
         self._health_servicer = health.aio.HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
         self._invalidation: PgInvalidation | None = None
+
+    @property
+    def public_url(self) -> str:
+        """Where gateways reach the HTTP listener: ``http.public_url``, else the bound address."""
+        h = self.settings.http
+        if h.public_url or not h.listen:
+            return h.public_url
+        host = h.listen.rpartition(":")[0]
+        return f"http://{host}:{self.http_port if self.http_port is not None else h.listen.rpartition(':')[2]}"
 
     def request_restart(self) -> None:
         """RestartServer: the reply goes out first; the restart starts right after."""
@@ -88,33 +113,54 @@ class App:
             )
         await self.auth.jwt_secret()
         await self.scanner.scan()
+        self._scanned = True
 
         if not self.db.is_sqlite:
             self._invalidation = PgInvalidation(self.db.url, self._remote_change)
             await self._invalidation.start()
             self.catalog.set_publisher(self._invalidation.publish)
 
+        dispatcher = Dispatcher(
+            self.auth,
+            {
+                "rustbill.integration.IntegrationService": IntegrationServicer(
+                    self.catalog, self.providers, self.health, self.request_restart
+                ),
+                "rustbill.identity.IdentityService": IdentityServicer(
+                    self.auth, self.limiter, self.metrics, s.auth.refresh_ttl_seconds
+                ),
+            },
+            self.metrics,
+        )
         options = [("grpc.so_reuseport", 0)]
-        self.server = aio.server(
-            interceptors=[AuthInterceptor(self.auth)],
-            options=options,
-            maximum_concurrent_rpcs=s.server.max_concurrent_rpcs,
-        )
-        integration_pb2_grpc.add_IntegrationServiceServicer_to_server(
-            IntegrationServicer(self.catalog, self.providers, self.health, self.request_restart), self.server
-        )
+        self.server = aio.server(options=options, maximum_concurrent_rpcs=s.server.max_concurrent_rpcs)
+        self.server.add_generic_rpc_handlers(grpc_handlers(dispatcher))
         health_pb2_grpc.add_HealthServicer_to_server(self._health_servicer, self.server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server,
         )
         try:
             self.port = self.server.add_insecure_port(s.server.listen)
         except RuntimeError as exc:
             raise SystemExit(f"cannot listen on {s.server.listen}: {exc}") from None
+        if s.http.listen:
+            self.http = HttpEdge(
+                build_app(
+                    dispatcher=dispatcher,
+                    channels=self.channels,
+                    ready=self.not_ready,
+                    health_rows=self._health_rows,
+                    cors_origins=s.http.cors_origins,
+                ),
+                s.http.listen,
+            )
+            self.http_port = await self.http.start()
+            self.channels.public_url = self.public_url
         await self.server.start()
         await self._health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-        await self._health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        for name in SERVICE_NAMES:
+            await self._health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
         self._tasks.append(asyncio.create_task(self.scanner.run(s.plugins.rescan_seconds), name="plugin-scanner"))
         if s.plugins.health_interval_seconds > 0:
@@ -130,7 +176,36 @@ class App:
             s.plugins.dir.resolve(),
             len(self.registry.ids()),
         )
+        if self.http_port is not None:
+            host = s.http.listen.rpartition(":")[0]
+            log.info("HTTP (gRPC-Web, Connect, /pay/notify, /metrics) on http://%s:%d", host, self.http_port)
         return self.port
+
+    async def not_ready(self) -> str | None:
+        """Why this process should not get traffic yet (``/readyz``), or None."""
+        if not self._scanned:
+            return "plugins not scanned yet"
+        try:
+            async with self.db.read() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception as exc:
+            return f"database unreachable: {type(exc).__name__}"
+        return None
+
+    async def _health_rows(self) -> list[tuple[str, str, str, str, bool]]:
+        async with self.db.read() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        PluginInterface.id,
+                        PluginInterface.display_name,
+                        PluginInterface.plugin_id,
+                        PluginInterface.plugin_type,
+                        PluginInterface.is_healthy,
+                    ).where(PluginInterface.enabled.is_(True))
+                )
+            ).all()
+        return [(str(r[0]), r[1], r[2], r[3], bool(r[4])) for r in rows]
 
     def _remote_change(self, interface_id: Any) -> None:
         if interface_id is None:
@@ -142,8 +217,12 @@ class App:
         """Stop accepting calls, let in-flight calls finish within the grace period, close all."""
         grace = self.settings.server.grace_seconds if grace is None else grace
         await self._health_servicer.enter_graceful_shutdown()
+        stopping = []
         if self.server is not None:
-            await self.server.stop(grace)
+            stopping.append(self.server.stop(grace))
+        if self.http is not None:
+            stopping.append(self.http.stop(grace))
+        await asyncio.gather(*stopping)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -177,9 +256,11 @@ async def _run(settings: Settings) -> bool:
     )
     await app.stop()
     if restart and settings.server.restart_mode == "reexec":
-        # Come back on the very port we had, even if it was chosen by the OS (listen on port 0).
+        # Come back on the very ports we had, even if they were chosen by the OS (port 0).
         host = settings.server.listen.rpartition(":")[0]
         os.environ["RUSTBILL_SERVER__LISTEN"] = f"{host}:{app.port}"
+        if app.http_port is not None:
+            os.environ["RUSTBILL_HTTP__LISTEN"] = f"{settings.http.listen.rpartition(':')[0]}:{app.http_port}"
     return restart
 
 

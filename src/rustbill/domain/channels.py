@@ -11,10 +11,12 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from ..db import Database, PaymentNotification
-from ..errors import FailedPrecondition, InvalidArgument
+from ..db import Database, PaymentNotification, PaymentRequest
+from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..money import to_money_text
 from ..plugins import Binding, PluginRuntime
 from ..plugins.contract import check_notify_result, check_payment, check_send_result
@@ -25,9 +27,22 @@ _ORDER_KEYS = ("order_id", "amount", "currency", "subject", "channel", "notify_u
 
 
 class Channels:
-    def __init__(self, db: Database, runtime: PluginRuntime) -> None:
+    def __init__(self, db: Database, runtime: PluginRuntime, *, public_url: str = "") -> None:
         self._db = db
         self._runtime = runtime
+        # Where gateways reach /pay/notify/<interface_id> (``[http] public_url``).
+        self.public_url = public_url.rstrip("/")
+
+    def notify_url(self, interface_id: uuid.UUID) -> str:
+        return f"{self.public_url}/pay/notify/{interface_id}" if self.public_url else ""
+
+    async def accepts_notifications(self, interface_id: uuid.UUID) -> bool:
+        """True when ``interface_id`` is an enabled gateway interface (what /pay/notify serves)."""
+        try:
+            b = await self._runtime.bind(interface_id)
+        except (NotFound, FailedPrecondition):
+            return False
+        return b.plugin_type == "gateway"
 
     async def _bind(self, interface_id: uuid.UUID, plugin_type: str) -> Binding:
         b = await self._runtime.bind(interface_id)
@@ -50,8 +65,39 @@ class Channels:
             raise InvalidArgument("order.amount must be positive")
         full = {k: str(order.get(k, "")) for k in _ORDER_KEYS}
         full["amount"] = format(amount, "f")
+        if not full["notify_url"]:
+            full["notify_url"] = self.notify_url(interface_id)
         b = await self._bind(interface_id, "gateway")
-        return await self._runtime.call(b, "create_payment", full, check=check_payment)  # type: ignore[no-any-return]
+        payment: dict[str, Any] = await self._runtime.call(b, "create_payment", full, check=check_payment)
+        await self._remember(interface_id, full["order_id"], amount, full["currency"])
+        return payment
+
+    async def _remember(self, interface_id: uuid.UUID, order_id: str, amount: Decimal, currency: str) -> None:
+        """Keep the order asked for, so that a notification on /pay/notify can be checked against it
+        (asking again for the same order replaces its amount)."""
+        values = {"interface_id": interface_id, "order_id": order_id, "amount": amount, "currency": currency}
+        async with self._db.write() as s:
+            dialect = sqlite if self._db.is_sqlite else postgresql
+            stmt = dialect.insert(PaymentRequest).values(id=uuid.uuid4(), **values)
+            await s.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["interface_id", "order_id"], set_={"amount": amount, "currency": currency}
+                )
+            )
+
+    async def expected_order(self, interface_id: uuid.UUID, order_id: str) -> dict[str, Any] | None:
+        """The order asked of this gateway under ``order_id`` (None when it never was)."""
+        async with self._db.read() as s:
+            row = (
+                await s.execute(
+                    select(PaymentRequest).where(
+                        PaymentRequest.interface_id == interface_id, PaymentRequest.order_id == order_id
+                    )
+                )
+            ).scalar_one_or_none()
+        if row is None:
+            return None
+        return {"order_id": row.order_id, "amount": format(row.amount, "f"), "currency": row.currency}
 
     async def verify_notify(self, interface_id: uuid.UUID, request: dict[str, Any]) -> dict[str, Any]:
         """Check a gateway's notification. A paid result is recorded once per gateway trade; a
@@ -67,10 +113,21 @@ class Channels:
         }
         b = await self._bind(interface_id, "gateway")
         result: dict[str, Any] = await self._runtime.call(b, "verify_notify", req, check=check_notify_result)
+        stored = None
+        if req["order"] is None and request.get("check_stored_order") and result["valid"] and result["order_id"]:
+            # A gateway's callback (HTTP) names its order only inside the notification: look up the
+            # payment we asked for under that order id, and let the plugin check against it.
+            stored = await self.expected_order(interface_id, result["order_id"])
+            if stored is None:
+                error = f"notification for an order this gateway was never asked for: {result['order_id']!r}"
+                return {**result, "paid": False, "duplicate": False, "reply": "fail", "error": error}
+            if not result["paid"]:
+                req["order"] = stored
+                result = await self._runtime.call(b, "verify_notify", req, check=check_notify_result)
         result["duplicate"] = False
         if not result["paid"]:
             return result
-        expected = req["order"] if isinstance(req["order"], dict) else None
+        expected = req["order"] if isinstance(req["order"], dict) else stored
         if expected is not None and not _matches(expected, result):
             # Defence in depth: the plugin checked the order, the host checks again.
             return {**result, "paid": False, "reply": "fail",
