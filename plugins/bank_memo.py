@@ -1,10 +1,15 @@
-"""bank_memo — a minimal gateway: tells the customer where to send a bank transfer."""
+"""bank_memo — a minimal gateway: tells the customer where to send a bank transfer.
+
+Banks send no notifications, so ``verify_notify`` never reports a payment: it answers every
+request as not valid (``reply: "fail"``) and says why. Confirm transfers by hand, or use the
+built-in ``bank_transfer`` gateway, which keeps pending transfers and has admin confirmation.
+"""
 
 PLUGIN_TYPE = "gateway"
 
 
 def version():
-    return "0.1.0"
+    return "0.1.1"
 
 
 def config_schema():
@@ -12,8 +17,12 @@ def config_schema():
         "type": "object",
         "required": ["account_name", "iban"],
         "properties": {
-            "account_name": {"type": "string", "title": "Account holder", "description": "Shown to customers",
-                             "minLength": 1},
+            "account_name": {
+                "type": "string",
+                "title": "Account holder",
+                "description": "Shown to customers",
+                "minLength": 1,
+            },
             "iban": {"type": "string", "title": "IBAN", "description": "Account number", "minLength": 5},
         },
     }
@@ -27,4 +36,11 @@ def create_payment(config, order):
 
 
 def verify_notify(config, request):
-    return {"paid": False}
+    # The contract needs both booleans; "valid" is false because nothing here can be verified.
+    return {
+        "valid": False,
+        "paid": False,
+        "reply": "fail",
+        "error": "bank_memo receives no payment notifications: confirm bank transfers by hand "
+        "(or use the bank_transfer gateway)",
+    }

@@ -43,12 +43,12 @@ def health_check(config):
 def spec_template(config):
     return {
         "fields": [
-            {"key": "cpu_cores", "label": "CPU cores", "field_type": "number", "required": True, "min": 1, "max": 64},
-            {"key": "memory_gb", "label": "Memory (GB)", "field_type": "number", "required": True, "min": 1,
+            {"key": "cpu_cores", "label": "CPU cores", "field_type": "Integer", "required": True, "min": 1, "max": 64},
+            {"key": "memory_gb", "label": "Memory (GB)", "field_type": "Integer", "required": True, "min": 1,
              "max": 256},
-            {"key": "disk_gb", "label": "Disk (GB)", "field_type": "number", "required": True, "min": 10,
+            {"key": "disk_gb", "label": "Disk (GB)", "field_type": "Integer", "required": True, "min": 10,
              "max": 2000},
-            {"key": "region", "label": "Region", "field_type": "select",
+            {"key": "region", "label": "Region", "field_type": "Region",
              "options": config.get("regions", ["us-west", "eu-central"])},
         ],
         "groups": [{"key": "compute", "label": "Compute", "field_keys": ["cpu_cores", "memory_gb", "disk_gb"]}],

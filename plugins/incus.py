@@ -1004,7 +1004,7 @@ def spec_template(config):
         {
             "key": "cpu_cores",
             "label": "CPU cores",
-            "field_type": "number",
+            "field_type": "Integer",
             "required": True,
             "min": 1,
             "max": int(_cfg(config, "max_cpu_cores")),
@@ -1013,7 +1013,7 @@ def spec_template(config):
         {
             "key": "memory_gb",
             "label": "Memory (GiB)",
-            "field_type": "number",
+            "field_type": "Integer",
             "required": True,
             "min": 1,
             "max": int(_cfg(config, "max_memory_gb")),
@@ -1022,7 +1022,7 @@ def spec_template(config):
         {
             "key": "disk_gb",
             "label": "Disk (GiB)",
-            "field_type": "number",
+            "field_type": "Integer",
             "required": True,
             "min": int(_cfg(config, "min_disk_gb")),
             "max": int(_cfg(config, "max_disk_gb")),
@@ -1031,7 +1031,7 @@ def spec_template(config):
         {
             "key": "bandwidth_mbps",
             "label": "Bandwidth (Mbit/s)",
-            "field_type": "number",
+            "field_type": "Integer",
             "required": False,
             "min": 0,
             "max": int(_cfg(config, "max_bandwidth_mbps")),
@@ -1040,7 +1040,7 @@ def spec_template(config):
         {
             "key": "os",
             "label": "Operating system",
-            "field_type": "select",
+            "field_type": "OsOptions",
             "required": False,
             "options": list(images),
             "default_value": _default_os(config),
@@ -1051,7 +1051,7 @@ def spec_template(config):
             {
                 "key": "region",
                 "label": "Region",
-                "field_type": "select",
+                "field_type": "Region",
                 "required": True,
                 "options": list(regions),
                 "default_value": next(iter(regions)),

@@ -1014,14 +1014,14 @@ def spec_template(config):
     regions = _regions(config)
     images = _images(config)
     fields: list[dict[str, Any]] = [
-        {"key": "cpu_cores", "label": "vCPUs", "field_type": "number", "required": True, "min": 1,
+        {"key": "cpu_cores", "label": "vCPUs", "field_type": "Integer", "required": True, "min": 1,
          "max": int(_cfg(config, "max_cpu_cores")), "default_value": "1"},
-        {"key": "memory_gb", "label": "Memory (GiB)", "field_type": "number", "required": True, "min": 1,
+        {"key": "memory_gb", "label": "Memory (GiB)", "field_type": "Integer", "required": True, "min": 1,
          "max": int(_cfg(config, "max_memory_gb")), "default_value": "1"},
-        {"key": "disk_gb", "label": "Disk (GiB)", "field_type": "number", "required": True,
+        {"key": "disk_gb", "label": "Disk (GiB)", "field_type": "Integer", "required": True,
          "min": int(_cfg(config, "min_disk_gb")), "max": int(_cfg(config, "max_disk_gb")),
          "default_value": str(max(10, int(_cfg(config, "min_disk_gb"))))},
-        {"key": "bandwidth_mbps", "label": "Bandwidth (Mbit/s)", "field_type": "number", "required": False,
+        {"key": "bandwidth_mbps", "label": "Bandwidth (Mbit/s)", "field_type": "Integer", "required": False,
          "min": 0, "max": int(_cfg(config, "max_bandwidth_mbps")), "default_value": "0"},
     ]  # fmt: skip
     groups = [
@@ -1031,13 +1031,13 @@ def spec_template(config):
     ]
     if images:
         fields.append(
-            {"key": "os", "label": "Operating system", "field_type": "select", "required": False,
+            {"key": "os", "label": "Operating system", "field_type": "OsOptions", "required": False,
              "options": list(images), "default_value": _default_os(config)}
         )  # fmt: skip
         groups.append({"key": "system", "label": "System", "field_keys": ["os"]})
     if regions:
         fields.append(
-            {"key": "region", "label": "Region", "field_type": "select", "required": True,
+            {"key": "region", "label": "Region", "field_type": "Region", "required": True,
              "options": list(regions), "default_value": next(iter(regions))}
         )  # fmt: skip
     return {"fields": fields, "groups": groups}

@@ -5,14 +5,21 @@
   ``payurl`` / ``qrcode`` / ``urlscheme`` and ``trade_no``.
 - ``verify_notify``: checks the asynchronous notification (a GET to ``notify_url``): signature,
   merchant id, ``trade_status == TRADE_SUCCESS``, order number and amount against the order the
-  host expects; the reply body is ``success`` when it is accepted, ``fail`` otherwise. The host
-  records each paid ``trade_no`` once, so a replayed notification never credits twice.
+  host expects; the reply body is ``success`` when it is accepted, ``fail`` otherwise. A correctly
+  signed notification of another ``trade_status`` (``WAIT_BUYER_PAY``, ``TRADE_CLOSED`` …) is no
+  payment: it is recorded (log and the interface's state) and answered ``success``, never paid, so
+  that the gateway stops resending it. The host records each paid ``trade_no`` once, so a replayed
+  notification never credits twice.
 - ``health_check``, ``admin_page`` and the ``admin_*`` actions use ``api.php`` (``act=query``,
   ``act=order``, ``act=orders``).
 
 Signature (the protocol's documentation): drop ``sign``, ``sign_type`` and empty values, sort by
 name, join ``k=v`` with ``&`` without URL-encoding, append the merchant key, MD5, lowercase hex.
 Some clones append ``&key=KEY`` or want upper-case hex: see ``sign_variant``.
+
+Configuration names are the spec's (``api_url``, ``key``); the merchant id ``pid`` may be left out
+when the interface is saved (the spec's own example has none), but nothing can be paid without it:
+the health check then says to fill it in, and payments and notifications are refused.
 See docs/builtin/yipay.md.
 """
 
@@ -24,6 +31,7 @@ import html
 import json
 import logging
 import re
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlencode
@@ -44,14 +52,14 @@ log = sdk.logger(__name__)
 
 
 def version():
-    return "1.0.0"
+    return "1.1.0"
 
 
 def config_schema():
     return {
         "type": "object",
         "title": "易支付 / EPay",
-        "required": ["api_url", "pid", "key"],
+        "required": ["api_url", "key"],
         "additionalProperties": False,
         "properties": {
             "api_url": {
@@ -63,10 +71,12 @@ def config_schema():
             },
             "pid": {
                 "type": ["string", "integer"],
-                "pattern": r"^[0-9A-Za-z_-]{1,32}$",
+                "pattern": r"^([0-9A-Za-z_-]{1,32})?$",
                 "minimum": 1,
                 "title": "Merchant ID (pid)",
-                "description": "The merchant id (商户ID) the gateway gave you.",
+                "description": "The merchant id (商户ID) the gateway gave you. May be left empty when the "
+                "interface is saved, but is needed for payments: until it is set the health check fails "
+                "and payments and notifications are refused.",
             },
             "key": {
                 "type": "string",
@@ -196,6 +206,19 @@ def _cfg(config: dict[str, Any]) -> dict[str, Any]:
     return c
 
 
+_NO_PID = (
+    "the merchant id is not set: fill in pid (商户ID, the merchant id the gateway gave you together with "
+    "the merchant key) in this interface's configuration"
+)
+
+
+def _need_pid(c: dict[str, Any]) -> None:
+    """The merchant id is optional when the interface is saved (the spec's example has none), but
+    every request to the gateway and every notification check needs it."""
+    if not c["pid"]:
+        raise sdk.FailedPrecondition(_NO_PID)
+
+
 def _yuan(value: Any, what: str) -> Decimal:
     """An amount in yuan with at most two decimals (the gateway's precision)."""
     if isinstance(value, float):
@@ -298,6 +321,7 @@ def _code(data: dict[str, Any]) -> int | None:
 
 async def _api(c: dict[str, Any], act: str, **params: Any) -> dict[str, Any]:
     """``api.php?act=...&pid=&key=`` (GET, as documented)."""
+    _need_pid(c)
     return await _request(c, "GET", "api.php", {"act": act, "pid": c["pid"], "key": c["key"], **params})
 
 
@@ -353,6 +377,8 @@ def _order(data: dict[str, Any]) -> dict[str, Any]:
 
 async def health_check(config):
     c = _cfg(config)
+    if not c["pid"]:
+        return _NO_PID
     try:
         info = await _merchant(c)
     except sdk.PluginError as exc:
@@ -370,6 +396,7 @@ async def health_check(config):
 
 
 def _payment_params(c: dict[str, Any], order: dict[str, Any]) -> dict[str, str]:
+    _need_pid(c)
     out_trade_no = str(order.get("order_id", ""))
     if not _OUT_TRADE_NO.match(out_trade_no):
         raise sdk.InvalidArgument(
@@ -440,8 +467,37 @@ def _refuse(error: str, *, valid: bool = False, **fields: Any) -> dict[str, Any]
     return {"valid": valid, "paid": False, "reply": "fail", "error": error, **fields}
 
 
+_NOT_PAID_PREFIX = "not_paid:"
+_NOT_PAID_SHOWN = 20
+
+
+async def _not_a_payment(status: str, params: dict[str, str], fields: dict[str, Any]) -> dict[str, Any]:
+    """A correctly signed notification whose trade did not succeed (WAIT_BUYER_PAY, TRADE_CLOSED …):
+    recorded, never paid, and answered ``success`` — ``fail`` would make the gateway resend it for
+    ever (the EPay merchant SDK's own sample answers ``success`` to every correctly signed one)."""
+    shown = status[:32] or "(none)"
+    ref = (fields["trade_no"] or fields["order_id"])[:64]
+    log.info(
+        "notification for order %r (trade %r) has trade_status %r: not a payment; acknowledged, nothing paid",
+        fields["order_id"][:64], fields["trade_no"][:64], shown,
+    )  # fmt: skip
+    if ref:
+        record = {
+            "trade_no": fields["trade_no"][:64],
+            "out_trade_no": fields["order_id"][:64],
+            "trade_status": shown,
+            "money": fields.get("amount", params.get("money", "")[:20]),
+            "type": params.get("type", "")[:32],
+            "received_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        await sdk.state().aset(_NOT_PAID_PREFIX + ref, record)  # one entry per trade: the latest state
+    error = f"trade_status is {shown!r}, not TRADE_SUCCESS: not a payment (acknowledged so the gateway stops)"
+    return {"valid": True, "paid": False, "reply": "success", "error": error, **fields}
+
+
 async def verify_notify(config, request):
     c = _cfg(config)
+    _need_pid(c)
     params = {str(k): str(v) for k, v in (request.get("query") or {}).items()}
     if "sign" not in params and request.get("form"):  # some clones POST the notification
         params = {str(k): str(v) for k, v in request["form"].items()}
@@ -458,16 +514,21 @@ async def verify_notify(config, request):
 
     out_trade_no, trade_no = params.get("out_trade_no", ""), params.get("trade_no", "")
     fields: dict[str, Any] = {"order_id": out_trade_no, "trade_no": trade_no}
+    money, money_error = Decimal(0), ""
     try:
         money = _yuan(params.get("money", ""), "money")
+        fields["amount"] = str(money)
     except sdk.PluginError as exc:
-        return _refuse(exc.message, valid=True, **fields)
-    fields["amount"] = str(money)
-    if not trade_no or not out_trade_no:
-        return _refuse("the notification has no trade_no or out_trade_no", valid=True, **fields)
+        money_error = exc.message
     status = params.get("trade_status", "")
     if status != "TRADE_SUCCESS":
-        return _refuse(f"trade_status is {status[:32]!r}, not TRADE_SUCCESS", valid=True, **fields)
+        # Signed by the gateway but not a payment: acknowledge it (before the checks that only a
+        # payment must pass), so that the gateway does not resend it for ever.
+        return await _not_a_payment(status, params, fields)
+    if money_error:
+        return _refuse(money_error, valid=True, **fields)
+    if not trade_no or not out_trade_no:
+        return _refuse("the notification has no trade_no or out_trade_no", valid=True, **fields)
     order = request.get("order")
     if not order:
         return _refuse("no expected order was given: cannot check the order number and amount", valid=True, **fields)
@@ -586,7 +647,7 @@ async def admin_page(config):
     e = html.escape
     rows = [
         ("Gateway", c["base"]),
-        ("Merchant ID (pid)", c["pid"]),
+        ("Merchant ID (pid)", c["pid"] or "(not set)"),
         ("Mode", c["mode"]),
         ("Signature", f"MD5 ({c['sign_variant']})"),
         ("Channels", ", ".join(c["channels"])),
@@ -609,9 +670,27 @@ async def admin_page(config):
         ]
         status = ""
     table = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
+    not_paid = sorted(
+        (v for v in (await sdk.state().aitems(_NOT_PAID_PREFIX)).values() if isinstance(v, dict)),
+        key=lambda v: str(v.get("received_at", "")),
+        reverse=True,
+    )[:_NOT_PAID_SHOWN]
+    if not_paid:
+        cols = ("received_at", "out_trade_no", "trade_no", "trade_status", "money", "type")
+        head = "".join(f"<th>{c}</th>" for c in cols)
+        body_rows = "".join(
+            "<tr>" + "".join(f"<td>{e(str(v.get(col, '')))}</td>" for col in cols) + "</tr>" for v in not_paid
+        )
+        not_paid_html = (
+            "<h2>Notifications that were not payments</h2><p>Correctly signed, another trade_status than "
+            f"TRADE_SUCCESS: acknowledged, nothing paid (latest {_NOT_PAID_SHOWN}, one per trade).</p>"
+            f"<table><tr>{head}</tr>{body_rows}</table>"
+        )
+    else:
+        not_paid_html = ""
     body = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>易支付 / EPay</title>
 <style>{_PAGE_STYLE}</style></head><body>
-<h1>易支付 / EPay merchant</h1>{status}<table>{table}</table>
+<h1>易支付 / EPay merchant</h1>{status}<table>{table}</table>{not_paid_html}
 <h2>Look up an order</h2>
 <form id="lookup"><select name="field"><option value="out_trade_no">Our order number (out_trade_no)</option>
 <option value="trade_no">Gateway trade number (trade_no)</option></select>

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ServerProcess, plugin_def_id, unique
+from helpers import ServerProcess, create_interface, plugin_def_id, unique
 
 SERVICE = "rustbill.integration.IntegrationService"
 
@@ -45,7 +45,12 @@ def test_list_services_with_reflection(server: ServerProcess) -> None:
 
 def test_the_spec_examples(server: ServerProcess, admin_token: str) -> None:
     t = admin_token
-    assert "providers" in grpcurl(server, t, "ListProviders", {}) or True  # may be empty: {} is valid
+    stub = server.stub()
+    provider = create_interface(stub, t, "t_provider", name=unique("KVM-东京"))
+    listed_providers = {p["interface_id"]: p for p in grpcurl(server, t, "ListProviders", {})["providers"]}
+    mine = listed_providers[provider.id]
+    assert mine["provider_name"] == provider.display_name and mine["provider_type"] == "first_party"
+    assert [f["key"] for f in mine["spec_template"]["fields"]] == ["cpu_cores"]
     gateways = grpcurl(server, t, "ListPlugins", {"plugin_type": "gateway"})["plugins"]
     assert {p["plugin_type"] for p in gateways} == {"gateway"}
     pid = plugin_def_id(server.stub(), t, "t_gateway")
@@ -69,8 +74,33 @@ def test_the_spec_examples(server: ServerProcess, admin_token: str) -> None:
     assert iid in {g["gateway_id"] for g in grpcurl(server, t, "ListGateways", {})["gateways"]}
     listed = grpcurl(server, t, "ListPluginInterfaces", {"plugin_type": "gateway"})["interfaces"]
     assert iid in {i["id"] for i in listed}
-    grpcurl(server, t, "ListNotifiers", {})
+    notifier = create_interface(stub, t, "t_notifier", name=unique("Webhook-运维"))
+    assert grpcurl(server, t, "CheckPluginHealth", {"interface_id": notifier.id})["is_healthy"] is True
+    notifiers = {n["channel_id"]: n for n in grpcurl(server, t, "ListNotifiers", {})["notifiers"]}
+    assert notifiers[notifier.id] == {"channel_id": notifier.id, "channel_name": notifier.display_name,
+                                      "is_healthy": True}  # fmt: skip
+    assert iid not in notifiers and provider.id not in notifiers  # notifiers only
     assert grpcurl(server, t, "DeletePluginInterface", {"interface_id": iid}) == {}
+
+
+def test_the_spec_gateway_example_with_the_builtin_yipay(server: ServerProcess, admin_token: str) -> None:
+    """The spec's 易支付 example, verbatim, on the built-in yipay plugin: saved; the missing merchant id
+    is a health-check failure that says what to fill in."""
+    t = admin_token
+    pid = plugin_def_id(server.stub(), t, "yipay")
+    created = grpcurl(server, t, "CreatePluginInterface", {
+        "plugin_def_id": pid, "display_name": unique("易支付-生产"),
+        "config_json": "{\"api_url\":\"https://pay.example.com\",\"key\":\"xxx\"}",
+    })["interface"]  # fmt: skip
+    health = grpcurl(server, t, "CheckPluginHealth", {"interface_id": created["id"]})
+    assert "is_healthy" not in health  # false: grpcurl leaves out default values
+    assert health["error"].startswith("the merchant id is not set: fill in pid")
+    updated = grpcurl(server, t, "UpdatePluginInterface", {
+        "interface_id": created["id"],
+        "config_json": "{\"api_url\":\"https://pay2.example.com\",\"key\":\"yyy\"}",
+    })["interface"]  # fmt: skip
+    assert json.loads(updated["config_json"])["api_url"] == "https://pay2.example.com"
+    assert grpcurl(server, t, "DeletePluginInterface", {"interface_id": created["id"]}) == {}
 
 
 def test_the_spec_provider_examples(server: ServerProcess, admin_token: str) -> None:

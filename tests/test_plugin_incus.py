@@ -535,7 +535,9 @@ def test_template_and_prices_are_decimal(plugin: Any) -> None:
     assert fields["os"]["options"] == ["debian-12", "ubuntu-24.04"] and fields["os"]["default_value"] == "debian-12"
     from rustbill.plugins.contract import check_price, check_products, check_spec_template
 
-    check_spec_template(tpl)
+    types = ["Integer"] * 4 + ["OsOptions", "Region"]  # RustBill's names, kept as they are by the check
+    assert [f["field_type"] for f in tpl["fields"]] == types
+    assert [f["field_type"] for f in check_spec_template(tpl)["fields"]] == types
     price = plugin.query_price(cfg, {"cpu_cores": 1, "memory_gb": 1, "disk_gb": 10, "region": "eu"})
     assert check_price(price) == {"amount": "17.00", "currency": "CNY", "billing_cycle": "monthly"}
     assert check_products(plugin.sync_products(cfg)) == []

@@ -465,6 +465,10 @@ def test_prices_and_template_directly(plugin: Any) -> None:
     fields = {f["key"]: f for f in tpl["fields"]}
     assert fields["os"]["options"] == ["debian-12", "alpine-3.20"] and fields["region"]["required"]
     assert (fields["cpu_cores"]["max"], fields["disk_gb"]["min"], fields["disk_gb"]["max"]) == (32, 5, 2000)
+    assert {k: f["field_type"] for k, f in fields.items()} == {
+        "cpu_cores": "Integer", "memory_gb": "Integer", "disk_gb": "Integer", "bandwidth_mbps": "Integer",
+        "os": "OsOptions", "region": "Region",
+    }  # fmt: skip
     # no images: no OS choice, and an order naming one is refused
     tpl = plugin.spec_template({"uri": "test:///default", "images": {}})
     assert "os" not in {f["key"] for f in tpl["fields"]} and "region" not in {f["key"] for f in tpl["fields"]}

@@ -31,6 +31,7 @@ from helpers import (
     create_interface,
     free_port,
     md,
+    plugin_def_id,
     raises_code,
     unique,
 )
@@ -382,11 +383,10 @@ def _resigned(params: dict[str, str], key: str = KEY, **change: str) -> dict[str
         (lambda p: _resigned(p, key="another-merchant-key"), False, "signature does not match"),
         (lambda p: _resigned(p, pid="1002"), False, "for merchant '1002', not '1001'"),
         (lambda p: _resigned(p, money="0.01"), True, "amount 0.01 does not match the order's 12.50"),
-        (lambda p: _resigned(p, trade_status="TRADE_FAIL"), True, "trade_status is 'TRADE_FAIL'"),
         (lambda p: {k: v for k, v in p.items() if k != "sign"}, False, "no sign parameter"),
         (lambda p: {**p, "sign_type": "RSA"}, False, "sign_type 'RSA' is not supported"),
     ],
-    ids=["money-changed", "sign-changed", "other-key", "wrong-pid", "wrong-amount", "trade-fail", "no-sign", "rsa"],
+    ids=["money-changed", "sign-changed", "other-key", "wrong-pid", "wrong-amount", "no-sign", "rsa"],
 )
 async def test_bad_notifications_are_refused(
     host: Host, epay: EpayServer, receiver_for: Any, tamper: Any, valid: bool, error: str
@@ -407,6 +407,55 @@ async def test_bad_notifications_are_refused(
     # the genuine one still goes through afterwards
     assert (await get(receiver.url, epay.notification(gw))).text == "success"
     assert await host.paid_rows(iid) == 1
+
+
+@pytest.mark.parametrize("status", ["WAIT_BUYER_PAY", "TRADE_CLOSED", "TRADE_FAIL", ""])
+async def test_a_signed_notification_that_is_not_a_payment_is_acknowledged_and_never_paid(
+    host: Host, epay: EpayServer, receiver_for: Any, status: str
+) -> None:
+    """A clone that notifies other trade states: answered ``success`` (``fail`` makes the gateway
+    resend it for ever), recorded, never paid; the payment that follows still counts, once."""
+    iid = await host.interface(config(epay))
+    receiver = receiver_for(iid)
+    o = order(receiver.url)
+    receiver.orders[o["order_id"]] = o
+    await submit((await host.channels.create_payment(iid, o))["pay_url"])
+    gw = epay.find(o["order_id"])
+
+    job = await asyncio.to_thread(epay.renotify(gw.trade_no, trade_status=status).wait)
+    assert job.acknowledged and job.deliveries == [(200, "success")]  # delivered once: the gateway stops
+    (result,) = receiver.results
+    shown = status or "(none)"
+    assert result["valid"] is True and result["paid"] is False and result["reply"] == "success"
+    assert f"trade_status is {shown!r}, not TRADE_SUCCESS" in result["error"]
+    assert (result["order_id"], result["trade_no"], result["amount"]) == (o["order_id"], gw.trade_no, "12.50")
+    assert await host.paid_rows(iid) == 0
+    html, _ = await host.providers.admin_page(iid)
+    assert "Notifications that were not payments" in html and f"<td>{shown}</td>" in html
+    assert f"<td>{gw.trade_no}</td>" in html
+
+    # a forged one of the same kind is still refused (and not acknowledged)
+    forged = {**epay.notification(gw, status), "money": "0.01"}
+    assert (await get(receiver.url, forged)).text == "fail"
+    assert not receiver.results[-1]["valid"] and await host.paid_rows(iid) == 0
+
+    # the customer pays: credited once; a late non-success state for the paid trade pays nothing more
+    paid = await asyncio.to_thread(epay.pay(o["order_id"]).wait)
+    assert paid.acknowledged and receiver.results[-1]["paid"]
+    late = await asyncio.to_thread(epay.renotify(gw.trade_no, trade_status="TRADE_CLOSED").wait)
+    assert late.deliveries == [(200, "success")] and not receiver.results[-1]["paid"]
+    assert await host.paid_rows(iid) == 1
+
+
+async def test_a_notification_that_is_not_a_payment_with_a_bad_amount_is_still_acknowledged(
+    host: Host, epay: EpayServer
+) -> None:
+    iid = await host.interface(config(epay))
+    o = order(epay)
+    await submit((await host.channels.create_payment(iid, o))["pay_url"])
+    note = _resigned(epay.notification(epay.find(o["order_id"])), trade_status="TRADE_CLOSED", money="abc")
+    result = await host.channels.verify_notify(iid, {"method": "GET", "query": note, "order": o})
+    assert result["valid"] and not result["paid"] and result["reply"] == "success" and result["amount"] == ""
 
 
 async def test_a_notification_for_another_order_or_without_one_is_refused(host: Host, epay: EpayServer) -> None:
@@ -442,6 +491,63 @@ async def test_confirm_with_query_asks_the_gateway(host: Host, epay: EpayServer)
         await host.channels.verify_notify(iid, {**req, "query": _resigned(req["query"], trade_no="x1")})
 
 
+# ---------------------------------------------------------------- the spec's configuration
+
+
+SPEC_CONFIG = {"api_url": "https://pay.example.com", "key": "xxx"}  # the spec's CreatePluginInterface example
+
+
+async def test_the_spec_config_is_saved_and_a_missing_pid_is_said_not_refused(host: Host, epay: EpayServer) -> None:
+    """The spec names the config api_url and key, without a merchant id: it is accepted; what needs
+    the merchant id says to fill it in, and nothing reaches the gateway without it."""
+    iid = await host.interface(SPEC_CONFIG)
+    assert (await host.health(iid) or "").startswith("the merchant id is not set: fill in pid (商户ID")
+    with pytest.raises(errors.FailedPrecondition, match="the merchant id is not set: fill in pid"):
+        await host.channels.create_payment(iid, order(epay))
+    note = epay.notification(epay.find((await _paid_order(host, epay))["order_id"]))
+    with pytest.raises(errors.FailedPrecondition, match="the merchant id is not set"):
+        await host.channels.verify_notify(iid, {"method": "GET", "query": note})
+    html, _ = await host.providers.admin_page(iid)
+    assert "(not set)" in html and "the merchant id is not set" in html and "xxx" not in html
+    with pytest.raises(errors.FailedPrecondition, match="the merchant id is not set"):
+        await host.action(iid, "admin_merchant_info")
+    assert not [r for r in epay.requests if "api.php" in r[1]]
+    # with pid filled in (the other names unchanged), the same interface works
+    ok = await host.interface({**SPEC_CONFIG, "api_url": epay.url, "key": KEY, "pid": PID})
+    assert await host.health(ok) is None
+
+
+async def _paid_order(host: Host, epay: EpayServer) -> dict[str, Any]:
+    """An order created through a complete interface (for a genuine notification)."""
+    iid = await host.interface(config(epay))
+    o = order(epay)
+    await submit((await host.channels.create_payment(iid, o))["pay_url"])
+    return o
+
+
+def test_the_spec_examples_through_the_server(stub, admin_token: str) -> None:  # type: ignore[no-untyped-def]
+    """CreatePluginInterface and UpdatePluginInterface with the spec's own config_json, verbatim."""
+    created = stub.CreatePluginInterface(
+        pb.CreatePluginInterfaceRequest(
+            plugin_def_id=plugin_def_id(stub, admin_token, "yipay"),
+            display_name=unique("易支付-生产"),
+            config_json='{"api_url":"https://pay.example.com","key":"xxx"}',
+        ),
+        metadata=md(admin_token),
+    ).interface
+    assert json.loads(created.config_json)["api_url"] == "https://pay.example.com"
+    reply = _health(stub, admin_token, created)
+    assert not reply.is_healthy and reply.error.startswith("the merchant id is not set: fill in pid")
+    updated = stub.UpdatePluginInterface(
+        pb.UpdatePluginInterfaceRequest(
+            interface_id=created.id, config_json='{"api_url":"https://pay2.example.com","key":"yyy"}'
+        ),
+        metadata=md(admin_token),
+    ).interface
+    assert json.loads(updated.config_json)["api_url"] == "https://pay2.example.com"
+    assert "fill in pid" in _health(stub, admin_token, updated).error
+
+
 # ---------------------------------------------------------------- health and admin, in process
 
 
@@ -452,6 +558,10 @@ async def test_health_check_says_what_is_wrong(host: Host, epay: EpayServer) -> 
         "merchant query: the gateway says 'KEY校验失败' (code -3): pid 1001 and this key are not accepted; "
         "check pid and key"
     )
+    asked = len(epay.requests)
+    unset = await host.health(await host.interface({"api_url": epay.url, "key": KEY}))
+    assert unset is not None and unset.startswith("the merchant id is not set: fill in pid")
+    assert len(epay.requests) == asked  # said without asking the gateway
     no_pid = await host.health(await host.interface(config(epay, pid="4242")))
     assert no_pid is not None and "PID不存在" in no_pid and "check pid and key" in no_pid
     port = free_port()
@@ -514,7 +624,8 @@ def server_config(gw: EpayServer, **kw: Any) -> str:
 @pytest.mark.parametrize(
     ("cfg", "match"),
     [
-        ({"api_url": "http://x/", "key": KEY}, r"config_json\.pid: is required"),
+        ({"api_url": "http://x/", "pid": "10 01", "key": KEY}, r"config_json\.pid: "),
+        ({"api_url": "http://x/", "pid": PID}, r"config_json\.key: is required"),
         ({"api_url": "ftp://pay.example.com", "pid": PID, "key": KEY}, r"config_json\.api_url: "),
         ({"api_url": "http://x/", "pid": PID, "key": ""}, r"config_json\.key: fails 'minLength'"),
         ({"api_url": "http://x/", "pid": PID, "key": KEY, "sign_variant": "sha1"}, r"config_json\.sign_variant: "),
@@ -536,7 +647,7 @@ def _health(stub, token: str, iface) -> pb.CheckPluginHealthResponse:  # type: i
 
 def test_health_through_the_server(server: ServerProcess, stub, admin_token: str, gateway: EpayServer) -> None:  # type: ignore[no-untyped-def]
     good = create_interface(stub, admin_token, "yipay", server_config(gateway))
-    assert good.plugin_version == "1.0.0" and good.has_admin_page
+    assert good.plugin_version == "1.1.0" and good.has_admin_page
     reply = _health(stub, admin_token, good)
     assert reply.is_healthy, reply.error
 

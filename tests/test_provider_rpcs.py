@@ -11,8 +11,8 @@ import grpc
 import pytest
 from helpers import ServerProcess, create_interface, md, new_uuid, query_db, raises_code, unique
 
+from rustbill.pb import common_pb2, order_pb2, product_pb2
 from rustbill.pb import integration_pb2 as pb
-from rustbill.pb import order_pb2, product_pb2
 
 SECRET = "sk-live-9f8e7d6c5b4a"
 
@@ -179,6 +179,73 @@ def test_code_change_is_used_without_restart(fresh_server: ServerProcess) -> Non
         time.sleep(0.1)
     plugins = stub.ListPlugins(pb.ListPluginsRequest(), metadata=md(token)).plugins
     assert [p.version for p in plugins if p.plugin_id == "hot"] == ["1.1.0"]
+
+
+# ---------------------------------------------------------------- ListProviders: spec-template field types
+
+
+def _field_types(stub, token: str, interface_id: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    providers = stub.ListProviders(common_pb2.EmptyRequest(), metadata=md(token)).providers
+    [info] = [p for p in providers if p.interface_id == interface_id]
+    return {f.key: f.field_type for f in info.spec_template.fields}
+
+
+def test_list_providers_sends_rustbill_field_types(stub, admin_token: str) -> None:
+    """RustBill's order form draws Integer, String, Select, Region, OsOptions and Boolean only."""
+    demo = create_interface(stub, admin_token, "demo_cloud", json.dumps({"regions": ["us-west", "eu-central"]}))
+    kvm_config = {
+        "uri": "test:///default",
+        "images": {"debian-12": {"volume": "debian-12.qcow2"}},
+        "regions": {"hk": {"label": "Hong Kong"}},
+    }
+    kvm = create_interface(stub, admin_token, "kvm", json.dumps(kvm_config))
+    assert _field_types(stub, admin_token, demo.id) == {
+        "cpu_cores": "Integer", "memory_gb": "Integer", "disk_gb": "Integer", "region": "Region",
+    }  # fmt: skip
+    assert _field_types(stub, admin_token, kvm.id) == {
+        "cpu_cores": "Integer", "memory_gb": "Integer", "disk_gb": "Integer", "bandwidth_mbps": "Integer",
+        "os": "OsOptions", "region": "Region",
+    }  # fmt: skip
+
+
+OLD_STYLE_TEMPLATE = """
+PLUGIN_TYPE = "first_party_provider"
+def spec_template(config):
+    return {"fields": [
+        {"key": "cpu_cores", "field_type": "number", "min": 1, "max": 8},
+        {"key": "region", "field_type": "select", "options": ["fra1"]},
+        {"key": "os", "field_type": "select", "options": ["debian-12"]},
+        {"key": "plan", "field_type": "select", "options": ["a"]},
+        {"key": "hostname", "field_type": "text"},
+        {"key": "ipv6", "field_type": "boolean"},
+        {"key": "note"},
+    ]}
+def query_price(config, spec):
+    return {"amount": "1.00", "currency": "USD", "billing_cycle": "monthly"}
+"""
+
+
+def test_old_field_type_names_are_translated_and_unknown_ones_refused(fresh_server: ServerProcess) -> None:
+    fresh_server.plugins_dir.joinpath("old_tpl.py").write_text(OLD_STYLE_TEMPLATE)
+    fresh_server.plugins_dir.joinpath("bad_type.py").write_text(
+        OLD_STYLE_TEMPLATE.replace('"field_type": "text"', '"field_type": "slider"')
+    )
+    fresh_server.start()
+    token, stub = fresh_server.token(), fresh_server.stub()
+    old, bad = create_interface(stub, token, "old_tpl"), create_interface(stub, token, "bad_type")
+    assert _field_types(stub, token, old.id) == {
+        "cpu_cores": "Integer", "region": "Region", "os": "OsOptions", "plan": "Select", "hostname": "String",
+        "ipv6": "Boolean", "note": "String",
+    }  # fmt: skip
+    # an unknown type is a contract violation: the listing shows no template, orders are refused
+    assert _field_types(stub, token, bad.id) == {}
+    fresh_server.wait_for_log(
+        r"spec_template failed: .*spec_template field 4 \('hostname'\): field_type 'slider' is not one of "
+        r"Integer, String, Select, Region, OsOptions, Boolean"
+    )
+    with raises_code(grpc.StatusCode.INTERNAL, r"bad result from spec_template: .*field_type 'slider'"):
+        stub.QueryPrice(price_req(bad.id, cpu=1, mem=1, region="fra1", os="debian-12"), metadata=md(token))
+    assert stub.QueryPrice(price_req(old.id, cpu=1, mem=1, region="fra1", os="debian-12"), metadata=md(token)).amount
 
 
 # ---------------------------------------------------------------- admin page and actions

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from helpers import ServerProcess
+from helpers import ServerProcess, md, raises_code
 
 
 def test_start_log_line_names_address_database_and_plugins(server: ServerProcess) -> None:
@@ -30,11 +30,16 @@ def test_reflection_lists_the_service(server: ServerProcess) -> None:
     assert "grpc.health.v1.Health" in names
 
 
-def test_unknown_method_is_refused(server: ServerProcess) -> None:
+def test_unknown_method_without_a_credential_is_unauthenticated(server: ServerProcess) -> None:
+    """Authentication comes first: a caller without a valid credential learns nothing about which
+    methods exist."""
     call = server.channel().unary_unary("/rustbill.integration.IntegrationService/NoSuchMethod")
-    try:
+    for metadata, message in ((None, "missing authorization metadata"), (md("not-a-token"), "invalid token")):
+        with raises_code(grpc.StatusCode.UNAUTHENTICATED, message):
+            call(b"", timeout=5, metadata=metadata)
+
+
+def test_unknown_method_of_a_public_service_is_unimplemented(server: ServerProcess) -> None:
+    call = server.channel().unary_unary("/grpc.health.v1.Health/NoSuchMethod")
+    with raises_code(grpc.StatusCode.UNIMPLEMENTED):
         call(b"", timeout=5)
-    except grpc.RpcError as exc:
-        assert exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNIMPLEMENTED)
-    else:
-        raise AssertionError("an unknown method answered")

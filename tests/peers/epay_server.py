@@ -12,7 +12,9 @@ It listens on 127.0.0.1 (port chosen by the OS) in a thread and speaks:
   GET to the order's ``notify_url`` (``pid, trade_no, out_trade_no, type, name, money,
   trade_status=TRADE_SUCCESS, param, sign, sign_type``), retrying while the reply body is not
   ``success`` (bounded). :meth:`EpayServer.renotify` sends it again, as the merchant panel's
-  "重新通知" does.
+  "重新通知" does; ``renotify(trade_no, trade_status=...)`` sends another state (``WAIT_BUYER_PAY``,
+  ``TRADE_CLOSED`` …), as clones of the gateway do (the documented gateway notifies only
+  ``TRADE_SUCCESS``).
 
 Knobs for failure tests: ``delay`` (seconds before any answer), unknown paths answer 404, and any
 path under ``/html/`` answers an ordinary HTML page (a web server that is not an EPay gateway).
@@ -182,8 +184,9 @@ class EpayServer:
                     return o
         raise KeyError(out_trade_no)
 
-    def notification(self, order: Order) -> dict[str, str]:
-        """The signed parameters of ``order``'s notification, as the gateway sends them."""
+    def notification(self, order: Order, trade_status: str = "TRADE_SUCCESS") -> dict[str, str]:
+        """The signed parameters of ``order``'s notification, as the gateway sends them. The
+        documented gateway only notifies ``TRADE_SUCCESS``; clones also send other states."""
         m = self.merchants[order.pid]
         params = {
             "pid": order.pid,
@@ -192,7 +195,7 @@ class EpayServer:
             "type": order.type,
             "name": order.name,
             "money": order.money,
-            "trade_status": "TRADE_SUCCESS",
+            "trade_status": trade_status,
             "param": order.param,
         }
         params = {k: v for k, v in params.items() if v != ""}
@@ -210,11 +213,13 @@ class EpayServer:
                 self.merchants[order.pid].money += Decimal(order.money)
         return self.renotify(order.trade_no)
 
-    def renotify(self, trade_no: str) -> NotifyJob:
-        """Send the notification of a paid order (again)."""
+    def renotify(self, trade_no: str, trade_status: str = "TRADE_SUCCESS") -> NotifyJob:
+        """Send the notification of a paid order (again); with another ``trade_status`` (as clones
+        do, e.g. ``WAIT_BUYER_PAY`` or ``TRADE_CLOSED``) that of an unpaid order. Retried (bounded)
+        until the body is ``success``."""
         order = self.orders[trade_no]
-        assert order.status == 1, "only paid orders are notified"
-        query = urllib.parse.urlencode(self.notification(order))
+        assert order.status == 1 or trade_status != "TRADE_SUCCESS", "only paid orders are notified as paid"
+        query = urllib.parse.urlencode(self.notification(order, trade_status))
         url = order.notify_url + ("&" if "?" in order.notify_url else "?") + query
         job = NotifyJob(order, url)
         self.jobs.append(job)

@@ -41,9 +41,9 @@ async def health_check(config):
 
 
 def spec_template(config):
-    fields = [{"key": "cpu_cores", "label": "CPU", "field_type": "number", "required": True, "min": 1, "max": 32}]
+    fields = [{"key": "cpu_cores", "label": "CPU", "field_type": "Integer", "required": True, "min": 1, "max": 32}]
     if config.get("regions"):
-        fields.append({"key": "region", "label": "Region", "field_type": "select", "options": config["regions"]})
+        fields.append({"key": "region", "label": "Region", "field_type": "Region", "options": config["regions"]})
     return {"fields": fields, "groups": [{"key": "g", "label": "G", "field_keys": ["cpu_cores"]}]}
 
 

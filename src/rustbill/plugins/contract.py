@@ -146,8 +146,33 @@ def _limit(text: str, n: int, what: str) -> str:
     return text
 
 
+# The field types RustBill's order form draws; anything else it shows as a plain text input.
+FIELD_TYPES = ("Integer", "String", "Select", "Region", "OsOptions", "Boolean")
+# Lowercase names of earlier versions of this contract, still accepted and normalised.
+_OLD_FIELD_TYPES = {"number": "Integer", "text": "String", "boolean": "Boolean", "select": "Select"}
+_SELECT_BY_KEY = {"region": "Region", "os": "OsOptions"}
+
+
+def _field_type(f: Mapping[str, Any], key: str, what: str) -> str:
+    """One of FIELD_TYPES; absent or empty is ``String``. The old lowercase names are translated
+    (``select`` on the ``region``/``os`` key becomes ``Region``/``OsOptions``)."""
+    name = _text(f, "field_type", what)
+    if name in FIELD_TYPES:
+        return name
+    if not name:
+        return "String"
+    if name in _OLD_FIELD_TYPES:
+        new = _OLD_FIELD_TYPES[name]
+        return _SELECT_BY_KEY.get(key, new) if new == "Select" else new
+    raise ShapeError(
+        f"{what} ({key!r}): field_type {name!r} is not one of {', '.join(FIELD_TYPES)}"
+        f" (or the older {', '.join(_OLD_FIELD_TYPES)})"
+    )
+
+
 def check_spec_template(result: Any) -> dict[str, Any]:
-    """``{"fields": [...], "groups": [...]}`` normalised to the SpecField/SpecGroup keys."""
+    """``{"fields": [...], "groups": [...]}`` normalised to the SpecField/SpecGroup keys, with
+    ``field_type`` one of FIELD_TYPES."""
     if result is None:
         return {"fields": [], "groups": []}
     m = _mapping(result, "spec_template result")
@@ -166,11 +191,12 @@ def check_spec_template(result: Any) -> dict[str, Any]:
         if not all(isinstance(v, int) and not isinstance(v, bool) and _INT64[0] <= v <= _INT64[1] for v in (lo, hi)):
             raise ShapeError(f"{what}: 'min' and 'max' must be 64-bit integers")
         order = _order(f.get("display_order", i), what)
+        key = _text(f, "key", what, required=True)
         fields.append(
             {
-                "key": _text(f, "key", what, required=True),
+                "key": key,
                 "label": _text(f, "label", what),
-                "field_type": _text(f, "field_type", what, default="text"),
+                "field_type": _field_type(f, key, what),
                 "required": bool(f.get("required", False)),
                 "display_order": order,
                 "options": [str(o) for o in options],
