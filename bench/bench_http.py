@@ -38,17 +38,18 @@ PATH = "/rustbill.integration.IntegrationService/ListProviders"
 
 
 def h2load(
-    url: str, token: str, body: Path, *, grpc_web: bool, duration: float, concurrency: int
+    url: str, token: str, body: Path, *, grpc_web: bool, requests: int, concurrency: int
 ) -> tuple[float, int, int]:
-    """(requests/s, succeeded, bytes of DATA) of one h2load run."""
+    """(requests/s, succeeded, bytes of DATA) of one h2load run of ``requests`` calls."""
     ctype = "application/grpc-web+proto" if grpc_web else "application/grpc"
-    args = ["h2load", "-D", str(duration), "--warm-up-time", "1", "-d", str(body),
+    args = ["h2load", "-n", str(requests), "-d", str(body),
             "-H", f"content-type: {ctype}", "-H", f"authorization: Bearer {token}"]  # fmt: skip
     if grpc_web:
         args += ["--h1", "-c", str(concurrency), "-m", "1", "-H", "x-grpc-web: 1"]
     else:
         args += ["-c", "1", "-m", str(concurrency), "-H", "te: trailers"]
-    out = subprocess.run([*args, url + PATH], capture_output=True, text=True, timeout=duration + 60).stdout
+    res = subprocess.run([*args, url + PATH], capture_output=True, text=True, timeout=600)
+    out = res.stdout + res.stderr
     rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
     ok = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
     data = re.search(r"traffic: .*?\((\d+)\) total, .*?\((\d+)\) headers .*?, .*?\((\d+)\) data", out)
@@ -85,7 +86,7 @@ def setup(server: c.RustBillServer, n: int) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=float, default=4.0, help="seconds per target and round (default 4)")
+    ap.add_argument("--requests", type=int, default=8000, help="calls per target and round (default 8000)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     ap.add_argument("--concurrency", type=int, default=16, help="calls in flight (default 16)")
     ap.add_argument("--interfaces", type=int, default=20, help="enabled providers (default 20)")
@@ -118,7 +119,7 @@ def main() -> int:
             for r in range(a.rounds):
                 for name, url, token, web in targets[r % 3 :] + targets[: r % 3]:
                     rps, ok, data = h2load(
-                        url, token, body, grpc_web=web, duration=a.duration, concurrency=a.concurrency
+                        url, token, body, grpc_web=web, requests=a.requests, concurrency=a.concurrency
                     )
                     if ok == 0 or data / ok < 100:
                         raise RuntimeError(f"{name}: replies of {data / max(ok, 1):.0f} bytes: errors, not replies")

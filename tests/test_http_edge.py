@@ -413,3 +413,26 @@ def test_no_http_listener_when_listen_is_empty(tmp_path: Path, databases: Databa
         time.sleep(0.1)
     finally:
         srv.stop()
+
+
+def test_the_readme_curl_examples_work_as_printed(web_server: ServerProcess, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from helpers import ROOT
+
+    assert shutil.which("curl"), "curl is required (scripts/system-deps installs it)"
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### From a browser or curl", 1)[1].split("\n### ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    script = "set -euo pipefail\n" + "\n".join(blocks)
+    script = script.replace("<password>", ADMIN_PASSWORD).replace("127.0.0.1:8080", f"127.0.0.1:{web_server.http_port}")
+    res = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    listing = json.loads(res.stdout.split("HTTP/1.1", 1)[0])
+    assert [p["pluginId"] for p in listing["plugins"]] == ["bank_memo"]
+    assert "HTTP/1.1 200" in res.stdout and "content-type: application/grpc-web+proto" in res.stdout
+    assert "grpc-status" not in res.stdout.split("HTTP/1.1", 1)[1]  # a reply: the status is in the trailer frame
+    body = (tmp_path / "reply.bin").read_bytes()
+    assert body[0] == 0 and body.endswith(b"\x80\x00\x00\x00\x10grpc-status: 0\r\n")  # data frame, trailer frame

@@ -30,12 +30,12 @@ def test_reflection_lists_the_service(server: ServerProcess) -> None:
     assert "grpc.health.v1.Health" in names
 
 
-def test_unknown_method_without_a_credential_is_unauthenticated(server: ServerProcess) -> None:
-    """Authentication comes first: a caller without a valid credential learns nothing about which
-    methods exist."""
+def test_unknown_method_is_unimplemented_with_or_without_a_credential(server: ServerProcess) -> None:
+    """Which methods exist is public (reflection answers without a credential), so an unknown one is
+    UNIMPLEMENTED for everybody, as a request to an unknown path is 404 on the HTTP listener."""
     call = server.channel().unary_unary("/rustbill.integration.IntegrationService/NoSuchMethod")
-    for metadata, message in ((None, "missing authorization metadata"), (md("not-a-token"), "invalid token")):
-        with raises_code(grpc.StatusCode.UNAUTHENTICATED, message):
+    for metadata in (None, md("not-a-token"), md(server.token("admin"))):
+        with raises_code(grpc.StatusCode.UNIMPLEMENTED, "Method not found"):
             call(b"", timeout=5, metadata=metadata)
 
 
