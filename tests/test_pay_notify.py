@@ -52,7 +52,7 @@ async def app(tmp_path: Path, databases: Databases) -> AsyncIterator[App]:
 
 
 async def interface(app: App, plugin_id: str, config: str, enabled: bool = True) -> uuid.UUID:
-    plugin = next(p for p in await app.catalog.list_plugins(None) if p.plugin_id == plugin_id)
+    plugin = next(p.row for p in await app.catalog.list_plugins(None) if p.row.plugin_id == plugin_id)
     row = await app.catalog.create_interface(plugin.id, f"{plugin_id}-{uuid.uuid4().hex[:6]}", config)
     if not enabled:
         await app.catalog.toggle_interface(row.id, False)

@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import select, text
 
-from . import sdk
+from . import console, sdk
 from .auth import AuthService, LoginLimiter
 from .cluster import PgInvalidation
 from .config import Settings
@@ -35,6 +35,7 @@ from .services.http_edge import HttpEdge, build_app
 from .services.identity import IdentityServicer
 from .services.permissions import SERVICES
 from .services.servicer import IntegrationServicer
+from .services.system import SystemServicer
 
 __all__ = ["App", "serve"]
 
@@ -129,6 +130,7 @@ class App:
                 "rustbill.identity.IdentityService": IdentityServicer(
                     self.auth, self.limiter, self.metrics, s.auth.refresh_ttl_seconds
                 ),
+                "rustbill.system.SystemService": SystemServicer(self._server_info),
             },
             self.metrics,
         )
@@ -152,6 +154,7 @@ class App:
                     ready=self.not_ready,
                     health_rows=self._health_rows,
                     cors_origins=s.http.cors_origins,
+                    extra_routes=console.routes(),
                 ),
                 s.http.listen,
             )
@@ -180,6 +183,17 @@ class App:
             host = s.http.listen.rpartition(":")[0]
             log.info("HTTP (gRPC-Web, Connect, /pay/notify, /metrics) on http://%s:%d", host, self.http_port)
         return self.port
+
+    def _server_info(self) -> dict[str, object]:
+        s = self.settings
+        return {
+            "database": "sqlite" if self.db.is_sqlite else "postgresql",
+            "plugins_dir": str(s.plugins.dir.resolve()),
+            "plugins_loaded": len(self.registry.ids()),
+            "plugin_errors": dict(self.registry.load_errors),
+            "public_url": self.public_url,
+            "restart_mode": s.server.restart_mode,
+        }
 
     async def not_ready(self) -> str | None:
         """Why this process should not get traffic yet (``/readyz``), or None."""

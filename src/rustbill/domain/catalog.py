@@ -22,7 +22,7 @@ from ..ids import utcnow
 from ..plugins import PluginRegistry, PluginRuntime
 from ..plugins.contract import PLUGIN_TYPES, PROVIDER_TYPES, ShapeError, check_spec_template
 
-__all__ = ["Catalog", "ProviderEntry", "validate_config"]
+__all__ = ["Catalog", "PluginInfo", "ProviderEntry", "validate_config"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,24 @@ def _is_secret(schema: dict[str, Any], error: ValidationError) -> bool:
     return isinstance(node, dict) and (node.get("format") == "password" or node.get("writeOnly") is True)
 
 
+@dataclass(frozen=True, slots=True)
+class PluginInfo:
+    """A plugin definition row with what this process knows of its file."""
+
+    row: Plugin
+    config_schema: dict[str, Any] | None  # None: not loaded here
+    title: str
+    description: str
+    load_error: str
+
+
+def _doc_title(doc: str | None) -> tuple[str, str]:
+    """(first line, rest of the first paragraph) of a plugin module's docstring."""
+    paragraph = (doc or "").strip().split("\n\n", 1)[0]
+    first, _, rest = paragraph.partition("\n")
+    return first.strip()[:200], " ".join(rest.split())[:2000]
+
+
 class Catalog:
     """Plugin definitions, interfaces and the enabled-by-type listings."""
 
@@ -126,20 +144,31 @@ class Catalog:
 
     # ---- plugin definitions ----
 
-    async def list_plugins(self, plugin_type: str | None) -> list[Plugin]:
+    async def list_plugins(self, plugin_type: str | None) -> list[PluginInfo]:
         plugin_type = check_plugin_type(plugin_type)
         q = select(Plugin).order_by(Plugin.plugin_id)
         if plugin_type:
             q = q.where(Plugin.plugin_type == plugin_type)
         async with self._db.read() as s:
-            return list((await s.execute(q)).scalars())
+            return [self._info(row) for row in (await s.execute(q)).scalars()]
 
-    async def get_plugin(self, plugin_def_id: uuid.UUID) -> Plugin:
+    async def get_plugin(self, plugin_def_id: uuid.UUID) -> PluginInfo:
         async with self._db.read() as s:
             row = await s.get(Plugin, plugin_def_id)
         if row is None:
             raise NotFound(f"plugin definition {plugin_def_id} not found")
-        return row
+        return self._info(row)
+
+    def _info(self, row: Plugin) -> PluginInfo:
+        loaded = self._registry.get(row.plugin_id)
+        title, description = _doc_title(loaded.module.__doc__ if loaded is not None else None)
+        return PluginInfo(
+            row=row,
+            config_schema=loaded.config_schema if loaded is not None else None,
+            title=title,
+            description=description,
+            load_error=self._registry.load_errors.get(row.plugin_id, ""),
+        )
 
     # ---- interfaces ----
 
@@ -160,7 +189,7 @@ class Catalog:
 
     async def create_interface(self, plugin_def_id: uuid.UUID, display_name: str, config_json: str) -> PluginInterface:
         name = _check_name(display_name)
-        plugin_row = await self.get_plugin(plugin_def_id)
+        plugin_row = (await self.get_plugin(plugin_def_id)).row
         loaded = self._registry.get(plugin_row.plugin_id)
         if loaded is None or not plugin_row.file_present:
             raise FailedPrecondition(

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PluginDef(_message.Message):
-    __slots__ = ("id", "plugin_type", "plugin_id", "has_admin_page", "created_at", "updated_at", "version")
+    __slots__ = ("id", "plugin_type", "plugin_id", "has_admin_page", "created_at", "updated_at", "version", "config_schema", "title", "description", "load_error", "file_present")
     ID_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_TYPE_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,11 @@ class PluginDef(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    LOAD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    FILE_PRESENT_FIELD_NUMBER: _ClassVar[int]
     id: str
     plugin_type: str
     plugin_id: str
@@ -25,7 +30,12 @@ class PluginDef(_message.Message):
     created_at: str
     updated_at: str
     version: str
-    def __init__(self, id: _Optional[str] = ..., plugin_type: _Optional[str] = ..., plugin_id: _Optional[str] = ..., has_admin_page: _Optional[bool] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    config_schema: str
+    title: str
+    description: str
+    load_error: str
+    file_present: bool
+    def __init__(self, id: _Optional[str] = ..., plugin_type: _Optional[str] = ..., plugin_id: _Optional[str] = ..., has_admin_page: _Optional[bool] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., version: _Optional[str] = ..., config_schema: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., load_error: _Optional[str] = ..., file_present: _Optional[bool] = ...) -> None: ...
 
 class PluginInterfaceInfo(_message.Message):
     __slots__ = ("id", "plugin_def_id", "plugin_type", "plugin_id", "display_name", "enabled", "config_json", "config_schema", "created_at", "updated_at", "is_healthy", "health_error", "last_check_at", "has_admin_page", "plugin_version")

@@ -20,6 +20,8 @@ class PluginRegistry:
         self._plugins: dict[str, LoadedPlugin] = {}
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
+        # plugin_id → why its file's current content does not load (set by the scanner).
+        self.load_errors: dict[str, str] = {}
 
     def get(self, plugin_id: str) -> LoadedPlugin | None:
         return self._plugins.get(plugin_id)

@@ -113,6 +113,7 @@ class PluginScanner:
         for pid in list(self._broken):
             if pid not in present:
                 self._broken.pop(pid)
+                self._registry.load_errors.pop(pid, None)
         if self._first:
             self._first = False
             await self._reconcile_rows(set(present))
@@ -149,6 +150,7 @@ class PluginScanner:
             self._report_broken(pid, digest, f"{path.name}: import took longer than {self._import_timeout}s", report)
             return
         self._broken.pop(pid, None)
+        self._registry.load_errors.pop(pid, None)
         await self._upsert(loaded)
         self._registry.put(loaded)
         (report.changed if current is not None else report.added).append(pid)
@@ -159,6 +161,7 @@ class PluginScanner:
 
     def _report_broken(self, pid: str, digest: str, reason: str, report: ScanReport) -> None:
         report.broken[pid] = reason
+        self._registry.load_errors[pid] = reason
         if self._broken.get(pid) == digest:
             return
         self._broken[pid] = digest

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
-from ..db import Plugin, PluginInterface, Product
-from ..domain.catalog import ChannelEntry, ProviderEntry
+from ..db import PluginInterface, Product
+from ..domain.catalog import ChannelEntry, PluginInfo, ProviderEntry
 from ..domain.providers import ProductRecord
 from ..ids import rfc3339
 from ..pb import integration_pb2 as pb
@@ -24,7 +25,8 @@ __all__ = [
 ]
 
 
-def plugin_def(p: Plugin) -> pb.PluginDef:
+def plugin_def(info: PluginInfo) -> pb.PluginDef:
+    p = info.row
     return pb.PluginDef(
         id=str(p.id),
         plugin_type=p.plugin_type,
@@ -33,6 +35,11 @@ def plugin_def(p: Plugin) -> pb.PluginDef:
         created_at=rfc3339(p.created_at),
         updated_at=rfc3339(p.updated_at),
         version=p.version,
+        config_schema=json.dumps(info.config_schema, ensure_ascii=False) if info.config_schema is not None else "",
+        title=info.title,
+        description=info.description,
+        load_error=info.load_error,
+        file_present=p.file_present,
     )
 
 

@@ -15,7 +15,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from ..auth import Principal
 from ..errors import PermissionDenied
-from ..pb import identity_pb2, integration_pb2
+from ..pb import identity_pb2, integration_pb2, system_pb2
 
 __all__ = ["ACCESS", "SERVICES", "Access", "authorize", "permission_table"]
 
@@ -33,6 +33,7 @@ _A, _U, _P = Access.ADMIN, Access.AUTHENTICATED, Access.PUBLIC
 SERVICES: tuple[ServiceDescriptor, ...] = (
     integration_pb2.DESCRIPTOR.services_by_name["IntegrationService"],
     identity_pb2.DESCRIPTOR.services_by_name["IdentityService"],
+    system_pb2.DESCRIPTOR.services_by_name["SystemService"],
 )
 ACCESS: dict[str, dict[str, Access]] = {
     "rustbill.integration.IntegrationService": {
@@ -46,6 +47,7 @@ ACCESS: dict[str, dict[str, Access]] = {
     "rustbill.identity.IdentityService": {
         "Login": _P, "RefreshToken": _P, "GetMe": _U, "Logout": _P,
     },
+    "rustbill.system.SystemService": {"GetServerInfo": _A},
 }  # fmt: skip
 
 
