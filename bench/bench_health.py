@@ -36,6 +36,7 @@ async def main(db_url: str | None, concurrency: int) -> None:
     from rustbill.domain import Catalog, HealthService
     from rustbill.ids import utcnow
     from rustbill.plugins import PluginRegistry, PluginRuntime, load_plugin
+    from rustbill.vault import Vault
 
     tmp = Path(tempfile.mkdtemp())
     admin_url = None
@@ -57,7 +58,7 @@ async def main(db_url: str | None, concurrency: int) -> None:
     registry = PluginRegistry()
     registry.put(load_plugin(path, path.read_bytes(), "hc"))
     runtime = PluginRuntime(db, registry, timeouts={"health_check": 1.0})
-    catalog = Catalog(db, registry, runtime)
+    catalog = Catalog(db, registry, runtime, Vault([Vault.new_key()]))
     health = HealthService(db, runtime, catalog, concurrency=concurrency)
 
     now = utcnow()

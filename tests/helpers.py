@@ -132,6 +132,8 @@ class ServerProcess:
     # -- lifecycle
 
     def start(self, timeout: float = 60) -> ServerProcess:
+        mark = self.log_mark()  # a restarted server: read only what this run logs
+        self.http_port = None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rustbill", "serve"],
             cwd=self.workdir,
@@ -143,8 +145,7 @@ class ServerProcess:
         )
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
         self._pump_thread.start()
-        mark = self.log_mark()
-        self.port = self.wait_for_listen(timeout)
+        self.port = self.wait_for_listen(timeout, start=mark)
         if self.env.get("RUSTBILL_HTTP__LISTEN"):
             m = self.wait_for_log(_HTTP_RE.pattern, timeout, mark)
             self.http_port = int(m.group(2))
@@ -271,6 +272,16 @@ def create_interface(stub: Any, token: str, plugin_id: str, config: str = "{}", 
         plugin_def_id=plugin_def_id(stub, token, plugin_id), display_name=name or unique(plugin_id), config_json=config
     )
     return stub.CreatePluginInterface(req, metadata=md(token)).interface
+
+
+def but_health(iface: Any) -> Any:
+    """An interface message without its health fields: a new or re-enabled interface is checked at
+    once in the background, so they may change between two reads."""
+    out = type(iface)()
+    out.CopyFrom(iface)
+    for f in ("is_healthy", "last_check_at", "health_error"):
+        out.ClearField(f)
+    return out
 
 
 @contextmanager

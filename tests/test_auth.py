@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import grpc
@@ -159,3 +160,62 @@ def test_cli_errors_are_one_line_not_tracebacks(server: ServerProcess) -> None:
     assert res.returncode == 1 and "role must be one of" in res.stderr
     res = server.cli("user", "create", "admin", "--role", "admin", check=False)
     assert res.returncode == 1 and "already exists" in res.stderr
+
+
+def test_permissions_can_be_opened_in_the_config(tmp_path, databases) -> None:  # type: ignore[no-untyped-def]
+    from helpers import SHIPPED_PLUGINS, ServerProcess
+
+    from rustbill.pb import common_pb2, integration_pb2
+
+    srv = ServerProcess(
+        tmp_path,
+        databases.new(),
+        plugins=[SHIPPED_PLUGINS / "demo_cloud.py"],
+        env={
+            "RUSTBILL_AUTH__PERMISSIONS": json.dumps(
+                {
+                    "IntegrationService/ListProviders": "authenticated",
+                    "rustbill.integration.IntegrationService/ListGateways": "public",
+                }
+            )
+        },
+    )
+    try:
+        srv.start()
+        srv.cli("user", "create", "shopper", "--role", "customer")
+        stub = srv.stub()
+        customer = md(srv.token("shopper"))
+        stub.ListProviders(common_pb2.EmptyRequest(), metadata=customer)  # opened to customers
+        stub.ListGateways(common_pb2.EmptyRequest())  # opened to anyone
+        with raises_code(grpc.StatusCode.UNAUTHENTICATED):
+            stub.ListProviders(common_pb2.EmptyRequest())
+        with raises_code(grpc.StatusCode.PERMISSION_DENIED):
+            stub.ListPlugins(integration_pb2.ListPluginsRequest(), metadata=customer)
+        assert (
+            "permission of /rustbill.integration.IntegrationService/ListGateways changed by auth.permissions: public"
+            in srv.log
+        )
+    finally:
+        srv.stop()
+
+
+def test_an_unknown_method_in_the_permissions_is_a_config_error(tmp_path, databases) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from helpers import ServerProcess
+
+    srv = ServerProcess(
+        tmp_path, databases.new(), env={"RUSTBILL_AUTH__PERMISSIONS": '{"IntegrationService/ListProvider": "public"}'}
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "rustbill", "serve"],
+        cwd=tmp_path,
+        env=srv.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode != 0
+    assert "auth.permissions: unknown method 'IntegrationService/ListProvider'" in res.stderr
+    assert "Traceback" not in res.stderr

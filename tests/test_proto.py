@@ -52,6 +52,8 @@ def test_field_numbers_follow_the_spec() -> None:
     assert _numbers(integration_pb2.PluginDef) == {
         "id": 1, "plugin_type": 2, "plugin_id": 3, "has_admin_page": 4, "created_at": 5, "updated_at": 6,
         "version": 7,
+        # beyond the spec, at new numbers (the console's forms and catalog)
+        "config_schema": 8, "title": 9, "description": 10, "load_error": 11, "file_present": 12,
     }  # fmt: skip
     assert _numbers(integration_pb2.ProviderInfo) == {
         "interface_id": 1, "provider_name": 2, "provider_type": 3, "is_healthy": 4, "spec_template": 5,
@@ -81,3 +83,20 @@ def test_optional_fields_have_presence() -> None:
     assert upd["config_json"].has_presence and upd["display_name"].has_presence
     info = integration_pb2.PluginInterfaceInfo.DESCRIPTOR.fields_by_name
     assert info["health_error"].has_presence and info["last_check_at"].has_presence
+
+
+def test_identity_numbers_are_those_of_rustbill_clients() -> None:
+    from rustbill.pb import identity_pb2
+
+    svc = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"]
+    assert svc.full_name == "rustbill.identity.IdentityService"
+    assert _numbers(identity_pb2.LoginRequest) == {"username": 1, "password": 2, "user_type": 3}
+    assert _numbers(identity_pb2.LoginResponse) == {
+        "access_token": 1, "refresh_token": 2, "expires_in": 3, "user": 4, "admin_path": 5,
+    }  # fmt: skip
+    assert _numbers(identity_pb2.UserInfo) == {
+        "id": 1, "username": 2, "email": 3, "display_name": 4, "role": 5, "is_active": 6, "created_at": 7,
+        "user_type": 8, "customer_id": 9,
+    }  # fmt: skip
+    assert _numbers(identity_pb2.GetMeResponse) == {"user": 1}
+    assert identity_pb2.LoginResponse.DESCRIPTOR.fields_by_name["expires_in"].type == 3  # int64

@@ -499,6 +499,32 @@ def test_create_upstream_instance_retry_with_idempotency_key_does_not_double(
     assert query_db(server.db_url, "SELECT count(*) FROM instances WHERE idempotency_key = :k", k=key) == [(1,)]
 
 
+def test_idempotency_keys_belong_to_their_caller(
+    server: ServerProcess, stub, provider, customer_token: str, admin_token: str
+) -> None:
+    """Another customer sending the same idempotency-key places an order of its own: it never gets
+    the first customer's instance (id, IP) back."""
+    spec = order_pb2.ServerSpec(cpu_cores=1, memory_gb=1, disk_gb=10, region="eu")
+    key = unique("shared-key")
+    other = unique("customer")
+    server.cli("user", "create", other, "--role", "customer")
+    mine = stub.CreateUpstreamInstance(
+        pb.UpstreamOrderRequest(interface_id=provider.id, server_spec=spec),
+        metadata=[*md(customer_token), ("idempotency-key", key)],
+    )
+    theirs = stub.CreateUpstreamInstance(
+        pb.UpstreamOrderRequest(interface_id=provider.id, server_spec=spec),
+        metadata=[*md(server.token(other)), ("idempotency-key", key)],
+    )
+    assert theirs.provider_instance_id != mine.provider_instance_id
+    again = stub.CreateUpstreamInstance(
+        pb.UpstreamOrderRequest(interface_id=provider.id, server_spec=spec),
+        metadata=[*md(customer_token), ("idempotency-key", key)],
+    )
+    assert again.provider_instance_id == mine.provider_instance_id
+    assert query_db(server.db_url, "SELECT count(*) FROM instances WHERE idempotency_key = :k", k=key) == [(2,)]
+
+
 def test_create_upstream_instance_failure_records_nothing(server: ServerProcess, stub, admin_token: str) -> None:
     iface = create_interface(stub, admin_token, "t_provider", '{"fail_create": true}')
     spec = order_pb2.ServerSpec(cpu_cores=1, memory_gb=1, disk_gb=10)

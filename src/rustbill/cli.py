@@ -21,9 +21,11 @@ app = typer.Typer(
 user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 token_app = typer.Typer(help="Mint and revoke JWT access tokens.", no_args_is_help=True)
 apikey_app = typer.Typer(help="Mint and revoke API keys.", no_args_is_help=True)
+secrets_app = typer.Typer(help="The key that encrypts plugin secrets in the database.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(secrets_app, name="secrets")
 
 
 class _State:
@@ -38,8 +40,31 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def _setup_logging(level: str) -> None:
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the traceback, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        out = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    import time
+
+    logging.Formatter.converter = time.gmtime  # UTC in every line
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if fmt == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(_JsonFormatter())
     # Python warnings (e.g. from a plugin) go to the log, not to stderr in another format.
     logging.captureWarnings(True)
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -98,7 +123,7 @@ def serve() -> None:
     from .server import serve as run_server
 
     settings = _settings()
-    _setup_logging(settings.log.level)
+    _setup_logging(settings.log.level, settings.log.format)
     run_server(settings)
 
 
@@ -217,6 +242,35 @@ def apikey_revoke(prefix: str) -> None:
         typer.echo(f"revoked API key {prefix}")
 
     _run(go)
+
+
+@secrets_app.command("new-key")
+def secrets_new_key() -> None:
+    """Print a new secrets key (for [secrets] key / RUSTBILL_SECRETS__KEY)."""
+    from .vault import Vault
+
+    typer.echo(Vault.new_key())
+
+
+@secrets_app.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every stored plugin secret with the current key.
+
+    To change the key: put a new one (`rustbill secrets new-key`) in [secrets] key and the old one in
+    [secrets] previous_keys on every process, restart them, run this, then drop previous_keys.
+    """
+
+    async def go(db: Any, settings: Settings) -> int:
+        from .domain import Catalog
+        from .plugins import PluginRegistry, PluginRuntime
+        from .vault import Vault
+
+        vault = Vault.from_settings(settings.secrets.key, settings.secrets.previous_keys, settings.data.dir)
+        registry = PluginRegistry()
+        return await Catalog(db, registry, PluginRuntime(db, registry, vault=vault), vault).rotate_secrets()
+
+    n = _run(go)
+    typer.echo(f"re-encrypted the secrets of {n} interface(s) with the current key")
 
 
 def main() -> None:

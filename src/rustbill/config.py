@@ -79,6 +79,9 @@ class AuthSettings(_Section):
     login_max_failures_per_user: int = Field(5, ge=1)
     login_max_failures_per_address: int = Field(20, ge=1)
     login_window_seconds: float = Field(900.0, gt=0)
+    # Who may call a method, where the default does not suit: "Service/Method" = "admin",
+    # "authenticated" or "public", e.g. {"IntegrationService/ListProviders" = "authenticated"}.
+    permissions: dict[str, str] = Field(default_factory=dict)
 
 
 class HttpSettings(_Section):
@@ -113,6 +116,40 @@ class HttpSettings(_Section):
         return v
 
 
+class SecretsSettings(_Section):
+    # Fernet key (32 url-safe base64 bytes; `rustbill secrets new-key` makes one) that encrypts the
+    # secret fields of plugin configs in the database. Empty: <data.dir>/secrets.key, generated once.
+    key: str = ""
+    # Older keys that still decrypt (during a rotation: see `rustbill secrets rotate`).
+    previous_keys: list[str] = Field(default_factory=list)
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, v: str) -> str:
+        if v:
+            _check_fernet_key("secrets.key", v)
+        return v
+
+    @field_validator("previous_keys")
+    @classmethod
+    def _check_previous(cls, v: list[str]) -> list[str]:
+        for k in v:
+            _check_fernet_key("secrets.previous_keys", k)
+        return v
+
+
+def _check_fernet_key(name: str, v: str) -> None:
+    import base64
+    import binascii
+
+    try:
+        ok = len(base64.urlsafe_b64decode(v.encode())) == 32
+    except (binascii.Error, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be 32 url-safe base64-encoded bytes (make one with `rustbill secrets new-key`)")
+
+
 class BootstrapSettings(_Section):
     admin_username: str = "admin"
     # Empty: a random password is generated on first start and printed once.
@@ -138,6 +175,8 @@ class DataSettings(_Section):
 
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text" (one line per record) or "json" (one JSON object per line, for log shippers).
+    format: Literal["text", "json"] = "text"
 
 
 class Settings(BaseSettings):
@@ -154,6 +193,7 @@ class Settings(BaseSettings):
     jwt: JwtSettings = Field(default_factory=JwtSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     data: DataSettings = Field(default_factory=DataSettings)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import uuid6
 
 from .errors import InvalidArgument
+from .inputs import shown
 
 __all__ = ["new_id", "parse_uuid", "rfc3339", "utcnow"]
 
@@ -24,7 +25,7 @@ def parse_uuid(value: str, field: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):
-        raise InvalidArgument(f"{field} is not a valid UUID: {value[:64]!r}") from None
+        raise InvalidArgument(f"{field} is not a valid UUID: {shown(value)}") from None
 
 
 def utcnow() -> datetime:

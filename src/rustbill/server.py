@@ -33,9 +33,10 @@ from .services.dispatch import Dispatcher
 from .services.grpc_edge import grpc_handlers
 from .services.http_edge import HttpEdge, build_app
 from .services.identity import IdentityServicer
-from .services.permissions import SERVICES
+from .services.permissions import PERMISSIONS, SERVICES, with_overrides
 from .services.servicer import IntegrationServicer
 from .services.system import SystemServicer
+from .vault import Vault
 
 __all__ = ["App", "serve"]
 
@@ -61,9 +62,11 @@ class App:
         self.scanner = PluginScanner(
             self.db, self.registry, settings.plugins.dir, import_timeout=settings.plugins.import_timeout_seconds
         )
+        self.vault = Vault.from_settings(settings.secrets.key, settings.secrets.previous_keys, settings.data.dir)
+        self.runtime.vault = self.vault
         self.metrics = Metrics()
         self.runtime.observer = self.metrics.plugin_call
-        self.catalog = Catalog(self.db, self.registry, self.runtime)
+        self.catalog = Catalog(self.db, self.registry, self.runtime, self.vault)
         self.providers = Providers(self.db, self.runtime)
         self.channels = Channels(self.db, self.runtime, public_url=settings.http.public_url)
         self.health = HealthService(
@@ -113,6 +116,7 @@ class App:
                 flush=True,
             )
         await self.auth.jwt_secret()
+        await self.catalog.seal_stored_secrets()
         await self.scanner.scan()
         self._scanned = True
 
@@ -121,6 +125,13 @@ class App:
             await self._invalidation.start()
             self.catalog.set_publisher(self._invalidation.publish)
 
+        try:
+            table = with_overrides(s.auth.permissions)
+        except ValueError as exc:
+            raise SystemExit(f"invalid configuration: {exc}") from None
+        for path, access in sorted(table.items()):
+            if access is not PERMISSIONS[path]:
+                log.warning("permission of %s changed by auth.permissions: %s", path, access.value)
         dispatcher = Dispatcher(
             self.auth,
             {
@@ -133,6 +144,7 @@ class App:
                 "rustbill.system.SystemService": SystemServicer(self._server_info),
             },
             self.metrics,
+            table=table,
         )
         options = [("grpc.so_reuseport", 0)]
         self.server = aio.server(options=options, maximum_concurrent_rpcs=s.server.max_concurrent_rpcs)
@@ -242,6 +254,7 @@ class App:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        await self.health.close()
         if self._invalidation is not None:
             await self._invalidation.close()
         await self.runtime.close()
@@ -269,6 +282,7 @@ async def _run(settings: Settings) -> bool:
         settings.server.grace_seconds,
     )
     await app.stop()
+    log.info("stopped" if not restart else "stopped; restarting")
     if restart and settings.server.restart_mode == "reexec":
         # Come back on the very ports we had, even if they were chosen by the OS (port 0).
         host = settings.server.listen.rpartition(":")[0]

@@ -169,7 +169,8 @@ class Instance(Base):
     __tablename__ = "instances"
     __table_args__ = (
         UniqueConstraint("interface_id", "provider_instance_id"),
-        UniqueConstraint("interface_id", "idempotency_key"),
+        # An idempotency-key is the caller's own: another caller's same key is another order.
+        UniqueConstraint("interface_id", "customer_id", "idempotency_key"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)

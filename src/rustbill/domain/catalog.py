@@ -19,8 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from ..db import Database, Instance, Plugin, PluginInterface
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ..ids import utcnow
+from ..inputs import loads_strict, shown
 from ..plugins import PluginRegistry, PluginRuntime
 from ..plugins.contract import PLUGIN_TYPES, PROVIDER_TYPES, ShapeError, check_spec_template
+from ..vault import Vault, is_secret, merge_update, refuse_placeholder, secret_paths
 
 __all__ = ["Catalog", "PluginInfo", "ProviderEntry", "validate_config"]
 
@@ -52,21 +54,28 @@ def check_plugin_type(plugin_type: str | None) -> str | None:
     if plugin_type is None or plugin_type == "":
         return None
     if plugin_type not in PLUGIN_TYPES:
-        raise InvalidArgument(f"plugin_type must be one of {', '.join(PLUGIN_TYPES)}; got {plugin_type!r}")
+        raise InvalidArgument(f"plugin_type must be one of {', '.join(PLUGIN_TYPES)}; got {shown(plugin_type)}")
     return plugin_type
 
 
 def validate_config(config_json: str, schema: dict[str, Any]) -> dict[str, Any]:
     """Parse and validate an interface's config; errors name the offending field."""
+    return check_config(parse_config(config_json), schema)
+
+
+def parse_config(config_json: str) -> dict[str, Any]:
+    """An interface's config_json as a dict (INVALID_ARGUMENT when it is not a JSON object)."""
     if len(config_json.encode()) > MAX_CONFIG_BYTES:
         raise InvalidArgument(f"config_json is larger than {MAX_CONFIG_BYTES // 1024} KiB")
     text = config_json.strip() or "{}"
-    try:
-        config = json.loads(text)
-    except ValueError as exc:
-        raise InvalidArgument(f"config_json is not valid JSON: {exc}") from None
+    config = loads_strict(text, "config_json")
     if not isinstance(config, dict):
         raise InvalidArgument(f"config_json must be a JSON object, not {type(config).__name__}")
+    return config
+
+
+def check_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """``config`` when it satisfies ``schema``; else INVALID_ARGUMENT naming the field."""
     validator = validator_for(schema)(schema)
     error = _first_error(validator, config)
     if error is not None:
@@ -77,7 +86,7 @@ def validate_config(config_json: str, schema: dict[str, Any]) -> dict[str, Any]:
             if missing:
                 where = f"{where}.{missing[0]}"
                 message = "is required"
-        if _is_secret(schema, error):
+        if _secret_at(schema, error):
             message = f"fails {error.validator!r} ({error.validator_value!r})"
         raise InvalidArgument(f"{where}: {message}")
     return config
@@ -89,14 +98,14 @@ def _first_error(validator: Any, config: dict[str, Any]) -> ValidationError | No
     return best_match(validator.iter_errors(config))
 
 
-def _is_secret(schema: dict[str, Any], error: ValidationError) -> bool:
+def _secret_at(schema: dict[str, Any], error: ValidationError) -> bool:
     """Whether the failing value sits in a secret field (then its value must not be echoed)."""
     node: Any = schema
     for part in error.absolute_path:
         if not isinstance(node, dict):
             return False
         node = (node.get("properties") or {}).get(part, {}) if isinstance(part, str) else node.get("items", {})
-    return isinstance(node, dict) and (node.get("format") == "password" or node.get("writeOnly") is True)
+    return is_secret(node)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +129,13 @@ def _doc_title(doc: str | None) -> tuple[str, str]:
 class Catalog:
     """Plugin definitions, interfaces and the enabled-by-type listings."""
 
-    def __init__(self, db: Database, registry: PluginRegistry, runtime: PluginRuntime) -> None:
+    def __init__(self, db: Database, registry: PluginRegistry, runtime: PluginRuntime, vault: Vault) -> None:
         self._db = db
+        self._vault = vault
         self._registry = registry
         self._runtime = runtime
-        self._listings: dict[str, tuple[float, Any]] = {}
+        # Listings by kind, and single interface rows by ("row", id): dropped together on any change.
+        self._listings: dict[Any, tuple[float, Any]] = {}
         self._publish: Callable[[uuid.UUID], None] = lambda _id: None
         runtime.on_evict(lambda _id: self._listings.clear())
         registry.subscribe(lambda _pid: self._listings.clear())
@@ -136,6 +147,11 @@ class Catalog:
     def health_changed(self, interface_id: uuid.UUID) -> None:
         self._listings.clear()
         self._publish(interface_id)
+
+    def rows_checked(self, interface_ids: list[uuid.UUID]) -> None:
+        """Health checks wrote these rows (``last_check_at`` at least): drop their cached copies."""
+        for iid in interface_ids:
+            self._listings.pop(("row", iid), None)
 
     def interface_changed(self, interface_id: uuid.UUID) -> None:
         self._runtime.evict(interface_id)
@@ -181,10 +197,16 @@ class Catalog:
             return list((await s.execute(q)).scalars())
 
     async def get_interface(self, interface_id: uuid.UUID) -> PluginInterface:
+        """One interface row, cached like the listings: dropped on every change of any interface,
+        here or in another process (LISTEN/NOTIFY), and on every plugin reload."""
+        hit = self._listings.get(("row", interface_id))
+        if hit is not None:
+            return hit[1]  # type: ignore[no-any-return]
         async with self._db.read() as s:
             row = await s.get(PluginInterface, interface_id)
         if row is None:
             raise NotFound(f"interface {interface_id} not found")
+        self._listings[("row", interface_id)] = (float("inf"), row)
         return row
 
     async def create_interface(self, plugin_def_id: uuid.UUID, display_name: str, config_json: str) -> PluginInterface:
@@ -197,6 +219,9 @@ class Catalog:
                 "fix the file in the plugins folder first"
             )
         config = validate_config(config_json, loaded.config_schema)
+        paths = secret_paths(loaded.config_schema)
+        refuse_placeholder(config, paths)
+        config = self._vault.seal(config, paths)
         now = utcnow()
         row = PluginInterface(
             plugin_def_id=plugin_row.id,
@@ -238,8 +263,14 @@ class Catalog:
                     raise NotFound(f"interface {interface_id} not found")
                 changed = False
                 if config_json is not None:
-                    config = validate_config(config_json, json.loads(row.config_schema or "{}"))
-                    row.config_json = json.dumps(config, ensure_ascii=False)
+                    schema = json.loads(row.config_schema or "{}")
+                    paths = secret_paths(schema)
+                    stored = self._vault.open(
+                        json.loads(row.config_json or "{}"), paths, what=f"interface {row.display_name!r}"
+                    )
+                    # Secrets left out or sent as the placeholder keep their stored value.
+                    config = check_config(merge_update(parse_config(config_json), stored, paths), schema)
+                    row.config_json = json.dumps(self._vault.seal(config, paths), ensure_ascii=False)
                     changed = True
                 if name is not None and name != row.display_name:
                     row.display_name = name
@@ -252,6 +283,35 @@ class Catalog:
         if changed:
             self.interface_changed(interface_id)
         return row
+
+    async def seal_stored_secrets(self) -> int:
+        """Encrypt the secrets still stored in clear (rows written before encryption at rest, or by
+        an older version); returns how many interfaces were rewritten. Safe to run at every start."""
+        done = 0
+        async with self._db.write() as s:
+            for row in (await s.execute(select(PluginInterface))).scalars():
+                paths = secret_paths(json.loads(row.config_schema or "{}"))
+                config = json.loads(row.config_json or "{}")
+                if paths and self._vault.has_plain(config, paths):
+                    row.config_json = json.dumps(self._vault.seal(config, paths), ensure_ascii=False)
+                    done += 1
+        if done:
+            log.info("encrypted the stored secrets of %d interface(s)", done)
+        return done
+
+    async def rotate_secrets(self) -> int:
+        """Re-encrypt every stored secret with the current key; returns the interfaces rewritten."""
+        done = 0
+        async with self._db.write() as s:
+            for row in (await s.execute(select(PluginInterface))).scalars():
+                paths = secret_paths(json.loads(row.config_schema or "{}"))
+                config, changed = self._vault.rotate(
+                    self._vault.seal(json.loads(row.config_json or "{}"), paths), paths
+                )
+                if changed or config != json.loads(row.config_json or "{}"):
+                    row.config_json = json.dumps(config, ensure_ascii=False)
+                    done += 1
+        return done
 
     async def toggle_interface(self, interface_id: uuid.UUID, enable: bool) -> PluginInterface:
         async with self._db.write() as s:

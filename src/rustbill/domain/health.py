@@ -36,6 +36,29 @@ class HealthService:
         self._runtime = runtime
         self._catalog = catalog
         self._concurrency = concurrency
+        self._soon: set[asyncio.Task[None]] = set()
+
+    def check_soon(self, interface_id: uuid.UUID) -> None:
+        """Check a new or re-enabled interface now, in the background, instead of showing it
+        unhealthy until the next round (a client filtering providers by health would hide it)."""
+
+        async def run() -> None:
+            try:
+                await self.check(interface_id)
+            except RustBillError as exc:
+                log.info("first health check of interface %s: %s", interface_id, exc.message)
+            except Exception:
+                log.exception("first health check of interface %s failed", interface_id)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"health-check-{interface_id}")
+        self._soon.add(task)
+        task.add_done_callback(self._soon.discard)
+
+    async def close(self) -> None:
+        """Cancel checks started by ``check_soon`` that are still running."""
+        for t in list(self._soon):
+            t.cancel()
+        await asyncio.gather(*self._soon, return_exceptions=True)
 
     async def check(self, interface_id: uuid.UUID) -> HealthResult:
         """Run the interface's ``health_check`` and store the outcome.
@@ -74,6 +97,7 @@ class HealthService:
                 if row.is_healthy != r.is_healthy or row.health_error != r.error:
                     changed.append(row.id)
                 row.is_healthy, row.health_error, row.last_check_at = r.is_healthy, r.error, r.checked_at
+        self._catalog.rows_checked(list(results))
         for iid in changed:
             self._catalog.health_changed(iid)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import uuid
@@ -26,6 +25,7 @@ from ..errors import (
     Unavailable,
 )
 from ..ids import new_id, utcnow
+from ..inputs import loads_strict, shown
 from ..plugins import Binding, PluginRuntime
 from ..plugins.contract import (
     check_admin_page,
@@ -79,7 +79,7 @@ def validate_spec(spec: dict[str, Any], template: dict[str, Any] | None = None) 
         raise InvalidArgument("extra_specs has more than 64 entries")
     for k, v in extra.items():
         if not k or len(k) > 100 or len(v) > 1000:
-            raise InvalidArgument(f"extra_specs entry {k[:100]!r} is empty or too long")
+            raise InvalidArgument(f"extra_specs entry {shown(k)} is empty or too long")
     if not template:
         return
     for f in template.get("fields", []):
@@ -95,12 +95,12 @@ def validate_spec(spec: dict[str, Any], template: dict[str, Any] | None = None) 
                 raise InvalidArgument(f"{key} is required by this provider")
             continue
         if f["options"] and str(value) not in f["options"]:
-            raise InvalidArgument(f"{key} must be one of {', '.join(f['options'])}; got {value!r}")
+            raise InvalidArgument(f"{key} must be one of {', '.join(f['options'])}; got {shown(value)}")
         if f["min"] or f["max"]:
             try:
                 n = Decimal(str(value))
             except ArithmeticError:
-                raise InvalidArgument(f"{key} must be a number, got {value!r}") from None
+                raise InvalidArgument(f"{key} must be a number, got {shown(value)}") from None
             if n < f["min"] or (f["max"] and n > f["max"]):
                 raise InvalidArgument(f"{key} must be between {f['min']} and {f['max']}, got {value}")
 
@@ -127,15 +127,12 @@ class Providers:
 
     async def call_action(self, interface_id: uuid.UUID, function: str, args_json: str) -> str:
         if not function.startswith("admin_"):
-            raise PermissionDenied(f"only admin_* functions can be called as actions; {function[:100]!r} cannot")
+            raise PermissionDenied(f"only admin_* functions can be called as actions; {shown(function)} cannot")
         if function == "admin_page":
             raise InvalidArgument("admin_page is not an action; use GetPluginAdminPage")
         if not _ACTION_RE.match(function):
-            raise InvalidArgument(f"function name {function[:100]!r} is not valid")
-        try:
-            args = json.loads(args_json) if args_json.strip() else {}
-        except ValueError as exc:
-            raise InvalidArgument(f"args_json is not valid JSON: {exc}") from None
+            raise InvalidArgument(f"function name {shown(function)} is not valid")
+        args = loads_strict(args_json, "args_json") if args_json.strip() else {}
         if not isinstance(args, dict):
             raise InvalidArgument(f"args_json must be a JSON object, not {type(args).__name__}")
         b = await self._runtime.bind(interface_id)
@@ -174,7 +171,7 @@ class Providers:
             check=lambda r: None if r is None else check_instance(r, "get_instance_status", need_id=False),
         )
         if result is None:
-            raise NotFound(f"instance {instance_id!r} not found at provider {b.display_name!r}")
+            raise NotFound(f"instance {shown(instance_id)} not found at provider {b.display_name!r}")
         return result  # type: ignore[no-any-return]
 
     async def upstream_instances(self, interface_id: uuid.UUID) -> list[dict[str, str]]:
@@ -209,7 +206,7 @@ class Providers:
                 )
             ).scalar_one_or_none()
         if existing is not None:
-            raise AlreadyExists(f"instance {instance_id!r} is already imported as {existing}")
+            raise AlreadyExists(f"instance {shown(instance_id)} is already imported as {existing}")
         st = await self._status(b, instance_id)
         now = utcnow()
         row = Instance(
@@ -227,7 +224,7 @@ class Providers:
             async with self._db.write() as s:
                 s.add(row)
         except IntegrityError:
-            raise AlreadyExists(f"instance {instance_id!r} is already imported") from None
+            raise AlreadyExists(f"instance {shown(instance_id)} is already imported") from None
         return row
 
     async def create_instance(
@@ -255,7 +252,7 @@ class Providers:
         validate_spec(spec, await self._template(b))
 
         if idempotency_key:
-            prior = await self._by_key(interface_id, idempotency_key)
+            prior = await self._by_key(interface_id, customer_id, idempotency_key)
             if prior is not None:
                 return await self._resume(b, prior)
         now = utcnow()
@@ -276,7 +273,7 @@ class Providers:
             async with self._db.write() as s:
                 s.add(row)
         except IntegrityError:
-            prior = await self._by_key(interface_id, idempotency_key or "")
+            prior = await self._by_key(interface_id, customer_id, idempotency_key or "")
             if prior is None:
                 raise
             return await self._resume(b, prior)
@@ -340,11 +337,15 @@ class Providers:
             setattr(row, k, v)
         return row
 
-    async def _by_key(self, interface_id: uuid.UUID, key: str) -> Instance | None:
+    async def _by_key(self, interface_id: uuid.UUID, customer_id: uuid.UUID | None, key: str) -> Instance | None:
+        """The order ``customer_id`` placed at ``interface_id`` under ``key`` (keys are per caller)."""
+        caller = Instance.customer_id.is_(None) if customer_id is None else Instance.customer_id == customer_id
         async with self._db.read() as s:
             return (
                 await s.execute(
-                    select(Instance).where(Instance.interface_id == interface_id, Instance.idempotency_key == key)
+                    select(Instance).where(
+                        Instance.interface_id == interface_id, caller, Instance.idempotency_key == key
+                    )
                 )
             ).scalar_one_or_none()
 

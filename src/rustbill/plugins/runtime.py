@@ -22,8 +22,9 @@ import logging
 import socket
 import ssl
 import time
+import traceback
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -31,48 +32,21 @@ from typing import Any, TypeVar
 import httpx
 
 from .. import errors
+from ..calls import caller
 from ..db import Database, PluginInterface
 from ..sdk import PluginError
+from ..vault import Vault, secret_paths, secret_values
 from .contract import PROVIDER_TYPES, ShapeError
 from .loader import LoadedPlugin
 from .registry import PluginRegistry
 from .state import CallContext, StateStore, current_call
 
-__all__ = ["Binding", "PluginRuntime", "secret_paths"]
+__all__ = ["Binding", "PluginRuntime"]
 
 log = logging.getLogger("rustbill.plugin_calls")
 # Failures that happen before a request reaches the remote system.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError, socket.gaierror, ssl.SSLError)
 T = TypeVar("T")
-
-
-def secret_paths(schema: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Paths of config properties marked secret (``format: password`` or ``writeOnly: true``)."""
-    out: list[tuple[str, ...]] = []
-    props = schema.get("properties") if isinstance(schema, dict) else None
-    if not isinstance(props, dict):
-        return out
-    for name, sub in props.items():
-        if not isinstance(sub, dict):
-            continue
-        path = (*prefix, name)
-        if sub.get("format") == "password" or sub.get("writeOnly") is True:
-            out.append(path)
-        elif sub.get("type") == "object" or "properties" in sub:
-            out.extend(secret_paths(sub, path))
-    return out
-
-
-def _secret_values(config: dict[str, Any], paths: Iterable[tuple[str, ...]]) -> tuple[str, ...]:
-    values: list[str] = []
-    for path in paths:
-        node: Any = config
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, (str, int)) and not isinstance(node, bool) and len(str(node)) >= 3:
-            values.append(str(node))
-    # longest first so that a secret containing another is masked whole
-    return tuple(sorted(set(values), key=len, reverse=True))
 
 
 @dataclass(slots=True)
@@ -107,8 +81,11 @@ class PluginRuntime:
         default_timeout: float = 30.0,
         timeouts: dict[str, float] | None = None,
         max_threads: int = 64,
+        vault: Vault | None = None,
     ) -> None:
         self._db = db
+        # Opens the sealed secrets of stored configs (None: configs hold no sealed values).
+        self.vault = vault
         # Called after every call with (plugin, function, outcome, seconds): the metrics.
         self.observer: Callable[[str, str, str, float], None] | None = None
         self._registry = registry
@@ -157,6 +134,9 @@ class PluginRuntime:
             schema = json.loads(row.config_schema) if row.config_schema else {}
         except ValueError:
             raise errors.Internal(f"stored config of interface {row.id} is not valid JSON") from None
+        paths = secret_paths(schema) + secret_paths(plugin.config_schema)
+        if self.vault is not None:
+            config = self.vault.open(config, paths, what=f"interface {row.display_name!r} ({row.id})")
         binding = Binding(
             interface_id=row.id,
             display_name=row.display_name,
@@ -164,7 +144,7 @@ class PluginRuntime:
             enabled=row.enabled,
             plugin=plugin,
             config=config,
-            secrets=_secret_values(config, secret_paths(schema) + secret_paths(plugin.config_schema)),
+            secrets=secret_values(config, paths),
         )
         self._bindings[row.id] = binding
         return binding
@@ -246,10 +226,12 @@ class PluginRuntime:
             current_call.reset(token)
             elapsed = time.perf_counter() - start
             log.info(
-                "plugin call interface=%s plugin=%s function=%s duration_ms=%.1f outcome=%s",
+                "plugin call interface=%s name=%s plugin=%s function=%s caller=%s duration_ms=%.1f outcome=%s",
                 binding.interface_id,
+                _quoted(binding.display_name),
                 binding.plugin_id,
                 function,
+                caller.get(),
                 elapsed * 1000,
                 outcome,
             )
@@ -283,10 +265,18 @@ class PluginRuntime:
             return exc
         if not isinstance(exc, Exception):
             return errors.Internal(f"{where} stopped with {type(exc).__name__}")
+        # The plugin's author needs the file and line: the traceback goes to the server log (secrets
+        # masked), never into the reply.
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        log.warning("%s raised an exception (interface %s):\n%s", where, b.interface_id, b.mask(trace).rstrip())
         return errors.Internal(b.mask(f"{where} failed: {type(exc).__name__}: {exc}"))
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class _PluginTimeout(Exception):

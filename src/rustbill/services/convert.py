@@ -12,6 +12,7 @@ from ..domain.providers import ProductRecord
 from ..ids import rfc3339
 from ..pb import integration_pb2 as pb
 from ..pb import product_pb2 as product_pb
+from ..vault import mask, secret_paths
 
 __all__ = [
     "gateway_info",
@@ -43,6 +44,17 @@ def plugin_def(info: PluginInfo) -> pb.PluginDef:
     )
 
 
+def shown_config(config_json: str, config_schema: str) -> str:
+    """The stored config as callers see it: every secret field is ``vault.PLACEHOLDER``."""
+    try:
+        paths = secret_paths(json.loads(config_schema or "{}"))
+        if not paths:
+            return config_json
+        return json.dumps(mask(json.loads(config_json or "{}"), paths), ensure_ascii=False)
+    except ValueError:
+        return "{}"
+
+
 def interface_info(i: PluginInterface) -> pb.PluginInterfaceInfo:
     msg = pb.PluginInterfaceInfo(
         id=str(i.id),
@@ -51,7 +63,7 @@ def interface_info(i: PluginInterface) -> pb.PluginInterfaceInfo:
         plugin_id=i.plugin_id,
         display_name=i.display_name,
         enabled=i.enabled,
-        config_json=i.config_json,
+        config_json=shown_config(i.config_json, i.config_schema),
         config_schema=i.config_schema,
         created_at=rfc3339(i.created_at),
         updated_at=rfc3339(i.updated_at),

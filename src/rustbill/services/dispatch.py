@@ -20,7 +20,8 @@ from typing import Any
 from google.protobuf.message import DecodeError, Message
 
 from ..auth import AuthService, Principal
-from ..errors import Code, Internal, InvalidArgument, RustBillError
+from ..calls import caller
+from ..errors import Code, Internal, InvalidArgument, PermissionDenied, RustBillError, Unauthenticated
 from ..metrics import Metrics
 from .permissions import PERMISSIONS, SERVICES, Access, authorize
 
@@ -71,6 +72,7 @@ class Dispatcher:
 
         self._auth = auth
         self._table = table
+        self._refusals: dict[str, tuple[float, int]] = {}
         self.metrics = metrics
         self.methods: dict[str, Method] = {}
         for svc in SERVICES:
@@ -95,8 +97,29 @@ class Dispatcher:
         PermissionDenied. Public methods need no credential (one sent anyway is not checked)."""
         if call.method.access is Access.PUBLIC:
             return
-        call.principal = await self._auth.authenticate(call.metadata.get("authorization"))
-        authorize(call.method.path, call.principal, self._table)
+        try:
+            call.principal = await self._auth.authenticate(call.metadata.get("authorization"))
+        except Unauthenticated as exc:
+            self._refused(call, exc.message)
+            raise
+        try:
+            authorize(call.method.path, call.principal, self._table)
+        except PermissionDenied as exc:
+            self._refused(call, f"{exc.message} (user {call.principal.username})")
+            raise
+
+    def _refused(self, call: Call, reason: str) -> None:
+        """A WARNING per refused caller address, at most one a minute (a flood stays one line)."""
+        now = time.monotonic()
+        start, count = self._refusals.get(call.peer, (0.0, 0))
+        if now - start >= 60:
+            more = f" ({count - 1} more from this address in the last minute)" if count > 1 else ""
+            log.warning("refused %s from %s over %s: %s%s", call.method.path, call.peer or "?", call.edge, reason, more)
+            if len(self._refusals) > 10_000:
+                self._refusals.clear()
+            self._refusals[call.peer] = (now, 1)
+        else:
+            self._refusals[call.peer] = (start, count + 1)
 
     @staticmethod
     def decode(method: Method, data: bytes) -> Message:
@@ -107,6 +130,7 @@ class Dispatcher:
 
     async def invoke(self, call: Call, request: Message) -> Message:
         """Run the servicer method; an unexpected exception becomes INTERNAL with a log reference."""
+        caller.set(call.principal.username if call.principal is not None else "-")
         try:
             return await call.method.handler(request, call)
         except RustBillError:

@@ -17,7 +17,7 @@ from ..auth import Principal
 from ..errors import PermissionDenied
 from ..pb import identity_pb2, integration_pb2, system_pb2
 
-__all__ = ["ACCESS", "SERVICES", "Access", "authorize", "permission_table"]
+__all__ = ["ACCESS", "PERMISSIONS", "SERVICES", "Access", "authorize", "permission_table", "with_overrides"]
 
 
 class Access(Enum):
@@ -68,6 +68,29 @@ def permission_table(
 
 
 PERMISSIONS = permission_table()
+
+
+def with_overrides(overrides: Mapping[str, str], table: Mapping[str, Access] = PERMISSIONS) -> dict[str, Access]:
+    """``table`` with ``[auth.permissions]`` applied: ``{"IntegrationService/ListProviders":
+    "authenticated"}`` (the service's short or full name). Raises ValueError naming an unknown
+    method or access level."""
+    out = dict(table)
+    by_short = {f"/{p.rsplit('/', 2)[1].rsplit('.', 1)[-1]}/{p.rsplit('/', 1)[1]}": p for p in table}
+    for name, level in overrides.items():
+        key = "/" + name.strip("/")
+        path = key if key in table else by_short.get(key)
+        if path is None:
+            raise ValueError(
+                f"auth.permissions: unknown method {name!r} (write it as Service/Method, "
+                "e.g. IntegrationService/ListProviders)"
+            )
+        try:
+            out[path] = Access(level)
+        except ValueError:
+            raise ValueError(
+                f"auth.permissions.{name}: {level!r} is not one of admin, authenticated, public"
+            ) from None
+    return out
 
 
 def authorize(method: str, principal: Principal | None, table: Mapping[str, Access] = PERMISSIONS) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..domain import Catalog, HealthService, Providers
@@ -12,6 +13,13 @@ from . import convert
 from .dispatch import Call
 
 __all__ = ["IntegrationServicer"]
+
+audit = logging.getLogger("rustbill.audit")
+
+
+def _who(call: Call) -> str:
+    return call.principal.username if call.principal is not None else "-"
+
 
 Ctx = Call
 
@@ -91,6 +99,8 @@ class IntegrationServicer:
         row = await self._catalog.create_interface(
             parse_uuid(request.plugin_def_id, "plugin_def_id"), request.display_name, request.config_json
         )
+        self._health.check_soon(row.id)
+        audit.info("interface created: %r (%s) plugin=%s by %s", row.display_name, row.id, row.plugin_id, _who(call))
         return pb.CreatePluginInterfaceResponse(interface=convert.interface_info(row))
 
     async def UpdatePluginInterface(
@@ -101,18 +111,27 @@ class IntegrationServicer:
             config_json=_opt(request, "config_json"),
             display_name=_opt(request, "display_name"),
         )
+        what = " and ".join(f for f in ("config_json", "display_name") if request.HasField(f)) or "nothing"
+        audit.info("interface updated (%s): %r (%s) by %s", what, row.display_name, row.id, _who(call))
         return pb.UpdatePluginInterfaceResponse(interface=convert.interface_info(row))
 
     async def TogglePluginInterface(
         self, request: pb.TogglePluginInterfaceRequest, call: Ctx
     ) -> pb.TogglePluginInterfaceResponse:
         row = await self._catalog.toggle_interface(parse_uuid(request.interface_id, "interface_id"), request.enable)
+        if request.enable:
+            self._health.check_soon(row.id)
+        state = "enabled" if request.enable else "disabled"
+        audit.info("interface %s: %r (%s) by %s", state, row.display_name, row.id, _who(call))
         return pb.TogglePluginInterfaceResponse(interface=convert.interface_info(row))
 
     async def DeletePluginInterface(
         self, request: pb.DeletePluginInterfaceRequest, call: Ctx
     ) -> pb.DeletePluginInterfaceResponse:
-        await self._catalog.delete_interface(parse_uuid(request.interface_id, "interface_id"))
+        iid = parse_uuid(request.interface_id, "interface_id")
+        name = (await self._catalog.get_interface(iid)).display_name
+        await self._catalog.delete_interface(iid)
+        audit.info("interface deleted: %r (%s) by %s", name, iid, _who(call))
         return pb.DeletePluginInterfaceResponse()
 
     # ---- health, admin page, actions ----
@@ -137,6 +156,7 @@ class IntegrationServicer:
         return pb.CallPluginActionResponse(result_json=result)
 
     async def RestartServer(self, request: common_pb2.EmptyRequest, call: Ctx) -> common_pb2.EmptyResponse:
+        audit.info("restart requested by %s (peer %s)", _who(call), call.peer or "?")
         self._restart()
         return common_pb2.EmptyResponse()
 
