@@ -115,3 +115,41 @@ def test_migrate_command_creates_the_schema(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "m.db") as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"plugins", "plugin_interfaces", "products", "instances", "users", "api_keys"} <= tables
+
+
+def test_cli_errors_are_one_clear_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Mistakes a new user makes: each is a short message naming what to fix, never a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("RUSTBILL_")}
+        return subprocess.run(
+            [sys.executable, "-m", "rustbill", *args], cwd=tmp_path, env={**clean, **env},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    cases = [
+        (("user", "list"), {}, "no database at " + str(tmp_path / "data" / "rustbill.db")),
+        (("user", "list"), {"RUSTBILL_DB__URL": "mysql://x/y"}, "db.url: unsupported database 'mysql'"),
+        (("user", "list"), {"RUSTBILL_DB__URL": "postgresql://postgres@127.0.0.1:1/x"}, "is unreachable"),
+        (("user", "list"), {"RUSTBILL_SERVER__LISTEN": "nope"}, "server.listen: server.listen must be HOST:PORT"),
+        (("user", "list", "--config", "missing.toml"), {}, "configuration file not found: missing.toml"),
+    ]
+    for args, env, expected in cases:
+        res = run(*args, **env)
+        assert res.returncode in (1, 2), (args, env, res.stderr)
+        assert expected in res.stderr, (args, env, res.stderr)
+        assert "Traceback" not in res.stderr and len(res.stderr.splitlines()) <= 3, res.stderr
+    typo = run("migrate", RUSTBILL_DATABASE_URL="x")
+    assert typo.returncode == 0 and "RUSTBILL_DATABASE_URL is not a setting and is ignored" in typo.stderr
+    # --config after the command, and the list commands
+    (tmp_path / "c.toml").write_text(f'[db]\nurl = "sqlite:///{tmp_path}/c.db"\n')
+    assert run("migrate", "--config", "c.toml").returncode == 0
+    assert run("user", "create", "ann", "--config", "c.toml").returncode == 0
+    listed = run("user", "list", "-c", "c.toml")
+    assert listed.returncode == 0 and "ann" in listed.stdout and "customer" in listed.stdout
+    assert run("apikey", "create", "--user", "ann", "--config=c.toml").returncode == 0
+    keys = run("apikey", "list", "--config", "c.toml")
+    assert keys.returncode == 0 and "ann" in keys.stdout

@@ -149,7 +149,7 @@ class LoginLimiter:
 class AuthService:
     """Issues and verifies credentials; manages users."""
 
-    def __init__(self, db: Database, settings: Settings, *, clock: type[datetime] = datetime) -> None:
+    def __init__(self, db: Database, settings: Settings) -> None:
         self._db = db
         self._settings = settings
         self._secret: str | None = settings.jwt.secret or None

@@ -16,7 +16,11 @@ from .config import Settings, load_settings
 __all__ = ["app", "main"]
 
 app = typer.Typer(
-    help="RustBill IntegrationService", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
+    help="RustBill IntegrationService",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no type column, no box drawing
 )
 user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 token_app = typer.Typer(help="Mint and revoke JWT access tokens.", no_args_is_help=True)
@@ -32,12 +36,76 @@ class _State:
     config: Path | None = None
 
 
+# RUSTBILL_* variables that are not settings but are read by the scripts and tests.
+_OTHER_ENV = {"RUSTBILL_CONFIG", "RUSTBILL_VENV", "RUSTBILL_TEST_DATABASE_URL"}
+
+
+def _config_errors(exc: ValidationError) -> str:
+    """pydantic's errors as one line per key: ``server.listen: must be HOST:PORT, got 'x'``."""
+    lines = []
+    for e in exc.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (see config.example.toml)"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
 def _settings() -> Settings:
+    source = f"{_State.config}" if _State.config else "the environment"
     try:
-        return load_settings(_State.config)
-    except (FileNotFoundError, ValueError, ValidationError) as exc:
-        typer.echo(f"error: invalid configuration: {exc}", err=True)
+        settings = load_settings(_State.config)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except ValidationError as exc:
+        typer.echo(f"error: invalid configuration (from {source} and RUSTBILL_* variables):", err=True)
+        typer.echo(_config_errors(exc), err=True)
+        raise typer.Exit(2) from None
+    except ValueError as exc:  # e.g. TOML syntax
+        typer.echo(f"error: invalid configuration in {source}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _warn_unknown_env(settings)
+    return settings
+
+
+def _warn_unknown_env(settings: Settings) -> None:
+    """A mistyped RUSTBILL_* variable would be ignored silently: say so."""
+    sections = {name: set(type(getattr(settings, name)).model_fields) for name in type(settings).model_fields}
+    for var in sorted(os.environ):
+        if not var.startswith("RUSTBILL_") or var in _OTHER_ENV:
+            continue
+        section, sep, key = var[len("RUSTBILL_") :].lower().partition("__")
+        if not sep or section not in sections or key.split("__", 1)[0] not in sections[section]:
+            typer.echo(
+                f"warning: {var} is not a setting and is ignored (settings are RUSTBILL_<SECTION>__<KEY>, "
+                "e.g. RUSTBILL_DB__URL; see config.example.toml)",
+                err=True,
+            )
+
+
+def _database_error(exc: BaseException, url: str) -> str | None:
+    """A one-line explanation of a database failure at start, or None when it is not one."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from .db import redact_url
+
+    where = f"database {redact_url(url)}"
+    if isinstance(exc, ValueError) and "db.url" in str(exc):
+        return f"{exc} (db.url / RUSTBILL_DB__URL)"
+    inner: BaseException = exc
+    while isinstance(getattr(inner, "orig", None), BaseException) or inner.__cause__ is not None:
+        inner = getattr(inner, "orig", None) or inner.__cause__  # type: ignore[assignment]
+    name = type(inner).__name__
+    if name == "InvalidCatalogNameError" or ("does not exist" in str(inner) and "database" in str(inner)):
+        return f"{where} does not exist: create it (e.g. createdb) or fix db.url"
+    if name in ("InvalidPasswordError", "InvalidAuthorizationSpecificationError"):
+        return f"{where}: the server refused the credentials: {exc}"
+    if isinstance(exc, (OSError, OperationalError, DBAPIError)) or name.endswith("ConnectionError"):
+        text = str(inner).splitlines()[0] if str(inner) else name
+        return f"{where} is unreachable: {text}"
+    return None
 
 
 class _JsonFormatter(logging.Formatter):
@@ -85,12 +153,22 @@ def _main(
     _State.config = config or (Path(env) if env else None)
 
 
-def _run(coro_fn: Any) -> Any:
-    """Run a coroutine with a migrated database; domain errors print as one line, exit 1."""
+def _run(coro_fn: Any, *, create_db: bool = False) -> Any:
+    """Run a coroutine with a migrated database; domain errors print as one line, exit 1. An SQLite
+    database that does not exist is not created (unless ``create_db``): a command run from another
+    folder than the server's would otherwise work on an empty database of its own."""
     from .db import Database
     from .errors import RustBillError
 
     settings = _settings()
+    url = settings.database_url
+    if not create_db and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        typer.echo(
+            f"error: no database at {url.removeprefix('sqlite:///')}: run rustbill from the server's folder, "
+            "or say where the database is (--config FILE, or RUSTBILL_DB__URL)",
+            err=True,
+        )
+        raise typer.Exit(1)
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
 
     async def go() -> Any:
@@ -104,11 +182,20 @@ def _run(coro_fn: Any) -> Any:
     try:
         return asyncio.run(go())
     except RustBillError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
+        typer.echo(f"error: {exc.message} (database {_shown_db(settings)})", err=True)
         raise typer.Exit(1) from None
-    except OSError as exc:
-        typer.echo(f"error: database unreachable: {exc}", err=True)
+    except Exception as exc:
+        message = _database_error(exc, settings.database_url)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
         raise typer.Exit(1) from None
+
+
+def _shown_db(settings: Settings) -> str:
+    from .db import redact_url
+
+    return redact_url(settings.database_url)
 
 
 def _auth(db: Any, settings: Settings) -> Any:
@@ -124,7 +211,14 @@ def serve() -> None:
 
     settings = _settings()
     _setup_logging(settings.log.level, settings.log.format)
-    run_server(settings)
+    try:
+        run_server(settings)
+    except Exception as exc:
+        message = _database_error(exc, settings.database_url)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -132,14 +226,14 @@ def migrate() -> None:
     """Apply database migrations and exit."""
 
     async def go(db: Any, settings: Settings) -> None:
-        typer.echo("database is up to date")
+        typer.echo(f"database {_shown_db(settings)} is up to date")
 
-    _run(go)
+    _run(go, create_db=True)
 
 
 @user_app.command("create")
 def user_create(
-    name: str,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="user name")],
     role: Annotated[str, typer.Option("--role", help="admin or customer")] = "customer",
     password: Annotated[str | None, typer.Option("--password", help="optional login password")] = None,
 ) -> None:
@@ -152,8 +246,26 @@ def user_create(
     _run(go)
 
 
+@user_app.command("list")
+def user_list() -> None:
+    """List users: name, role, active, password set, created."""
+    from sqlalchemy import select
+
+    from .db import User
+
+    async def go(db: Any, settings: Settings) -> list[Any]:
+        async with db.read() as s:
+            return list((await s.execute(select(User).order_by(User.username))).scalars())
+
+    rows = _run(go)
+    typer.echo(f"{'NAME':24} {'ROLE':9} {'ACTIVE':7} {'PASSWORD':9} CREATED")
+    for u in rows:
+        active, password = "yes" if u.is_active else "no", "set" if u.password_hash else "-"
+        typer.echo(f"{u.username:24} {u.role:9} {active:7} {password:9} {u.created_at:%Y-%m-%d %H:%M}")
+
+
 @user_app.command("disable")
-def user_disable(name: str) -> None:
+def user_disable(name: Annotated[str, typer.Argument(metavar="NAME", help="user name")]) -> None:
     """Disable a user: all their tokens and API keys stop working."""
 
     async def go(db: Any, settings: Settings) -> None:
@@ -164,7 +276,7 @@ def user_disable(name: str) -> None:
 
 
 @user_app.command("enable")
-def user_enable(name: str) -> None:
+def user_enable(name: Annotated[str, typer.Argument(metavar="NAME", help="user name")]) -> None:
     """Enable a disabled user again."""
 
     async def go(db: Any, settings: Settings) -> None:
@@ -176,7 +288,7 @@ def user_enable(name: str) -> None:
 
 @user_app.command("passwd")
 def user_passwd(
-    name: str,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="user name")],
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="read the new password from standard input (for scripts)")
     ] = False,
@@ -233,9 +345,34 @@ def apikey_create(
     typer.echo(_run(go))
 
 
+@apikey_app.command("list")
+def apikey_list(
+    user: Annotated[str | None, typer.Option("--user", help="only this user's keys")] = None,
+) -> None:
+    """List API keys (prefix, user, name, created, revoked); the keys themselves are not stored."""
+    from sqlalchemy import select
+
+    from .db import ApiKey, User
+
+    async def go(db: Any, settings: Settings) -> list[Any]:
+        q = select(ApiKey, User.username).join(User, User.id == ApiKey.user_id).order_by(ApiKey.created_at)
+        if user:
+            q = q.where(User.username == user)
+        async with db.read() as s:
+            return list((await s.execute(q)).all())
+
+    rows = _run(go)
+    typer.echo(f"{'PREFIX':10} {'USER':20} {'CREATED':17} {'REVOKED':17} NAME")
+    for key, username in rows:
+        revoked = key.revoked_at.strftime("%Y-%m-%d %H:%M") if key.revoked_at else "-"
+        typer.echo(
+            f"{key.key_prefix:10} {username:20} {key.created_at.strftime('%Y-%m-%d %H:%M'):17} {revoked:17} {key.name}"
+        )
+
+
 @apikey_app.command("revoke")
-def apikey_revoke(prefix: str) -> None:
-    """Revoke the API key with PREFIX (the 8 characters after ``rbk_``)."""
+def apikey_revoke(prefix: Annotated[str, typer.Argument(metavar="PREFIX", help="the key's prefix")]) -> None:
+    """Revoke the API key with PREFIX (the 8 characters after rbk_; see apikey list)."""
 
     async def go(db: Any, settings: Settings) -> None:
         await _auth(db, settings).revoke_api_key(prefix)
@@ -273,5 +410,27 @@ def secrets_rotate() -> None:
     typer.echo(f"re-encrypted the secrets of {n} interface(s) with the current key")
 
 
+def _config_first(argv: list[str]) -> list[str]:
+    """``--config FILE`` / ``-c FILE`` / ``--config=FILE`` anywhere on the line, moved before the
+    command (``rustbill user list --config x.toml`` works like ``rustbill --config x.toml user list``)."""
+    out: list[str] = []
+    front: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--config", "-c") and i + 1 < len(argv):
+            front += [a, argv[i + 1]]
+            i += 2
+            continue
+        if a.startswith("--config="):
+            front.append(a)
+        else:
+            out.append(a)
+        i += 1
+    return front + out
+
+
 def main() -> None:
-    app(prog_name="rustbill")
+    import sys
+
+    app(args=_config_first(sys.argv[1:]), prog_name="rustbill")

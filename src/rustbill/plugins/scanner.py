@@ -48,7 +48,6 @@ class PluginScanner:
         folder: Path,
         *,
         import_timeout: float = 10.0,
-        on_db_change: object = None,
     ) -> None:
         self._db = db
         self._registry = registry
