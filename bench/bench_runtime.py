@@ -250,10 +250,12 @@ async def _inproc(job: dict[str, Any]) -> dict[str, Any]:
 
         async def b_log_line() -> Any:
             calls_log.info(
-                "plugin call interface=%s plugin=%s function=%s duration_ms=%.1f outcome=%s",
+                "plugin call interface=%s name=%s plugin=%s function=%s caller=%s duration_ms=%.1f outcome=%s",
                 binding.interface_id,
+                binding.display_name,
                 binding.plugin_id,
                 "query_price",
+                "bench",
                 0.01,
                 "ok",
             )

@@ -326,7 +326,9 @@ def test_secrets_never_reach_messages_or_the_log(server: ServerProcess, stub, pr
     bad = create_interface(stub, admin_token, "t_provider", json.dumps({"api_key": SECRET, "healthy": False}))
     health = stub.CheckPluginHealth(pb.CheckPluginHealthRequest(interface_id=bad.id), metadata=md(admin_token))
     assert not health.is_healthy and health.error.endswith("upstream refused key ***")
-    server.wait_for_log(rf"interface={bad.id} plugin=t_provider function=health_check .*outcome=UNAVAILABLE")
+    server.wait_for_log(
+        rf"interface={bad.id} name=\"{bad.display_name}\" plugin=t_provider function=health_check .*outcome=UNAVAILABLE"
+    )
     assert SECRET not in server.log
 
 
@@ -334,7 +336,8 @@ def test_every_plugin_call_is_logged(server: ServerProcess, stub, provider, admi
     mark = server.log_mark()
     stub.QueryPrice(price_req(provider.id), metadata=md(admin_token))
     server.wait_for_log(
-        rf"plugin call interface={provider.id} plugin=t_provider function=query_price duration_ms=\d+\.\d outcome=ok",
+        rf"plugin call interface={provider.id} name=\"{provider.display_name}\" plugin=t_provider "
+        rf"function=query_price caller=admin duration_ms=\d+\.\d outcome=ok",
         start=mark,
     )
 
