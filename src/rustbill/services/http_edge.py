@@ -355,6 +355,12 @@ def build_app(
             if scope.get("scheme") == "https":
                 scope = {**scope, "headers": [*scope["headers"], (b"x-rustbill-scheme", b"https")]}
             content_type = _header(scope, b"content-type")
+            if scope["method"] != "POST":
+                await PlainTextResponse(_HOW, status_code=405, headers={"allow": "POST"})(scope, receive, send)
+                return
+            if not content_type.startswith((b"application/json", b"application/proto", b"application/grpc")):
+                await PlainTextResponse(_HOW, status_code=415, headers={"accept-post": _ACCEPT})(scope, receive, send)
+                return
             if content_type.startswith(b"application/grpc-web"):
                 return await grpc_web(scope, receive, send)
             if content_type.startswith(b"application/grpc"):
@@ -385,6 +391,14 @@ def build_app(
         expose_headers=["grpc-status", "grpc-message", "grpc-status-details-bin", "retry-after"],
         max_age=600,
     )  # type: ignore[return-value]
+
+
+_ACCEPT = "application/json, application/proto, application/grpc-web+proto"
+_HOW = (
+    "RPCs are called with POST and one of these content types: application/json (Connect JSON, e.g. "
+    "curl -H 'content-type: application/json' -d '{}'), application/proto (Connect binary) or "
+    "application/grpc-web+proto (gRPC-Web)\n"
+)
 
 
 def _header(scope: dict[str, Any], name: bytes) -> bytes:
