@@ -23,6 +23,7 @@ const ROUTES = [
 let current = null; // {cleanup, isDirty} of the page shown
 let shownHash = null;
 let ignoreNextHash = false;
+let navSeq = 0;
 let main = null;
 
 function route() {
@@ -184,16 +185,38 @@ async function show() {
     else a.removeAttribute("aria-current");
   }
   const target = main;
+  const hash = location.hash;
+  // Each navigation renders into a view of its own, shown once it is still the current one: a
+  // slow page never overwrites the page the user went on to. data-route / data-state on <main>
+  // say when a page has finished loading (tests and scripts wait on them).
+  const view = h("div", { class: "view" });
+  target.dataset.route = "";
+  target.dataset.state = "loading";
   clear(target, loading());
+  navSeq += 1;
+  const seq = navSeq;
+  const stillCurrent = () => target === main && seq === navSeq && hash === location.hash;
+  let state = "ready";
+  let page = null;
   try {
-    const page = await r.fn(target, r.params, { navigate, reload: () => show() });
-    if (target === main && shownHash === location.hash) current = page || null;
+    page = await r.fn(view, r.params, { navigate, reload: () => show() });
+    if (stillCurrent()) current = page || null;
     else if (page && page.cleanup) page.cleanup();
   } catch (err) {
-    if (target === main) clear(target, errorState(err, () => show()));
+    state = "error";
+    clear(view, errorState(err, () => show()));
   }
-  const heading = target.querySelector("h1");
-  if (heading && document.activeElement === document.body) {
+  if (!stillCurrent()) return;
+  clear(target, view);
+  target.dataset.route = r.path;
+  target.dataset.state = state;
+  if (page && page.onShown) {
+    page.onShown();
+    return;
+  }
+  // Move the focus to the new page (keyboard and screen-reader users start there).
+  const heading = view.querySelector("h1");
+  if (heading) {
     heading.setAttribute("tabindex", "-1");
     heading.focus({ preventScroll: true });
   }

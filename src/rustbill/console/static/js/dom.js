@@ -99,6 +99,7 @@ export function toast(message, kind = "ok") {
   }
   const el = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" }, message);
   region.append(el);
+  while (region.children.length > 3) region.firstChild.remove();
   setTimeout(() => el.classList.add("toast-out"), kind === "error" ? 8000 : 4000);
   setTimeout(() => el.remove(), kind === "error" ? 8600 : 4600);
 }

@@ -196,8 +196,8 @@ export function buildSchemaForm(schema, { values = {}, editing = false } = {}) {
         collect = () => control.checked;
         const wrap = h("div", { class: "field field-check", "data-path": path.join(".") },
           h("div", { class: "check-row" }, control, label),
-          helpParts.length ? h("p", { class: "help", id: helpId }, helpParts.join(" ")) : h("span", { id: helpId, hidden: true }),
-          err);
+          err,
+          helpParts.length ? h("p", { class: "help", id: helpId }, helpParts.join(" ")) : h("span", { id: helpId, hidden: true }));
         container.append(wrap);
         fields.set(path.join("."), { path, kind, control, err, wrap });
         return collect;
@@ -242,7 +242,8 @@ export function buildSchemaForm(schema, { values = {}, editing = false } = {}) {
         const options = enumOf(s.items);
         const chosen = new Set(Array.isArray(initial) ? initial : []);
         const boxes = options.map((o) => h("input", { type: "checkbox", checked: chosen.has(o.value) }));
-        control = h("div", { class: "check-group", role: "group", id, "aria-describedby": describedBy },
+        control = h("div", { class: "check-group", role: "group", id, "aria-describedby": describedBy,
+          "data-path": path.join(".") },
           options.map((o, i) => h("label", { class: "check-inline" }, boxes[i], o.label)));
         collect = () => {
           const out = options.filter((o, i) => boxes[i].checked).map((o) => o.value);
@@ -292,12 +293,12 @@ export function buildSchemaForm(schema, { values = {}, editing = false } = {}) {
   }
 
   function fieldWrap(label, control, helpParts, helpId, err, ...extra) {
-    return h("div", { class: "field", "data-path": control.name || "" },
+    return h("div", { class: "field", "data-path": control.name || control.dataset.path || "" },
       h("div", { class: "label-row" }, label, extra[0] || null),
       control,
+      err,
       extra[1] || null,
-      helpParts.length ? h("p", { class: "help", id: helpId }, helpParts.join(" ")) : h("span", { id: helpId, hidden: true }),
-      err);
+      helpParts.length ? h("p", { class: "help", id: helpId }, helpParts.join(" ")) : h("span", { id: helpId, hidden: true }));
   }
 
   function clearErrors() {

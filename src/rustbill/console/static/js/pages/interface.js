@@ -110,8 +110,8 @@ function interfaceForm({ schema, values, name, editing, submitLabel, onSubmit, o
     } catch (err) {
       clear(status);
       const placed = placeError(err);
-      clear(status, placed ? notice("error", t("The server refused the configuration; see the marked field."))
-        : errorNotice(err));
+      clear(status, placed ? notice("error", t("The server refused the configuration; see the marked field."),
+        h("span", { class: "small mono" }, ` (${err.message})`)) : errorNotice(err));
       if (placed === "name") nameInput.focus();
       else if (placed) sf.focusFirstError();
       else status.scrollIntoView({ block: "nearest" });
@@ -165,8 +165,7 @@ export async function renderCreate(main, [defId], { navigate }) {
     schema.description ? h("p", { class: "plugin-desc" }, schema.description) : null,
     h("section", { class: "card" }, f.form));
   const first = f.form.querySelector("input");
-  if (first) first.focus();
-  return { isDirty: f.isDirty };
+  return { isDirty: f.isDirty, onShown: () => { if (first) first.focus(); } };
 }
 
 // ---------------------------------------------------------------- detail / edit

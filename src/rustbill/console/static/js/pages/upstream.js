@@ -139,7 +139,7 @@ function productTable(products) {
     h("tbody", {}, sorted.map((x) => h("tr", { class: x.active ? "" : "row-muted" },
       h("td", { "data-label": t("Product") }, h("strong", {}, x.name), x.description ? h("div", { class: "muted small" }, x.description) : null),
       h("td", { "data-label": t("Upstream ID") }, h("code", {}, x.upstreamProductId)),
-      h("td", { "data-label": t("Price") }, `${x.price} ${x.currency}`),
+      h("td", { "data-label": t("Price"), class: "nowrap" }, `${x.price} ${x.currency}`),
       h("td", { "data-label": t("Billing cycles") }, Object.entries(x.billingCycles || {}).map(([k, v]) => h("div", { class: "small" }, `${k}: ${v}`))),
       h("td", { "data-label": t("Specs") }, Object.entries(x.specs || {}).map(([k, v]) => h("span", { class: "spec-chip" }, `${k}=${v}`))),
       h("td", { "data-label": t("Status") }, x.active ? badge("ok", t("Active")) : badge("muted", t("Inactive"))))))));
