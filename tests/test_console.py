@@ -165,8 +165,11 @@ class Console:
 
     def ready(self, route: str | None = None) -> None:
         """Waits until the page of ``route`` (or whatever page) has finished loading."""
-        if route is None:
-            self.page.wait_for_selector("main[data-state=ready], main[data-state=error]")
+        if route is None:  # the page the address now names
+            self.page.wait_for_function(
+                "() => { const m = document.querySelector('main');"
+                " return !!m && !!m.dataset.route && '#' + m.dataset.route === (location.hash || '#/plugins'); }"
+            )
         else:
             self.page.wait_for_selector(f'main[data-route="{route}"]')
         state = self.page.get_attribute("main", "data-state")
@@ -316,6 +319,14 @@ def test_headers_csp_and_redirects(console_server: ServerProcess) -> None:
     for path in ("/", "/admin"):
         with get(path) as r:  # urllib follows the redirect
             assert r.url == base + "/admin/"
+
+
+def test_readme_says_where_the_console_is() -> None:
+    from rustbill.config import HttpSettings
+
+    section = (ROOT / "README.md").read_text().split("## Admin console", 1)[1].split("\n## ", 1)[0]
+    assert "./scripts/serve" in section
+    assert f"http://{HttpSettings().listen}/admin/" in section  # the default listener
 
 
 def test_builtin_admin_pages_use_the_sdk_bridge() -> None:
@@ -539,6 +550,87 @@ def _webhook_flow(console: Console, stub: Any, admin: str, receiver: WebhookRece
         _iface(stub, admin, iid)
 
 
+def test_schema_form_widgets_nested_errors_and_secrets(console: Console, stub: Any, admin: str) -> None:
+    """Every kind of field of tests/plugins/t_form.py; an error in a nested object at its field; a
+    nested secret kept on edit; values that cannot be sent are refused in the page."""
+    page = console.page
+    console.signed_in()
+    page.locator("article[data-plugin=t_form] a", has_text="New interface").click()
+    console.ready()
+    form = page.locator("main form")
+    # Widgets, labels, defaults.
+    assert form.locator("select[name=mode]").input_value() == "1"  # "safe", the default (index 1)
+    assert form.locator("select[name=mode] option").all_inner_texts() == ["fast", "safe", "off"]
+    assert form.locator("input[name=retries]").get_attribute("type") == "number"
+    assert form.locator("input[name=retries]").input_value() == "2"
+    assert form.locator("input[name=ratio]").get_attribute("step") == "any"
+    assert form.locator("input[name=verbose]").is_checked()
+    assert form.locator("textarea[name=tags]").count() == 1 and "One value per line." in form.inner_text()
+    assert form.locator(".check-group input[type=checkbox]").count() == 3
+    assert form.locator("input[name=token]").get_attribute("type") == "password"
+    smtp = form.locator("fieldset[data-path=smtp]")
+    assert smtp.locator("legend").inner_text().startswith("SMTP server")
+    assert smtp.locator("input[name='smtp.port']").input_value() == "587"
+    assert smtp.locator("input[name='smtp.password']").get_attribute("type") == "password"
+    assert form.locator("textarea[name=limits]").count() == 1  # a map: JSON
+    name_id = page.get_attribute("input[name=name]", "id")
+    assert page.inner_text(f"label[for='{name_id}']").replace(" ", "") == "Name*name"  # labelled, required
+
+    name = unique("form")
+    page.fill("input[name=display_name]", name)
+    page.fill("input[name=name]", "demo")
+    page.fill("textarea[name=tags]", "a\n\n  b  \n")
+    form.locator(".check-group label:has-text('sms') input").check()
+    page.fill("input[name=ratio]", "0.25")
+    page.fill("input[name=token]", "tok-secret-1")
+    page.fill("input[name='smtp.password']", "smtp-secret-1")
+    # Not JSON: refused in the page, at its field.
+    page.fill("textarea[name=limits]", "{not json")
+    page.click("button:has-text('Create interface')")
+    page.locator(".field[data-path=limits] .field-error").wait_for()
+    assert "is not valid JSON" in page.inner_text(".field[data-path=limits] .field-error")
+    page.fill("textarea[name=limits]", '{"daily": 10}')
+    # The nested required field is missing: the server names config_json.smtp.host.
+    page.click("button:has-text('Create interface')")
+    nested = page.locator(".field[data-path='smtp.host'] .field-error")
+    nested.wait_for()
+    assert nested.inner_text() == "is required"
+    assert "config_json.smtp.host: is required" in page.inner_text(".form-status")
+    console.shot("interface-create-nested-error")
+    page.fill("input[name='smtp.host']", "mail.example.com")
+    page.click("button:has-text('Create interface')")
+    iid = _hash_id(page, rf"#/interfaces/{UUID}$")
+    console.ready(f"/interfaces/{iid}")
+    config = json.loads(_iface(stub, admin, iid).config_json)
+    for secret in ("token",):
+        assert config.pop(secret) in ("tok-secret-1", "********")
+    assert config["smtp"].pop("password") in ("smtp-secret-1", "********")
+    assert config == {
+        "name": "demo", "mode": "safe", "retries": 2, "ratio": 0.25, "verbose": True, "tags": ["a", "b"],
+        "channels": ["mail", "sms"], "smtp": {"host": "mail.example.com", "port": 587}, "limits": {"daily": 10},
+    }  # fmt: skip
+
+    # Edit: both secrets are "configured", never shown; untouched they are kept, a new value replaces.
+    for sel in ("input[name=token]", "input[name='smtp.password']"):
+        assert page.input_value(sel) == "" and "configured" in (page.get_attribute(sel, "placeholder") or "")
+    assert "tok-secret-1" not in page.content() and "smtp-secret-1" not in page.content()
+    page.fill("input[name='smtp.password']", "smtp-secret-2")
+    page.locator("input[name=verbose]").uncheck()
+    page.fill("input[name=retries]", "")
+    page.click("button:has-text('Save changes')")
+    page.wait_for_selector(".toast:has-text('is saved')")
+    config = json.loads(_iface(stub, admin, iid).config_json)
+    assert config["token"] in ("tok-secret-1", "********")
+    assert config["smtp"]["password"] in ("smtp-secret-2", "********")
+    assert config["verbose"] is False and "retries" not in config  # emptied: left out (the default applies)
+    # A value out of range: the server's message at the nested field.
+    page.fill("input[name='smtp.port']", "70000")
+    page.click("button:has-text('Save changes')")
+    page.locator(".field[data-path='smtp.port'] .field-error").wait_for()
+    assert "70000" in page.inner_text(".field[data-path='smtp.port'] .field-error")
+    console.shot("interface-edit-nested-error")
+
+
 def test_plugin_list_toggle_health_and_refused_delete(console: Console, stub: Any, admin: str) -> None:
     """The rows of the plugin page: toggle, health, and a delete the server refuses (instances)."""
     cloud = create_interface(stub, admin, "demo_cloud", "{}", unique("cloud-row"))
@@ -568,8 +660,10 @@ def test_plugin_list_toggle_health_and_refused_delete(console: Console, stub: An
     text = page.inner_text("dialog[open]")
     assert "still has 1 local instance" in text and "Disable the interface instead" in text
     console.shot("plugins-delete-refused")
-    console.dialog_button("OK").click()
-    assert _iface(stub, admin, cloud.id).enabled
+    # … with the way out: disable it instead.
+    console.dialog_button("Disable it").click()
+    row.locator("button[role=switch][aria-checked=false]").wait_for()
+    assert not _iface(stub, admin, cloud.id).enabled
 
 
 def test_hostile_admin_page_reaches_only_its_own_actions(

@@ -53,7 +53,18 @@ function setSession(token, expiresIn) {
   expiresAt = Date.now() + seconds * 1000;
   clearTimeout(refreshTimer);
   const wait = Math.max(5, seconds - REFRESH_MARGIN_S) * 1000;
-  refreshTimer = setTimeout(() => { refresh().catch(() => {}); }, wait);
+  refreshTimer = setTimeout(scheduledRefresh, wait);
+}
+
+function scheduledRefresh() {
+  refresh().catch((err) => {
+    // Server down for a moment (a restart): try again while the token may still be valid. A
+    // refused refresh has already ended the session (lostSession).
+    if (accessToken && !(err instanceof ApiError && err.code === "unauthenticated")) {
+      clearTimeout(refreshTimer);
+      refreshTimer = setTimeout(scheduledRefresh, 15_000);
+    }
+  });
 }
 
 function dropSession() {
@@ -219,8 +230,9 @@ export async function waitForRestart(oldStartedAt, timeoutMs, onTick) {
     try {
       const info = await post(SYSTEM, "GetServerInfo", {}, { token: accessToken, timeoutMs: 3000 });
       if (info.startedAt !== oldStartedAt) return info;
-    } catch {
-      // down, or still draining: keep waiting
+    } catch (err) {
+      // down, or still draining: keep waiting (with a fresh token if this one ran out meanwhile)
+      if (err instanceof ApiError && err.code === "unauthenticated") await refresh().catch(() => {});
     }
     await new Promise((res) => setTimeout(res, 1000));
   }

@@ -124,11 +124,11 @@ export async function busy(button, fn) {
 
 /**
  * A modal confirmation. Resolves true when confirmed; Escape, Cancel or a click outside resolve
- * false. Destructive dialogs start with the focus on Cancel.
+ * false. Destructive dialogs start with the focus on Cancel. alert: one button only.
  */
-export function confirmDialog({ title, message, confirmLabel, danger = false, details }) {
+export function confirmDialog({ title, message, confirmLabel, cancelLabel, danger = false, details, alert = false }) {
   return new Promise((resolve) => {
-    const cancel = h("button", { class: "btn", type: "button", value: "cancel" }, t("Cancel"));
+    const cancel = alert ? null : h("button", { class: "btn", type: "button", value: "cancel" }, cancelLabel || t("Cancel"));
     const ok = h("button", { class: danger ? "btn btn-danger" : "btn btn-primary", type: "button", value: "ok" },
       confirmLabel || t("Confirm"));
     const titleId = nextId("dlg");
@@ -138,13 +138,13 @@ export function confirmDialog({ title, message, confirmLabel, danger = false, de
       details ? h("div", { class: "dialog-details" }, details) : null,
       h("div", { class: "dialog-actions" }, cancel, ok));
     let result = false;
-    cancel.addEventListener("click", () => dlg.close());
+    if (cancel) cancel.addEventListener("click", () => dlg.close());
     ok.addEventListener("click", () => { result = true; dlg.close(); });
     dlg.addEventListener("click", (ev) => { if (ev.target === dlg) dlg.close(); });
     dlg.addEventListener("close", () => { dlg.remove(); resolve(result); });
     document.body.append(dlg);
     dlg.showModal();
-    (danger ? cancel : ok).focus();
+    (danger && cancel ? cancel : ok).focus();
   });
 }
 

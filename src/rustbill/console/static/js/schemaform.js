@@ -67,6 +67,13 @@ function isMultiline(s) {
   return typeof s.maxLength === "number" && s.maxLength >= MULTILINE_MIN && !/\\r|\\n/.test(pattern);
 }
 
+/** Ends a description with a full stop, so that hints can follow it. */
+function sentence(text) {
+  const s = String(text).trim();
+  if (!s || /[.。!！?？:：)）]$/.test(s)) return s;
+  return /[\u3000-\u9fff]$/.test(s) ? `${s}。` : `${s}.`;
+}
+
 function shapeHint(s) {
   const props = (x) => Object.entries((x && x.properties) || {})
     .map(([k]) => ((x.required || []).includes(k) ? `${k}*` : k)).join(", ");
@@ -139,7 +146,7 @@ export function buildSchemaForm(schema, { values = {}, editing = false } = {}) {
       required ? h("span", { class: "req", "aria-hidden": "true" }, " *") : null,
       h("code", { class: "field-key" }, key));
     const helpParts = [];
-    if (s.description) helpParts.push(s.description);
+    if (s.description) helpParts.push(sentence(s.description));
     let control;
     let collect;
     const describedBy = `${helpId} ${errId}`;

@@ -87,6 +87,8 @@ export const ZH = {
   "Disable the interface instead: it then takes no new calls, and its instances keep their records.":
     "可以改为停用此接口：它将不再接受新的调用，其实例记录保持不变。",
   "OK": "好的",
+  "Disable it": "停用它",
+  "Close": "关闭",
   "{name} is healthy": "{name} 健康",
   "{name} is unhealthy": "{name} 不健康",
   "Health check failed": "健康检查失败",
@@ -110,6 +112,7 @@ export const ZH = {
   "No health check has run yet.": "尚未进行健康检查。",
   "Last error": "最近的错误",
   "Save changes": "保存修改",
+  "Saved, but the page could not be reloaded": "已保存，但未能重新加载本页",
   "{name} is saved; the next call uses the new configuration": "{name} 已保存，下一次调用即使用新配置",
   "Admin page": "管理页",
   "Upstream page": "上游页",

@@ -26,7 +26,10 @@ export async function toggleInterface(iface, button) {
   }
 }
 
-/** Delete after confirmation; resolves true when deleted. FAILED_PRECONDITION is explained. */
+/**
+ * Delete after confirmation; resolves true when deleted. FAILED_PRECONDITION (instances left) is
+ * explained, with an offer to disable instead: then the updated interface is resolved.
+ */
 export async function deleteInterface(iface, button) {
   const ok = await confirmDialog({
     title: t("Delete {name}?", { name: iface.displayName }),
@@ -41,12 +44,23 @@ export async function deleteInterface(iface, button) {
     return true;
   } catch (err) {
     if (err.code === "failed_precondition") {
-      await confirmDialog({
+      const disable = await confirmDialog({
         title: t("{name} cannot be deleted", { name: iface.displayName }),
         message: h("div", {}, h("p", {}, err.message),
           h("p", { class: "muted" }, t("Disable the interface instead: it then takes no new calls, and its instances keep their records."))),
-        confirmLabel: t("OK"),
+        confirmLabel: iface.enabled ? t("Disable it") : t("OK"),
+        cancelLabel: t("Close"),
+        alert: !iface.enabled,
       });
+      if (disable && iface.enabled) {
+        try {
+          const r = await busy(button, () => integration("TogglePluginInterface", { interfaceId: iface.id, enable: false }));
+          toast(t("{name} is disabled", { name: iface.displayName }));
+          return r.interface;
+        } catch (e) {
+          toast(`${errorTitle(e)}: ${e.message}`, "error");
+        }
+      }
     } else {
       toast(`${errorTitle(err)}: ${err.message}`, "error");
     }

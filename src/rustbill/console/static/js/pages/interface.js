@@ -224,7 +224,13 @@ export async function renderDetail(main, [id], ctx) {
   });
   const del = h("button", { type: "button", class: "btn btn-danger-ghost" }, t("Delete"));
   del.addEventListener("click", async () => {
-    if (await deleteInterface(iface, del)) ctx.navigate("/plugins");
+    const outcome = await deleteInterface(iface, del);
+    if (outcome && typeof outcome === "object") {
+      iface.enabled = outcome.enabled;
+      drawEnabled();
+    } else if (outcome) {
+      ctx.navigate("/plugins");
+    }
   });
 
   const f = interfaceForm({
@@ -232,8 +238,14 @@ export async function renderDetail(main, [id], ctx) {
     onCancel: null,
     onSubmit: async ({ displayName, config }) => {
       await integration("UpdatePluginInterface", { interfaceId: iface.id, displayName, configJson: JSON.stringify(config) });
+      // Shown again as stored (secrets as "configured"); then said.
+      try {
+        await rerender();
+      } catch (err) {
+        toast(`${t("Saved, but the page could not be reloaded")}: ${err.message}`, "error");
+        return;
+      }
       toast(t("{name} is saved; the next call uses the new configuration", { name: displayName }));
-      await rerender();
     },
   });
 

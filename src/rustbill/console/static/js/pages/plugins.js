@@ -202,7 +202,11 @@ function interfaceRow(initial, list, navigate, redraw) {
     });
     const del = h("button", { type: "button", class: "btn btn-small btn-danger-ghost" }, t("Delete"));
     del.addEventListener("click", async () => {
-      if (await deleteInterface(iface, del)) {
+      const outcome = await deleteInterface(iface, del);
+      if (outcome && typeof outcome === "object") {
+        keep(outcome);
+        draw();
+      } else if (outcome) {
         initial.deleted = true;
         const at = list.indexOf(initial);
         if (at >= 0) list.splice(at, 1);
