@@ -491,7 +491,7 @@ def _webhook_flow(console: Console, stub: Any, admin: str, receiver: WebhookRece
     stored = _iface(stub, admin, iid)
     assert stored.display_name == name and stored.enabled
     config = json.loads(stored.config_json)
-    assert config["url"] == receiver.url and config["timeout"] == 5 and config["secret"] in (secret, "********")
+    assert config["url"] == receiver.url and config["timeout"] == 5 and config["secret"] == "********"
     # The secret never comes back to the browser's form.
     assert page.input_value("input[name=secret]") == ""
     assert "configured" in (page.get_attribute("input[name=secret]", "placeholder") or "")
@@ -526,7 +526,7 @@ def _webhook_flow(console: Console, stub: Any, admin: str, receiver: WebhookRece
     page.wait_for_selector(".toast:has-text('is saved')")
     page.wait_for_function("document.querySelector('input[name=max_attempts]').value === '2'")
     config = json.loads(_iface(stub, admin, iid).config_json)
-    assert config["max_attempts"] == 2 and config["secret"] in (secret, "********")
+    assert config["max_attempts"] == 2 and config["secret"] == "********"
     # … and still signs with it (the receiver checks the signature).
     page.click("button:has-text('Check health')")
     page.wait_for_selector(".toast:has-text('is healthy')")
@@ -623,8 +623,8 @@ def test_schema_form_widgets_nested_errors_and_secrets(console: Console, stub: A
     console.ready(f"/interfaces/{iid}")
     config = json.loads(_iface(stub, admin, iid).config_json)
     for secret in ("token",):
-        assert config.pop(secret) in ("tok-secret-1", "********")
-    assert config["smtp"].pop("password") in ("smtp-secret-1", "********")
+        assert config.pop(secret) == "********"
+    assert config["smtp"].pop("password") == "********"
     assert config == {
         "name": "demo", "mode": "safe", "retries": 2, "ratio": 0.25, "verbose": True, "tags": ["a", "b"],
         "channels": ["mail", "sms"], "smtp": {"host": "mail.example.com", "port": 587}, "limits": {"daily": 10},
@@ -640,8 +640,7 @@ def test_schema_form_widgets_nested_errors_and_secrets(console: Console, stub: A
     page.click("button:has-text('Save changes')")
     page.wait_for_selector(".toast:has-text('is saved')")
     config = json.loads(_iface(stub, admin, iid).config_json)
-    assert config["token"] in ("tok-secret-1", "********")
-    assert config["smtp"]["password"] in ("smtp-secret-2", "********")
+    assert config["token"] == "********" and config["smtp"]["password"] == "********"  # write-only, kept
     assert config["verbose"] is False and "retries" not in config  # emptied: left out (the default applies)
     # A value out of range: the server's message at the nested field.
     page.fill("input[name='smtp.port']", "70000")
@@ -663,7 +662,7 @@ def test_plugin_list_toggle_health_and_refused_delete(console: Console, stub: An
     page = console.page
     console.signed_in()
     row = page.locator(f"tr[data-interface='{cloud.id}']")
-    assert "Not checked" in row.inner_text()
+    # (a new interface is checked at once in the background, so it may already show a result)
     row.locator("button:has-text('Check health')").click()
     row.locator(".badge-ok").wait_for()
     assert "Healthy" in row.inner_text() and "checked just now" in row.inner_text()

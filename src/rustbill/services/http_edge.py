@@ -266,6 +266,7 @@ def build_app(
     health_rows: Callable[[], Awaitable[list[tuple[str, str, str, str, bool]]]],
     cors_origins: list[str],
     extra_routes: list[Any] | None = None,
+    public_https: bool = False,
 ) -> ASGI:
     """The ASGI app of the HTTP listener."""
     rpc = _RpcApp(dispatcher)
@@ -352,8 +353,12 @@ def build_app(
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] in rpc_paths:
-            if scope.get("scheme") == "https":
-                scope = {**scope, "headers": [*scope["headers"], (b"x-rustbill-scheme", b"https")]}
+            # Whether browsers reach us over TLS (here, or at a proxy in front: [http] public_url):
+            # the refresh cookie is then Secure. A client cannot claim it.
+            headers = [(k, v) for k, v in scope["headers"] if k != b"x-rustbill-scheme"]
+            if scope.get("scheme") == "https" or public_https:
+                headers.append((b"x-rustbill-scheme", b"https"))
+            scope = {**scope, "headers": headers}
             content_type = _header(scope, b"content-type")
             if scope["method"] != "POST":
                 await PlainTextResponse(_HOW, status_code=405, headers={"allow": "POST"})(scope, receive, send)
