@@ -342,3 +342,12 @@ def test_a_new_or_re_enabled_interface_is_checked_at_once(stub, admin_token: str
     while (got := fetch()).last_check_at == first and time.monotonic() < deadline:
         time.sleep(0.05)
     assert got.last_check_at > first and got.is_healthy and got.enabled
+
+
+def test_plugin_defs_carry_schema_title_and_description(stub, admin_token: str) -> None:  # type: ignore[no-untyped-def]
+    plugins = {p.plugin_id: p for p in stub.ListPlugins(pb.ListPluginsRequest(), metadata=md(admin_token)).plugins}
+    kvm = plugins["kvm"]
+    assert kvm.title.startswith("kvm — first-party provider: opens KVM virtual machines")
+    assert "libvirt-python" in kvm.description and "``" not in kvm.description
+    assert json.loads(kvm.config_schema)["type"] == "object"
+    assert kvm.file_present and kvm.load_error == ""

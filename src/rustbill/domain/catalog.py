@@ -121,7 +121,7 @@ class PluginInfo:
 
 def _doc_title(doc: str | None) -> tuple[str, str]:
     """(first line, rest of the first paragraph) of a plugin module's docstring."""
-    paragraph = (doc or "").strip().split("\n\n", 1)[0]
+    paragraph = (doc or "").strip().split("\n\n", 1)[0].replace("``", "")  # (reST literals read as plain text)
     first, _, rest = paragraph.partition("\n")
     return first.strip()[:200], " ".join(rest.split())[:2000]
 
