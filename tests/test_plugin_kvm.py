@@ -918,4 +918,4 @@ def test_direct_unreachable_hosts(plugin: Any, hang_peer: TcpPeer) -> None:
 
 def test_plugin_file_is_in_the_shared_server(stub: Any, admin_token: str) -> None:
     plugins = {p.plugin_id: p for p in stub.ListPlugins(pb.ListPluginsRequest(), metadata=md(admin_token)).plugins}
-    assert plugins["kvm"].version == "1.0.0" and plugins["kvm"].has_admin_page
+    assert plugins["kvm"].version == "1.1.0" and plugins["kvm"].has_admin_page
