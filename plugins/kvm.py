@@ -1427,14 +1427,15 @@ def find_instance(config, request_id):
     lock = _NAME_LOCKS[int(hashlib.sha256(f"{entry.key}/{name}".encode()).hexdigest(), 16) % len(_NAME_LOCKS)]
     with lock:
         with _calls(entry, f"looking up the domain of order {request_id!r}"):
-            for how, key in (("lookupByName", name), ("lookupByUUIDString", dom_uuid)):
-                dom = _lookup_or_none(entry, how, key)
-                if dom is not None and _meta(dom).get("request_id", "") == request_id:
-                    break
-            else:
-                dom = None
+            by_name = _lookup_or_none(entry, "lookupByName", name)
+            dom = by_name if by_name is not None and _meta(by_name).get("request_id", "") == request_id else None
+            if dom is None:
+                by_uuid = _lookup_or_none(entry, "lookupByUUIDString", dom_uuid)  # renamed since
+                if by_uuid is not None and _meta(by_uuid).get("request_id", "") == request_id:
+                    dom = by_uuid
         if dom is None:
-            _remove_leftover_volume(entry, config, name)
+            if by_name is None:  # (a domain of that name made for something else keeps its volumes)
+                _remove_leftover_volume(entry, config, name)
             return None
         summary = _summary(entry, dom, config)
     log.info("find_instance: order %s has domain %s (%s) at %s", request_id, summary["name"], summary["status"],
