@@ -34,7 +34,7 @@ from helpers import (
     retry_while_reconciled,
     unique,
 )
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from rustbill.db import Database, Process
 from rustbill.domain import ProcessRegistry
@@ -317,4 +317,129 @@ async def test_dead_processes_are_known_by_heartbeat_or_at_once_by_pid(databases
     finally:
         async with db.write() as s:
             await s.execute(delete(Process).where(Process.id.in_([*ids.values(), me.id])))
+        await db.dispose()
+
+
+# ---------------------------------------------------------------- in process: the safety nets
+
+
+class Host:
+    """Providers and a Reconciler over one plugin file, in this process, on a fresh database."""
+
+    def __init__(self, db: Database, path: Path, **timeouts: float) -> None:
+        from rustbill.domain import Providers, Reconciler
+        from rustbill.plugins import PluginRegistry, PluginRuntime, load_plugin
+
+        self.db = db
+        self.registry = PluginRegistry()
+        self.runtime = PluginRuntime(db, self.registry, default_timeout=30, timeouts=timeouts)
+        self.loaded = load_plugin(path, path.read_bytes(), path.stem)
+        self.registry.put(self.loaded)
+        self.processes = ProcessRegistry(db)
+        self.providers = Providers(db, self.runtime, processes=self.processes)
+        self.reconciler = Reconciler(db, self.runtime, self.providers, self.processes)
+
+    async def interface(self, config: dict[str, Any]) -> uuid.UUID:
+        from rustbill.db import Plugin, PluginInterface
+
+        async with self.db.write() as s:
+            plugin = Plugin(plugin_type=self.loaded.plugin_type, plugin_id=self.loaded.plugin_id,
+                            content_hash=self.loaded.content_hash)  # fmt: skip
+            s.add(plugin)
+            await s.flush()
+            iface = PluginInterface(plugin_def_id=plugin.id, plugin_type=self.loaded.plugin_type,
+                                    plugin_id=self.loaded.plugin_id, display_name=unique("iface"),
+                                    config_json=json.dumps(config), config_schema="{}")  # fmt: skip
+            s.add(iface)
+        return iface.id  # type: ignore[no-any-return]
+
+    async def order(self, iid: uuid.UUID, key: str) -> Any:
+        spec = {"cpu_cores": 1, "memory_gb": 1, "disk_gb": 10, "bandwidth_mbps": 0, "region": "", "os": "",
+                "extra_specs": {}}  # fmt: skip
+        return await self.providers.create_instance(iid, spec, has_spec=True, idempotency_key=key, customer_id=None)
+
+    async def rows(self, key: str) -> list[tuple[Any, ...]]:
+        from rustbill.db import Instance
+
+        async with self.db.read() as s:
+            got = (await s.execute(select(Instance).where(Instance.idempotency_key == key))).scalars()
+            return [(r.id, r.status, r.provider_instance_id, r.owner) for r in got]
+
+    async def close(self) -> None:
+        await self.providers.close()
+        await self.runtime.close()
+
+
+async def test_an_instance_opened_after_its_order_was_released_is_recorded_again(
+    databases: Databases, tmp_path: Path
+) -> None:
+    """A process taken for dead (no heartbeat) while its create_instance ran: another process settled
+    and released the order meanwhile. When the provider answers, the instance is recorded again."""
+    db = Database(databases.new())
+    await db.migrate()
+    host = Host(db, TEST_PLUGINS / "t_blind_provider.py")
+    try:
+        iid = await host.interface({"store_dir": str(store(tmp_path, "s")), "sleep": 1})
+        task = asyncio.ensure_future(host.order(iid, "k-1"))
+        for _ in range(100):
+            if await host.rows("k-1"):
+                break
+            await asyncio.sleep(0.02)
+        [(row_id, status, _, owner)] = await host.rows("k-1")
+        assert status == "provisioning" and owner == host.processes.id
+        async with db.write() as s:  # another process released it
+            from rustbill.db import Instance
+
+            await s.execute(delete(Instance).where(Instance.id == row_id))
+        made = await task
+        assert made.provider_instance_id == f"b-{str(row_id)[-8:]}"
+        assert await host.rows("k-1") == [(row_id, "running", made.provider_instance_id, None)]
+    finally:
+        await host.close()
+        await db.dispose()
+
+
+SLOW_FIND = """
+import asyncio, time
+from pathlib import Path
+
+PLUGIN_TYPE = "upstream_provider"
+
+
+async def create_instance(config, spec):
+    await asyncio.sleep(10)  # never answers in time
+
+
+def find_instance(config, request_id):
+    with (Path(config["dir"]) / "finds").open("a") as f:
+        f.write(request_id + "\\n")
+    time.sleep(1.5)  # a def that outlives its timeout: its thread goes on
+    return None
+"""
+
+
+async def test_a_find_instance_thread_still_running_is_not_asked_again(databases: Databases, tmp_path: Path) -> None:
+    db = Database(databases.new())
+    await db.migrate()
+    path = tmp_path / "t_slow_find.py"
+    path.write_text(SLOW_FIND)
+    host = Host(db, path, create_instance=0.2, find_instance=0.3)
+    try:
+        iid = await host.interface({"dir": str(tmp_path)})
+        try:
+            await host.order(iid, "k-2")
+            raise AssertionError("the order did not time out")
+        except Exception as exc:
+            assert type(exc).__name__ == "DeadlineExceeded"
+        finds = tmp_path / "finds"
+        assert (await host.reconciler.reconcile())["error"] == 1  # find_instance timed out; its thread runs on
+        assert sum((await host.reconciler.reconcile()).values()) == 0  # not asked while that thread runs
+        assert len(finds.read_text().split()) == 1
+        await asyncio.sleep(1.5)
+        assert (await host.reconciler.reconcile())["error"] == 1  # asked again once it is over
+        assert len(finds.read_text().split()) == 2
+        [(_, status, provider_id, owner)] = await host.rows("k-2")
+        assert (status, provider_id, owner) == ("unknown", None, None)
+    finally:
+        await host.close()
         await db.dispose()

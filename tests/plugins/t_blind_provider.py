@@ -18,9 +18,12 @@ def config_schema():
         "properties": {
             "store_dir": {"type": "string", "title": "Store", "description": "instances and a call log"},
             "sleep": {"type": "number", "minimum": 0, "title": "Sleep", "description": "before making it"},
-            "fail_first": {"type": "boolean", "title": "Fail first",
-                           "description": "the first call of a request_id ends with DEADLINE_EXCEEDED, "
-                                          "after sleeping, having made nothing"},
+            "fail_first": {
+                "type": "boolean",
+                "title": "Fail first",
+                "description": "the first call of a request_id ends with DEADLINE_EXCEEDED, "
+                "after sleeping, having made nothing",
+            },
         },
         "required": ["store_dir"],
         "additionalProperties": False,

@@ -28,12 +28,23 @@ def config_schema():
             "healthy": {"type": "boolean", "title": "Healthy", "description": "health result"},
             "health_sleep": {"type": "number", "title": "Health sleep", "description": "seconds"},
             "fail_create": {"type": "boolean", "title": "Fail create", "description": "create fails"},
-            "sleep_after_create": {"type": "number", "minimum": 0, "title": "Sleep after create",
-                                   "description": "async delay after the instance is made (its answer is late)"},
-            "store_dir": {"type": "string", "title": "Store", "description": "folder keeping the instances made "
-                          "(one file per request_id) and a log of create_instance calls, across server restarts"},
-            "find": {"enum": ["store", "none", "fail", "hang"], "title": "find_instance",
-                     "description": "store: what was made; none: nothing; fail: UNAVAILABLE; hang: never answers"},
+            "sleep_after_create": {
+                "type": "number",
+                "minimum": 0,
+                "title": "Sleep after create",
+                "description": "async delay after the instance is made (its answer is late)",
+            },
+            "store_dir": {
+                "type": "string",
+                "title": "Store",
+                "description": "folder keeping the instances made "
+                "(one file per request_id) and a log of create_instance calls, across server restarts",
+            },
+            "find": {
+                "enum": ["store", "none", "fail", "hang"],
+                "title": "find_instance",
+                "description": "store: what was made; none: nothing; fail: UNAVAILABLE; hang: never answers",
+            },
             "api_key": {"type": "string", "format": "password", "title": "Key", "description": "secret"},
             "regions": {"type": "array", "items": {"type": "string"}, "title": "Regions", "description": "r"},
         },

@@ -400,7 +400,7 @@ class Providers:
                         await s.execute(delete(Instance).where(Instance.id == row.id))
             finally:
                 if running:
-                    self._await_late_answer(b, row.id, abandoned[0])
+                    self._await_late_answer(b, row, abandoned[0])
                 else:
                     self._busy.discard(row.id)
             raise
@@ -413,7 +413,9 @@ class Providers:
         }
         try:
             async with self._db.write() as s:
-                await s.execute(update(Instance).where(Instance.id == row.id).values(**values))
+                res = await s.execute(update(Instance).where(Instance.id == row.id).values(**values))
+            if res.rowcount == 0:  # type: ignore[attr-defined]
+                await self._record_again(b, row, values)
         except IntegrityError:
             log.error(
                 "provider %s returned instance id %r which is already recorded; local row %s left as %r",
@@ -428,6 +430,27 @@ class Providers:
         for k, v in values.items():
             setattr(row, k, v)
         return row
+
+    async def _record_again(self, b: Binding, row: Instance, values: dict[str, Any]) -> None:
+        """The provider opened the order's instance, but its row is gone: this process was taken for
+        dead (no heartbeat) and the order released meanwhile. An opened instance is never forgotten:
+        the row is written again (without its idempotency-key if a new order took the key)."""
+        log.error(
+            "order %s at provider %s: instance %s was opened after the order had been released (was this "
+            "process without heartbeat?); recording it again", row.id, b.display_name, values["provider_instance_id"],
+        )  # fmt: skip
+        fields = {
+            c: getattr(row, c)
+            for c in ("id", "interface_id", "server_spec", "origin", "customer_id", "idempotency_key", "created_at")
+        }
+        for key in (fields["idempotency_key"], None):
+            try:
+                async with self._db.write() as s:
+                    s.add(Instance(**{**fields, "idempotency_key": key, **values}))
+                return
+            except IntegrityError:
+                if key is None:
+                    raise
 
     # ---- settling orders whose outcome is unknown (keyed retries and the reconciler) ----
 
@@ -452,6 +475,8 @@ class Providers:
         """Whether no attempt of this unsettled order can still be running, given the ids of the
         processes that are alive: its owner is dead, or it has none, or it is this process and this
         process is not working on it."""
+        if row.id in self._busy:
+            return False
         if row.owner is None:
             return not self._legacy_in_flight(row)
         if row.owner == self.processes.id:
@@ -488,7 +513,7 @@ class Providers:
         row.owner, row.status, row.updated_at = self.processes.id, UNKNOWN, now
         return True
 
-    async def _unclaim(self, row: Instance, *, status: str = UNKNOWN) -> None:
+    async def _unclaim(self, row: Instance, *, status: str = UNKNOWN, keep_busy: bool = False) -> None:
         try:
             async with self._db.write() as s:
                 await s.execute(
@@ -498,14 +523,30 @@ class Providers:
                 )
             row.owner, row.status = None, status
         finally:
-            self._busy.discard(row.id)
+            if not keep_busy:
+                self._busy.discard(row.id)
 
     async def _find(self, b: Binding, row: Instance) -> dict[str, str] | None:
-        """``find_instance`` for a claimed order; any failure gives the claim back."""
+        """``find_instance`` for a claimed order; any failure gives the claim back. While a ``def``
+        find_instance cut off by its timeout still runs in its thread, this process asks no more
+        about that order (each round would take another thread otherwise)."""
+        abandoned: list[concurrent.futures.Future[Any]] = []
         try:
-            return await self._runtime.call(b, "find_instance", str(row.id), check=check_found_instance)  # type: ignore[no-any-return]
+            return await self._runtime.call(  # type: ignore[no-any-return]
+                b, "find_instance", str(row.id), check=check_found_instance, on_abandoned=abandoned.append
+            )
         except BaseException:
-            await asyncio.shield(self._unclaim(row))
+            await asyncio.shield(self._unclaim(row, keep_busy=bool(abandoned)))
+            if abandoned:
+                loop = asyncio.get_running_loop()
+
+                def done(_f: concurrent.futures.Future[Any]) -> None:
+                    try:
+                        loop.call_soon_threadsafe(self._busy.discard, row.id)
+                    except RuntimeError:
+                        pass  # the loop is closed: the process is stopping
+
+                abandoned[0].add_done_callback(done)
             raise
 
     async def _record(self, b: Binding, row: Instance, found: dict[str, str], *, by: str) -> Instance:
@@ -519,9 +560,13 @@ class Providers:
         }
         try:
             async with self._db.write() as s:
-                await s.execute(
+                res = await s.execute(
                     update(Instance).where(Instance.id == row.id, Instance.owner == self.processes.id).values(**values)
                 )
+            if res.rowcount == 0:  # type: ignore[attr-defined]
+                # (only if this process was taken for dead and the order settled by another meanwhile)
+                self._busy.discard(row.id)
+                raise Unavailable(f"order {row.id} was settled by another process meanwhile; retry", retry_after=1)
         except IntegrityError:
             await self._unclaim(row)
             log.error(
@@ -545,9 +590,13 @@ class Providers:
         """The provider has no instance for the claimed order: delete its reservation."""
         try:
             async with self._db.write() as s:
-                await s.execute(delete(Instance).where(Instance.id == row.id, Instance.owner == self.processes.id))
+                res = await s.execute(
+                    delete(Instance).where(Instance.id == row.id, Instance.owner == self.processes.id)
+                )
         finally:
             self._busy.discard(row.id)
+        if res.rowcount == 0:  # type: ignore[attr-defined]
+            return  # (settled by another process meanwhile)
         log.info(
             "order %s settled (%s): provider %s has no instance for it; the order is released",
             row.id, by, b.display_name,
@@ -575,13 +624,13 @@ class Providers:
         await self._unclaim(row)
         return True
 
-    def _await_late_answer(self, b: Binding, row_id: uuid.UUID, thread: concurrent.futures.Future[Any]) -> None:
+    def _await_late_answer(self, b: Binding, row: Instance, thread: concurrent.futures.Future[Any]) -> None:
         """When an abandoned create_instance thread returns, record its answer (or give the order
         to the reconciler)."""
         loop = asyncio.get_running_loop()
 
         def spawn() -> None:
-            task = loop.create_task(self._late_answer(b, row_id, thread), name=f"late-answer-{row_id}")
+            task = loop.create_task(self._late_answer(b, row, thread), name=f"late-answer-{row.id}")
             self._late.add(task)
             task.add_done_callback(self._late.discard)
 
@@ -593,45 +642,45 @@ class Providers:
 
         thread.add_done_callback(done)
 
-    async def _late_answer(self, b: Binding, row_id: uuid.UUID, thread: concurrent.futures.Future[Any]) -> None:
-        mine = (Instance.id == row_id, Instance.owner == self.processes.id, Instance.provider_instance_id.is_(None))
+    async def _late_answer(self, b: Binding, row: Instance, thread: concurrent.futures.Future[Any]) -> None:
+        mine = (Instance.id == row.id, Instance.owner == self.processes.id, Instance.provider_instance_id.is_(None))
         try:
             result = None
             if not thread.cancelled() and thread.exception() is None:
                 try:
                     result = check_instance(thread.result(), "create_instance", need_id=True)
                 except ShapeError as exc:
-                    log.warning("order %s: the late answer of create_instance is not usable: %s", row_id, exc)
+                    log.warning("order %s: the late answer of create_instance is not usable: %s", row.id, exc)
             if result is not None:
+                values = {
+                    "provider_instance_id": result["instance_id"],
+                    "status": result["status"] or "creating",
+                    "ip_address": result["ip_address"],
+                    "owner": None,
+                    "updated_at": utcnow(),
+                }
                 try:
                     async with self._db.write() as s:
-                        res = await s.execute(
-                            update(Instance)
-                            .where(*mine)
-                            .values(
-                                provider_instance_id=result["instance_id"],
-                                status=result["status"] or "creating",
-                                ip_address=result["ip_address"],
-                                owner=None,
-                                updated_at=utcnow(),
-                            )
-                        )
-                    if res.rowcount:  # type: ignore[attr-defined]
+                        res = await s.execute(update(Instance).where(*mine).values(**values))
+                        gone = res.rowcount == 0 and await s.get(Instance, row.id) is None  # type: ignore[attr-defined]
+                    if gone:
+                        await self._record_again(b, row, values)
+                    if res.rowcount or gone:  # type: ignore[attr-defined]
                         log.info(
                             "order %s settled (late answer): provider %s answered create_instance after the "
-                            "host stopped waiting: instance %s recorded", row_id, b.display_name, result["instance_id"],
+                            "host stopped waiting: instance %s recorded", row.id, b.display_name, result["instance_id"],
                         )  # fmt: skip
                         self.observe("found", "late answer")
                         return
                 except IntegrityError:
-                    log.error("order %s: late instance %r is already recorded locally", row_id, result["instance_id"])
+                    log.error("order %s: late instance %r is already recorded locally", row.id, result["instance_id"])
             # The call is over without a usable answer: the reconciler (or a keyed retry) settles it.
             async with self._db.write() as s:
                 await s.execute(update(Instance).where(*mine).values(owner=None))
         except Exception:
-            log.exception("order %s: recording the late answer of create_instance failed", row_id)
+            log.exception("order %s: recording the late answer of create_instance failed", row.id)
         finally:
-            self._busy.discard(row_id)
+            self._busy.discard(row.id)
 
     async def _by_key(self, interface_id: uuid.UUID, customer_id: uuid.UUID | None, key: str) -> Instance | None:
         """The order ``customer_id`` placed at ``interface_id`` under ``key`` (keys are per caller)."""
