@@ -207,6 +207,7 @@ def test_a_late_answer_is_recorded_and_without_find_instance_a_retry_asks_again(
     wait_for("the late answer is recorded", lambda: rows(fresh_server, "order-late")[0][2])
     assert rows(fresh_server, "order-late") == [(row_id, "running", f"b-{row_id[-8:]}", None)]
     fresh_server.wait_for_log(rf"order {row_id} settled \(late answer\)")
+    assert metric(fresh_server, "found", "late_answer") == 1
     assert order(stub, token, late, "order-late").provider_instance_id == f"b-{row_id[-8:]}"
     assert calls(late_store) == [row_id]
 

@@ -66,7 +66,7 @@ class Metrics:
             "rustbill_orders_reconciled",
             "Orders whose create_instance outcome was unknown, settled: by outcome (found: instance recorded; "
             "released: the provider had none; reopened: opened again by a keyed retry; error: find_instance "
-            "failed, counted once per order) and by who (reconciler, retry, late answer).",
+            "failed, counted once per order) and by who (reconciler, retry, late_answer).",
             ["outcome", "by"],
             registry=r,
         )

@@ -670,7 +670,7 @@ class Providers:
                             "order %s settled (late answer): provider %s answered create_instance after the "
                             "host stopped waiting: instance %s recorded", row.id, b.display_name, result["instance_id"],
                         )  # fmt: skip
-                        self.observe("found", "late answer")
+                        self.observe("found", "late_answer")
                         return
                 except IntegrityError:
                     log.error("order %s: late instance %r is already recorded locally", row.id, result["instance_id"])
