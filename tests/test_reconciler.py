@@ -45,6 +45,15 @@ from rustbill.pb import order_pb2
 
 SPEC = order_pb2.ServerSpec(cpu_cores=1, memory_gb=1, disk_gb=10)
 # create_instance gives up after 1 s; the reconciler runs every 0.5 s
+# idempotency keys of this run (a reused test database may hold earlier runs' orders)
+CRASH_MADE = unique("order-crash-made")
+CRASH_LOST = unique("order-crash-lost")
+MADE = unique("order-made")
+LOST = unique("order-lost")
+K7 = unique("order-7")
+K9 = unique("order-9")
+LATE = unique("order-late")
+BLIND = unique("order-blind")
 FAST = {"plugins__timeouts": '{"create_instance": 1}', "plugins__reconcile_interval_seconds": "0.5"}
 
 
@@ -116,30 +125,30 @@ def test_reconciler_settles_timed_out_orders_without_any_retry(fresh_server: Ser
     opened = create_interface(stub, token, "t_provider", json.dumps({"store_dir": str(made), "sleep_after_create": 5}))
     never = create_interface(stub, token, "t_provider", json.dumps({"store_dir": str(lost), "sleep": 5}))
     with raises_code(grpc.StatusCode.DEADLINE_EXCEEDED):
-        order(stub, token, opened, "order-made")
+        order(stub, token, opened, MADE)
     with raises_code(grpc.StatusCode.DEADLINE_EXCEEDED):
-        order(stub, token, never, "order-lost")
+        order(stub, token, never, LOST)
 
-    [(row_id, *_)] = rows(fresh_server, "order-made")
-    settled = wait_for("the opened order is recorded", lambda: rows(fresh_server, "order-made")[0][2] is not None)
+    [(row_id, *_)] = rows(fresh_server, MADE)
+    settled = wait_for("the opened order is recorded", lambda: rows(fresh_server, MADE)[0][2] is not None)
     assert settled
-    assert rows(fresh_server, "order-made") == [(row_id, "running", f"i-{row_id[-8:]}", None)]
-    wait_for("the order that opened nothing is released", lambda: rows(fresh_server, "order-lost") == [])
+    assert rows(fresh_server, MADE) == [(row_id, "running", f"i-{row_id[-8:]}", None)]
+    wait_for("the order that opened nothing is released", lambda: rows(fresh_server, LOST) == [])
     log = fresh_server.log
     assert re.search(rf"order {row_id} settled \(reconciler\): provider \S+ has instance i-{row_id[-8:]}", log)
     assert re.search(r"settled \(reconciler\): provider \S+ has no instance for it; the order is released", log)
     assert metric(fresh_server, "found", "reconciler") == 1 and metric(fresh_server, "released", "reconciler") == 1
     # nobody asked create_instance twice; the buyer's retry now just gets the recorded instance
     assert calls(made) == [row_id]
-    again = order(stub, token, opened, "order-made")
+    again = order(stub, token, opened, MADE)
     assert again.provider_instance_id == f"i-{row_id[-8:]}" and calls(made) == [row_id]
     # a released order's key is a new order
     stub.UpdatePluginInterface(
         pb.UpdatePluginInterfaceRequest(interface_id=never.id, config_json=json.dumps({"store_dir": str(lost)})),
         metadata=md(token),
     )
-    fresh = order(stub, token, never, "order-lost")
-    [(new_row, status, provider_id, owner)] = rows(fresh_server, "order-lost")
+    fresh = order(stub, token, never, LOST)
+    [(new_row, status, provider_id, owner)] = rows(fresh_server, LOST)
     assert (status, provider_id, owner) == ("running", fresh.provider_instance_id, None)
     assert len(calls(lost)) == 2 and calls(lost)[1] == new_row != calls(lost)[0]
 
@@ -148,42 +157,43 @@ def test_find_instance_failing_leaves_the_order_and_a_retry_is_told_to_wait(fres
     token, stub = start(fresh_server, "t_provider", **FAST)
     iface = create_interface(stub, token, "t_provider", json.dumps({"sleep": 3, "find": "fail"}))
     with raises_code(grpc.StatusCode.DEADLINE_EXCEEDED):
-        order(stub, token, iface, "order-7")
-    [(row_id, *_)] = rows(fresh_server, "order-7")
+        order(stub, token, iface, K7)
+    [(row_id, *_)] = rows(fresh_server, K7)
     line = rf"order {row_id} at provider \S+ could not be reconciled: .*the provider's order lookup is down"
     fresh_server.wait_for_log(line)
     time.sleep(2)  # several more rounds: said once, not every round
     assert len(re.findall(line, fresh_server.log)) == 1
-    assert rows(fresh_server, "order-7") == [(row_id, "unknown", None, None)]
+    # (its owner is set for a moment each round, while the reconciler asks)
+    assert [r[:3] for r in rows(fresh_server, K7)] == [(row_id, "unknown", None)]
 
     # (1 s: the reconciler's interval, rounded up; 2 s if the reconciler is asking right then)
-    with raises_code(grpc.StatusCode.UNAVAILABLE, r"^order 'order-7' is being reconciled; retry in [12] s$"):
-        order(stub, token, iface, "order-7")
+    with raises_code(grpc.StatusCode.UNAVAILABLE, rf"^order '{K7}' is being reconciled; retry in [12] s$"):
+        order(stub, token, iface, K7)
     try:  # the hint is also in the metadata
-        order(stub, token, iface, "order-7")
+        order(stub, token, iface, K7)
         raise AssertionError("the retry succeeded")
     except grpc.RpcError as exc:
         assert dict(exc.trailing_metadata() or ()).get("retry-after") in ("1", "2")  # type: ignore[attr-defined]
-    assert rows(fresh_server, "order-7") == [(row_id, "unknown", None, None)]  # left as it was
+    assert [r[:3] for r in rows(fresh_server, K7)] == [(row_id, "unknown", None)]  # left as it was
 
     # the provider's lookup works again: it has nothing for the order, which is released
     stub.UpdatePluginInterface(
         pb.UpdatePluginInterfaceRequest(interface_id=iface.id, config_json='{"find": "none"}'), metadata=md(token)
     )
-    wait_for("the order is released", lambda: rows(fresh_server, "order-7") == [])
+    wait_for("the order is released", lambda: rows(fresh_server, K7) == [])
 
 
 def test_a_retry_while_the_first_attempt_runs_is_told_it_is_still_being_opened(fresh_server: ServerProcess) -> None:
     token, stub = start(fresh_server, "t_provider", plugins__timeouts='{"create_instance": 20}')
     iface = create_interface(stub, token, "t_provider", json.dumps({"sleep": 3}))
     first: dict[str, Any] = {}
-    t = threading.Thread(target=lambda: first.update(reply=order(stub, token, iface, "order-9")))
+    t = threading.Thread(target=lambda: first.update(reply=order(stub, token, iface, K9)))
     t.start()
-    wait_for("the order is reserved", lambda: rows(fresh_server, "order-9"))
-    with raises_code(grpc.StatusCode.UNAVAILABLE, r"^order 'order-9' is still being opened; retry in (1\d|20) s$"):
-        order(stub, token, iface, "order-9")
+    wait_for("the order is reserved", lambda: rows(fresh_server, K9))
+    with raises_code(grpc.StatusCode.UNAVAILABLE, rf"^order '{K9}' is still being opened; retry in (1\d|20) s$"):
+        order(stub, token, iface, K9)
     t.join()
-    assert order(stub, token, iface, "order-9").provider_instance_id == first["reply"].provider_instance_id
+    assert order(stub, token, iface, K9).provider_instance_id == first["reply"].provider_instance_id
 
 
 def test_a_late_answer_is_recorded_and_without_find_instance_a_retry_asks_again(
@@ -199,16 +209,16 @@ def test_a_late_answer_is_recorded_and_without_find_instance_a_retry_asks_again(
     late_store = store(tmp_path, "late")
     late = create_interface(stub, token, "t_blind_provider", json.dumps({"store_dir": str(late_store), "sleep": 3}))
     with raises_code(grpc.StatusCode.DEADLINE_EXCEEDED):
-        order(stub, token, late, "order-late")
-    [(row_id, status, _, owner)] = rows(fresh_server, "order-late")
+        order(stub, token, late, LATE)
+    [(row_id, status, _, owner)] = rows(fresh_server, LATE)
     assert status == "unknown" and owner is not None  # the call still runs in its thread
-    with raises_code(grpc.StatusCode.UNAVAILABLE, r"^order 'order-late' is being reconciled; retry in 1 s$"):
-        order(stub, token, late, "order-late")
-    wait_for("the late answer is recorded", lambda: rows(fresh_server, "order-late")[0][2])
-    assert rows(fresh_server, "order-late") == [(row_id, "running", f"b-{row_id[-8:]}", None)]
+    with raises_code(grpc.StatusCode.UNAVAILABLE, rf"^order '{LATE}' is being reconciled; retry in 1 s$"):
+        order(stub, token, late, LATE)
+    wait_for("the late answer is recorded", lambda: rows(fresh_server, LATE)[0][2])
+    assert rows(fresh_server, LATE) == [(row_id, "running", f"b-{row_id[-8:]}", None)]
     fresh_server.wait_for_log(rf"order {row_id} settled \(late answer\)")
     assert metric(fresh_server, "found", "late_answer") == 1
-    assert order(stub, token, late, "order-late").provider_instance_id == f"b-{row_id[-8:]}"
+    assert order(stub, token, late, LATE).provider_instance_id == f"b-{row_id[-8:]}"
     assert calls(late_store) == [row_id]
 
     # no answer at all, and no find_instance to ask: left "unknown" (said once); a keyed retry asks
@@ -217,18 +227,18 @@ def test_a_late_answer_is_recorded_and_without_find_instance_a_retry_asks_again(
     cfg = {"store_dir": str(blind_store), "sleep": 1.5, "fail_first": True}
     blind = create_interface(stub, token, "t_blind_provider", json.dumps(cfg))
     with raises_code(grpc.StatusCode.DEADLINE_EXCEEDED):
-        order(stub, token, blind, "order-blind")
-    [(row_id, *_)] = rows(fresh_server, "order-blind")
+        order(stub, token, blind, BLIND)
+    [(row_id, *_)] = rows(fresh_server, BLIND)
     line = rf"order {row_id} at provider \S+: outcome unknown, and plugin 't_blind_provider' has no find_instance"
     fresh_server.wait_for_log(line)
     time.sleep(1.5)
     assert len(re.findall(line, fresh_server.log)) == 1
-    assert rows(fresh_server, "order-blind") == [(row_id, "unknown", None, None)]
+    assert rows(fresh_server, BLIND) == [(row_id, "unknown", None, None)]
     cfg["sleep"] = 0
     stub.UpdatePluginInterface(
         pb.UpdatePluginInterfaceRequest(interface_id=blind.id, config_json=json.dumps(cfg)), metadata=md(token)
     )
-    assert order(stub, token, blind, "order-blind").provider_instance_id == f"b-{row_id[-8:]}"
+    assert order(stub, token, blind, BLIND).provider_instance_id == f"b-{row_id[-8:]}"
     assert calls(blind_store) == [row_id, row_id]
 
 
@@ -245,13 +255,13 @@ def test_after_a_crash_a_keyed_retry_gets_the_settled_order_within_seconds(
     never = create_interface(stub, token, "t_provider", json.dumps({"store_dir": str(lost), "sleep": 60}))
     threads = [
         threading.Thread(target=lambda i=i, k=k: _swallow(lambda: order(stub, token, i, k)))
-        for i, k in ((opened, "order-crash-made"), (never, "order-crash-lost"))
+        for i, k in ((opened, CRASH_MADE), (never, CRASH_LOST))
     ]
     for t in threads:
         t.start()
     wait_for("both calls are inside create_instance", lambda: len(calls(made)) == 1 and len(calls(lost)) == 1)
     wait_for("the first has made its instance", lambda: list(made.glob("*.json")))
-    [(made_id, status, _, owner)] = rows(fresh_server, "order-crash-made")
+    [(made_id, status, _, owner)] = rows(fresh_server, CRASH_MADE)
     assert status == "provisioning" and owner is not None
     fresh_server.stop(signal.SIGKILL)
     for t in threads:
@@ -260,13 +270,13 @@ def test_after_a_crash_a_keyed_retry_gets_the_settled_order_within_seconds(
     fresh_server.start()
     t0 = time.monotonic()
     stub = fresh_server.stub()
-    reply = retry_while_reconciled(lambda: order(stub, token, opened, "order-crash-made", timeout=30))
+    reply = retry_while_reconciled(lambda: order(stub, token, opened, CRASH_MADE, timeout=30))
     assert time.monotonic() - t0 < 10
     assert reply.provider_instance_id == f"i-{made_id[-8:]}" and reply.status == "running"
     assert calls(made) == [made_id]  # create_instance ran once
-    assert rows(fresh_server, "order-crash-made") == [(made_id, "running", f"i-{made_id[-8:]}", None)]
+    assert rows(fresh_server, CRASH_MADE) == [(made_id, "running", f"i-{made_id[-8:]}", None)]
     # the order that opened nothing is released at start, without anybody asking
-    wait_for("the order that opened nothing is released", lambda: rows(fresh_server, "order-crash-lost") == [], 10)
+    wait_for("the order that opened nothing is released", lambda: rows(fresh_server, CRASH_LOST) == [], 10)
     assert len(calls(lost)) == 1
 
 
@@ -344,11 +354,14 @@ class Host:
         from rustbill.db import Plugin, PluginInterface
 
         async with self.db.write() as s:
-            plugin = Plugin(plugin_type=self.loaded.plugin_type, plugin_id=self.loaded.plugin_id,
-                            content_hash=self.loaded.content_hash)  # fmt: skip
-            s.add(plugin)
-            await s.flush()
-            iface = PluginInterface(plugin_def_id=plugin.id, plugin_type=self.loaded.plugin_type,
+            plugin_def = (await s.execute(select(Plugin.id).where(Plugin.plugin_id == self.loaded.plugin_id))).scalar()
+            if plugin_def is None:
+                plugin = Plugin(plugin_type=self.loaded.plugin_type, plugin_id=self.loaded.plugin_id,
+                                content_hash=self.loaded.content_hash)  # fmt: skip
+                s.add(plugin)
+                await s.flush()
+                plugin_def = plugin.id
+            iface = PluginInterface(plugin_def_id=plugin_def, plugin_type=self.loaded.plugin_type,
                                     plugin_id=self.loaded.plugin_id, display_name=unique("iface"),
                                     config_json=json.dumps(config), config_schema="{}")  # fmt: skip
             s.add(iface)
@@ -381,12 +394,13 @@ async def test_an_instance_opened_after_its_order_was_released_is_recorded_again
     host = Host(db, TEST_PLUGINS / "t_blind_provider.py")
     try:
         iid = await host.interface({"store_dir": str(store(tmp_path, "s")), "sleep": 1})
-        task = asyncio.ensure_future(host.order(iid, "k-1"))
+        key = unique("k")
+        task = asyncio.ensure_future(host.order(iid, key))
         for _ in range(100):
-            if await host.rows("k-1"):
+            if await host.rows(key):
                 break
             await asyncio.sleep(0.02)
-        [(row_id, status, _, owner)] = await host.rows("k-1")
+        [(row_id, status, _, owner)] = await host.rows(key)
         assert status == "provisioning" and owner == host.processes.id
         async with db.write() as s:  # another process released it
             from rustbill.db import Instance
@@ -394,7 +408,7 @@ async def test_an_instance_opened_after_its_order_was_released_is_recorded_again
             await s.execute(delete(Instance).where(Instance.id == row_id))
         made = await task
         assert made.provider_instance_id == f"b-{str(row_id)[-8:]}"
-        assert await host.rows("k-1") == [(row_id, "running", made.provider_instance_id, None)]
+        assert await host.rows(key) == [(row_id, "running", made.provider_instance_id, None)]
     finally:
         await host.close()
         await db.dispose()
@@ -426,9 +440,9 @@ async def test_a_find_instance_thread_still_running_is_not_asked_again(databases
     path.write_text(SLOW_FIND)
     host = Host(db, path, create_instance=0.2, find_instance=0.3)
     try:
-        iid = await host.interface({"dir": str(tmp_path)})
+        iid, key = await host.interface({"dir": str(tmp_path)}), unique("k")
         try:
-            await host.order(iid, "k-2")
+            await host.order(iid, key)
             raise AssertionError("the order did not time out")
         except Exception as exc:
             assert type(exc).__name__ == "DeadlineExceeded"
@@ -439,7 +453,7 @@ async def test_a_find_instance_thread_still_running_is_not_asked_again(databases
         await asyncio.sleep(1.5)
         assert (await host.reconciler.reconcile())["error"] == 1  # asked again once it is over
         assert len(finds.read_text().split()) == 2
-        [(_, status, provider_id, owner)] = await host.rows("k-2")
+        [(_, status, provider_id, owner)] = await host.rows(key)
         assert (status, provider_id, owner) == ("unknown", None, None)
     finally:
         await host.close()
