@@ -88,6 +88,12 @@ def create_instance(config, spec):
     return _instances[iid]
 
 
+def find_instance(config, request_id):
+    """The instance an order (its request_id) opened, or None: the host asks this to settle an order
+    whose create_instance ended without an answer."""
+    return _instances.get(f"demo-{request_id[-12:]}")
+
+
 def get_instance_status(config, instance_id):
     inst = _instances.get(instance_id)
     if inst is None:

@@ -9,6 +9,9 @@ Incus REST API (https://linuxcontainers.org/incus/docs/main/rest-api/).
   disk size from the ServerSpec, the image mapped from the spec's ``os``, and a NIC with
   ``limits.ingress``/``limits.egress`` for the bandwidth. The instance name is derived from the
   host's ``request_id``, so a retry with the same request finds the instance it already made.
+- ``find_instance`` (the host settling an order whose outcome is unknown): the instance named after
+  the ``request_id`` if its ``user.rustbill.request_id`` is that request, else None; a create
+  operation still running on it is waited for first.
 - ``get_instance_status``: ``GET /1.0/instances/{name}/state``; ``sync_upstream_instances``:
   ``GET /1.0/instances?recursion=2`` (instances with their state).
 - ``query_price``/``sync_products``/``spec_template`` come from the price rules and plans in the
@@ -103,7 +106,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 def version():
-    return "1.0.0"
+    return "1.1.0"
 
 
 def _prop(type_: Any, title: str, description: str, **extra: Any) -> dict[str, Any]:
@@ -1144,6 +1147,65 @@ async def create_instance(config, spec):
     item = await _get(conn, _inst_path(name), f"instance {name!r}", _params(config, recursion=1))
     item = item if isinstance(item, dict) else {}
     state = item["state"] if isinstance(item.get("state"), dict) else await _state(conn, config, name)
+    return {
+        "instance_id": name,
+        "status": _status(state),
+        "ip_address": _ip(state),
+        "created_at": _created_at(item.get("created_at")),
+    }
+
+
+async def _creating(conn: _Conn, config: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """Incus operations still running on instance ``name`` (a create that has not finished yet)."""
+    try:
+        ops = await _get(conn, "/1.0/operations", f"operations of instance {name!r}", _params(config, recursion=1))
+    except sdk.PluginError as exc:
+        if exc.code in ("NOT_FOUND", "PERMISSION_DENIED"):
+            return []
+        raise
+    target = _inst_path(name)
+    running = []
+    for group in (ops or {}).values() if isinstance(ops, dict) else ():
+        for op in group or []:
+            if not isinstance(op, dict) or op.get("status_code") in (_FINAL_OK, _FINAL_FAILED, _FINAL_CANCELLED):
+                continue
+            urls = (op.get("resources") or {}).get("instances") or []
+            if any(str(u).split("?", 1)[0] == target for u in urls) and op.get("id"):
+                running.append(op)
+    return running
+
+
+async def find_instance(config, request_id):
+    """The instance an order (``request_id``) made — named after it, with the request id in
+    ``user.rustbill.request_id`` — or None when there is none. An operation still running on it (a
+    create whose image is still being fetched) is waited for first, up to operation_timeout_seconds;
+    if it is still running then, the answer is UNAVAILABLE (ask again later), never None."""
+    request_id = str(request_id or "").strip()
+    if not request_id:
+        raise sdk.InvalidArgument("find_instance needs the order's request_id")
+    name = _instance_name(config, request_id)
+    timeout_s = int(_cfg(config, "operation_timeout_seconds"))
+    conn = _conn(config)
+    for op in await _creating(conn, config, name):
+        try:
+            await _wait(conn, f"/1.0/operations/{op['id']}", op, f"operation on instance {name!r}", timeout_s)
+        except sdk.PluginError as exc:
+            if exc.code == "DEADLINE_EXCEEDED":
+                raise sdk.Unavailable(
+                    f"instance {name!r} is still being made at {conn.where} (operation {op['id']}); ask again later"
+                ) from None
+            if exc.code not in ("FAILED_PRECONDITION", "ABORTED"):  # failed or cancelled: see what is left
+                raise
+    existing = await _instance_or_none(conn, config, name)
+    if existing is None:
+        return None
+    owner = str((existing.get("config") or {}).get("user.rustbill.request_id") or "")
+    if owner != request_id:
+        return None  # the name is taken by something else: this order made nothing
+    item = await _get(conn, _inst_path(name), f"instance {name!r}", _params(config, recursion=1))
+    item = item if isinstance(item, dict) else {}
+    state = item["state"] if isinstance(item.get("state"), dict) else await _state(conn, config, name)
+    log.info("find_instance: order %s has instance %s at %s", request_id, name, conn.where)
     return {
         "instance_id": name,
         "status": _status(state),

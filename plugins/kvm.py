@@ -10,6 +10,8 @@
   and a NIC on ``network`` (or ``bridge``) with the bandwidth as libvirt ``<bandwidth>``, then
   ``virDomainCreate``. The domain name and UUID come from the host's ``request_id``, so a retry finds the
   domain it already made. A failure removes what this call made (volume, definition).
+- ``find_instance`` (the host settling an order whose outcome is unknown): the domain named after the
+  ``request_id`` (or with its UUID) if its metadata names that request, else None.
 - ``get_instance_status``: the domain's state (``virDomainGetInfo``) mapped to running / stopped /
   paused / ...; ``sync_upstream_instances``: every domain of the connection (``virConnectListAllDomains``).
 - ``query_price``/``sync_products``/``spec_template`` come from the price rules and plans in the config
@@ -160,7 +162,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 def version():
-    return "1.0.0"
+    return "1.1.0"
 
 
 def _prop(type_: Any, title: str, description: str, **extra: Any) -> dict[str, Any]:
@@ -1386,6 +1388,58 @@ def create_instance(config, spec):
                 raise
         summary = _summary(entry, dom, config, uncertain=True)  # made: a lost connection now is no failure
     log.info("create_instance: domain %s is %s at %s (request %s)", name, summary["status"], entry.uri, request_id)
+    return _instance(summary)
+
+
+def _lookup_or_none(entry: _Entry, how: str, key: str) -> Any:
+    try:
+        return getattr(entry.conn, how)(key)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == ERR_NO_DOMAIN:
+            return None
+        raise
+
+
+def _remove_leftover_volume(entry: _Entry, config: dict[str, Any], name: str) -> None:
+    """An attempt that died after making the order's root volume but before defining the domain left
+    the volume behind; the order is given up, so the volume goes (best effort; logged)."""
+    pool_name = str(_cfg(config, "storage_pool"))
+    try:
+        pool = entry.conn.storagePoolLookupByName(pool_name)
+        for vol_name in (f"{name}.qcow2", f"{name}.img"):
+            vol = _vol_or_none(pool, vol_name)
+            if vol is not None:
+                vol.delete(0)
+                log.info("find_instance: removed volume %s left by an unfinished order at %s", vol_name, entry.uri)
+    except Exception as exc:
+        log.warning("find_instance: could not check for a volume left by order %s at %s: %s", name, entry.uri, exc)
+
+
+def find_instance(config, request_id):
+    """The domain an order (``request_id``) made — by name, else by UUID, with the request id in its
+    metadata — or None when there is none (a root volume it left behind without a domain is removed)."""
+    request_id = str(request_id or "").strip()
+    if not request_id:
+        raise sdk.InvalidArgument("find_instance needs the order's request_id")
+    name = _domain_name(config, request_id)
+    dom_uuid = str(uuid.uuid5(_UUID_NS, request_id))
+    entry = _connect(config)
+    lock = _NAME_LOCKS[int(hashlib.sha256(f"{entry.key}/{name}".encode()).hexdigest(), 16) % len(_NAME_LOCKS)]
+    with lock:
+        with _calls(entry, f"looking up the domain of order {request_id!r}"):
+            by_name = _lookup_or_none(entry, "lookupByName", name)
+            dom = by_name if by_name is not None and _meta(by_name).get("request_id", "") == request_id else None
+            if dom is None:
+                by_uuid = _lookup_or_none(entry, "lookupByUUIDString", dom_uuid)  # renamed since
+                if by_uuid is not None and _meta(by_uuid).get("request_id", "") == request_id:
+                    dom = by_uuid
+        if dom is None:
+            if by_name is None:  # (a domain of that name made for something else keeps its volumes)
+                _remove_leftover_volume(entry, config, name)
+            return None
+        summary = _summary(entry, dom, config)
+    log.info("find_instance: order %s has domain %s (%s) at %s", request_id, summary["name"], summary["status"],
+             entry.uri)  # fmt: skip
     return _instance(summary)
 
 

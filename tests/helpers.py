@@ -332,6 +332,55 @@ def query_db(db_url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
     return asyncio.run(go())
 
 
+def write_db(db_url: str, sql: str, **params: Any) -> int:
+    """Run a statement straight on a server's database (to stage a state, e.g. an order whose answer
+    was lost); returns the number of rows it changed."""
+    import asyncio
+
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from rustbill.config import async_db_url
+
+    async def go() -> int:
+        engine = create_async_engine(async_db_url(db_url))
+        try:
+            async with engine.begin() as conn:
+                return int((await conn.execute(text(sql), params)).rowcount)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def lose_the_answer(db_url: str, key: str) -> None:
+    """Make the order ``key`` look like one whose create_instance answer never arrived: no provider
+    instance id, status "unknown", no attempt running."""
+    n = write_db(
+        db_url,
+        "UPDATE instances SET provider_instance_id = NULL, status = 'unknown', ip_address = '', owner = NULL "
+        "WHERE idempotency_key = :k",
+        k=key,
+    )
+    assert n == 1, f"{n} orders with key {key!r}"
+
+
+def retry_while_reconciled(call: Any, timeout: float = 15) -> Any:
+    """``call()`` again while it answers UNAVAILABLE "order … is being reconciled" (the reconciler
+    or another request is settling that order right now), up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except grpc.RpcError as exc:
+            details = exc.details() or ""  # type: ignore[attr-defined]
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or "is being reconciled" not in details:  # type: ignore[attr-defined]
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 class PluginHost:
     """The billing core's side, in process: Channels and Providers over a PluginRuntime and a
     Database, with one shipped plugin loaded. ``interface(cfg)`` makes an interface row the way the

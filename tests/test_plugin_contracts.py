@@ -43,6 +43,7 @@ from rustbill.plugins.contract import (
     ShapeError,
     check_admin_page,
     check_balance,
+    check_found_instance,
     check_health_result,
     check_instance,
     check_instance_list,
@@ -99,6 +100,7 @@ CHECKERS: dict[str, Callable[[Any], Any]] = {
     "sync_products": check_products,
     "query_price": check_price,
     "create_instance": lambda r: check_instance(r, "create_instance", need_id=True),
+    "find_instance": check_found_instance,
     "get_instance_status": lambda r: None if r is None else check_instance(r, "get_instance_status", need_id=False),
     "sync_upstream_instances": check_instance_list,
     "get_upstream_balance": check_balance,
@@ -333,8 +335,9 @@ class Sample:
     error: tuple[str, str] | None = None
 
 
-async def _created(b: Bed) -> dict[str, Any]:
-    return check_instance(await b.call("create_instance", {**SPEC, "request_id": str(uuid.uuid4())}), "c", need_id=True)
+async def _created(b: Bed, request_id: str | None = None) -> dict[str, Any]:
+    spec = {**SPEC, "request_id": request_id or str(uuid.uuid4())}
+    return check_instance(await b.call("create_instance", spec), "c", need_id=True)
 
 
 async def _status_of_created(b: Bed) -> Any:
@@ -345,6 +348,19 @@ async def _status_of_created(b: Bed) -> Any:
 async def _list_after_create(b: Bed) -> Any:
     b.made["instance_id"] = (await _created(b))["instance_id"]
     return await b.call("sync_upstream_instances")
+
+
+async def _found_after_create(b: Bed) -> Any:
+    """find_instance of an order that create_instance opened, after asking about one it never saw."""
+    b.made["unknown"] = check_found_instance(await b.call("find_instance", str(uuid.uuid4())))
+    request_id = str(uuid.uuid4())
+    b.made["instance_id"] = (await _created(b, request_id))["instance_id"]
+    return await b.call("find_instance", request_id)
+
+
+def _found(checked: Any, b: Bed) -> None:
+    assert b.made["unknown"] is None, f"an order never opened was found: {b.made['unknown']}"
+    assert checked is not None and checked["instance_id"] == b.made["instance_id"] and checked["status"]
 
 
 def _healthy(checked: Any, b: Bed) -> None:
@@ -405,6 +421,7 @@ DEFAULTS: dict[str, Sample] = {
         lambda b: b.call("create_instance", {**SPEC, "request_id": str(uuid.uuid4())}), _instance
     ),
     "get_instance_status": Sample(_status_of_created, _status),
+    "find_instance": Sample(_found_after_create, _found),
     "sync_upstream_instances": Sample(_list_after_create, _listed),
     "get_upstream_balance": Sample(lambda b: b.call("get_upstream_balance"), _balance),
     "create_payment": Sample(lambda b: b.call("create_payment", _order()), _payment),
@@ -488,7 +505,8 @@ OVERRIDES: dict[tuple[str, str], Sample] = {
 }  # fmt: skip
 
 # kvm without libvirt-python: what needs libvirt is a clear FAILED_PRECONDITION, not a crash
-KVM_NEEDS_LIBVIRT = ("health_check", "admin_page", "create_instance", "get_instance_status", "sync_upstream_instances")
+KVM_NEEDS_LIBVIRT = ("health_check", "admin_page", "create_instance", "find_instance", "get_instance_status",
+                     "sync_upstream_instances")  # fmt: skip
 
 
 def sample_for(pid: str, function: str) -> Sample | None:

@@ -18,7 +18,18 @@ from typing import Any
 import grpc
 import pytest
 import trustme
-from helpers import SHIPPED_PLUGINS, ServerProcess, create_interface, free_port, md, query_db, raises_code, unique
+from helpers import (
+    SHIPPED_PLUGINS,
+    ServerProcess,
+    create_interface,
+    free_port,
+    lose_the_answer,
+    md,
+    query_db,
+    raises_code,
+    retry_while_reconciled,
+    unique,
+)
 from peers.incus_server import IncusServer
 
 from rustbill.pb import integration_pb2 as pb
@@ -219,6 +230,34 @@ def test_idempotency_key_retry_opens_one_instance(
     assert a.provider_instance_id == b.provider_instance_id
     assert len(incus.received("POST", "/1.0/instances")) == 1
     assert len(rows_of(server, iface.id)) == 1
+
+
+def test_an_order_whose_answer_was_lost_is_settled_with_find_instance(
+    server: ServerProcess, stub: Any, admin_token: str, incus: IncusServer
+) -> None:
+    """The host asks find_instance (the instance named after the request id) to settle an order whose
+    create_instance answer never arrived; a create Incus is still running is waited for, never taken
+    for "nothing there"."""
+    iface = create_interface(stub, admin_token, "incus", json.dumps(config_for(incus, operation_timeout_seconds=1)))
+    key = unique("order")
+    first = order(stub, admin_token, iface.id, key=key)
+    lose_the_answer(server.db_url, key)
+    again = retry_while_reconciled(lambda: order(stub, admin_token, iface.id, key=key))
+    assert again.provider_instance_id == first.provider_instance_id and again.status == "running"
+    assert rows_of(server, iface.id) == [(first.provider_instance_id, "running", again.ip_address)]
+    assert len(incus.received("POST", "/1.0/instances")) == 1
+
+    # Incus is slower than the host's patience: the order is "unknown"; while the operation runs the
+    # retry is told to wait (find_instance cannot tell yet), and once it is done the retry gets it
+    incus.op_delay = 4
+    key = unique("order")
+    with raises_code(grpc.StatusCode.DEADLINE_EXCEEDED, "did not finish within 1s"):
+        order(stub, admin_token, iface.id, key=key)
+    with raises_code(grpc.StatusCode.UNAVAILABLE, rf"^order '{key}' is being reconciled; retry in \d+ s$"):
+        order(stub, admin_token, iface.id, key=key)
+    made = retry_while_reconciled(lambda: order(stub, admin_token, iface.id, key=key))
+    assert made.provider_instance_id == incus.received("POST", "/1.0/instances")[-1].body["name"]
+    assert made.status == "running" and len(incus.received("POST", "/1.0/instances")) == 2
 
 
 # ---------------------------------------------------------------- failures through the server
@@ -627,6 +666,58 @@ async def test_direct_create_is_idempotent_per_request_id(plugin: Any, incus: In
     assert (await plugin.create_instance(cfg, direct_spec(long_id)))["instance_id"] == made["instance_id"]
 
     await expect_error("INVALID_ARGUMENT", "request_id", plugin.create_instance(cfg, direct_spec("")))
+
+
+async def _appears(incus: IncusServer, name: str) -> None:
+    for _ in range(200):
+        if incus.instance(name) is not None:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"instance {name} never appeared at the peer")
+
+
+async def test_direct_find_instance(plugin: Any, incus: IncusServer) -> None:
+    cfg = config_for(incus, operation_timeout_seconds=1)
+    assert await plugin.find_instance(cfg, str(uuid.uuid4())) is None
+    rid = str(uuid.uuid4())
+    made = await plugin.create_instance(cfg, direct_spec(rid))
+    found = await plugin.find_instance(cfg, rid)
+    assert found == made and found["instance_id"] == f"rb-{rid}" and found["status"] == "running"
+
+    # a create still running at Incus is waited for, and its instance returned
+    incus.op_delay = 0.5
+    rid = str(uuid.uuid4())
+    task = asyncio.ensure_future(plugin.create_instance(cfg, direct_spec(rid)))
+    await _appears(incus, f"rb-{rid}")
+    found = await plugin.find_instance(cfg, rid)
+    assert found is not None and found["instance_id"] == f"rb-{rid}" and found["status"] == "running"
+    await task
+
+    # one that outlasts operation_timeout_seconds: no answer yet, never None
+    incus.op_delay = 3
+    rid = str(uuid.uuid4())
+    task = asyncio.ensure_future(plugin.create_instance(cfg, direct_spec(rid)))
+    await _appears(incus, f"rb-{rid}")
+    await expect_error("UNAVAILABLE", rf"instance 'rb-{rid}' is still being made .*ask again later",
+                       plugin.find_instance(cfg, rid))  # fmt: skip
+    await expect_error("DEADLINE_EXCEEDED", "did not finish within 1s", task)
+
+    # one that fails at Incus (which reverts it): waited for, then there is nothing
+    incus.op_delay, incus.fail_operations = 0.5, "Failed creating instance from image: no space left"
+    rid = str(uuid.uuid4())
+    task = asyncio.ensure_future(plugin.create_instance(cfg, direct_spec(rid)))
+    await _appears(incus, f"rb-{rid}")
+    assert await plugin.find_instance(cfg, rid) is None
+    await expect_error("FAILED_PRECONDITION", "no space left", task)
+    incus.fail_operations = None
+
+    # the derived name is taken by an instance that is not this request's: this order made nothing
+    rid = str(uuid.uuid4())
+    incus.add_instance(f"rb-{rid}")
+    assert await plugin.find_instance(cfg, rid) is None
+    assert incus.instance(f"rb-{rid}") is not None  # and it is left alone
+
+    await expect_error("INVALID_ARGUMENT", "request_id", plugin.find_instance(cfg, ""))
 
 
 async def test_direct_status_list_and_actions(plugin: Any, incus: IncusServer) -> None:

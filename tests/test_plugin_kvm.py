@@ -24,7 +24,19 @@ from typing import Any
 
 import grpc
 import pytest
-from helpers import ROOT, SHIPPED_PLUGINS, ServerProcess, create_interface, free_port, md, query_db, raises_code, unique
+from helpers import (
+    ROOT,
+    SHIPPED_PLUGINS,
+    ServerProcess,
+    create_interface,
+    free_port,
+    lose_the_answer,
+    md,
+    query_db,
+    raises_code,
+    retry_while_reconciled,
+    unique,
+)
 
 from rustbill import sdk
 from rustbill.pb import integration_pb2 as pb
@@ -316,6 +328,33 @@ def test_idempotency_key_retry_opens_one_domain(
     made = [d for d in action(stub, admin_token, iface.id, "admin_list_domains") if d["request_id"]]
     assert [d["name"] for d in made] == [a.provider_instance_id]
     assert len(rows_of(server, iface.id)) == 1
+
+
+@needs_libvirt
+def test_an_order_whose_answer_was_lost_is_settled_with_find_instance(
+    server: ServerProcess, stub: Any, admin_token: str, tmp_path: Path
+) -> None:
+    """The host asks find_instance (the domain named after the request id) to settle an order whose
+    create_instance answer never arrived, instead of opening anything again."""
+    iface = interface(stub, admin_token, config_for(node_uri(tmp_path)))
+    key = unique("order")
+    first = order(stub, admin_token, iface.id, key=key)
+    lose_the_answer(server.db_url, key)
+    again = retry_while_reconciled(lambda: order(stub, admin_token, iface.id, key=key))
+    assert again.provider_instance_id == first.provider_instance_id and again.status == "running"
+    assert [r[:2] for r in rows_of(server, iface.id)] == [(first.provider_instance_id, "running")]
+    server.wait_for_log(rf"settled \((retry|reconciler)\): provider \S+ has instance {first.provider_instance_id} ")
+    made = [d["name"] for d in action(stub, admin_token, iface.id, "admin_list_domains") if d["request_id"]]
+    assert made == [first.provider_instance_id]
+
+    # the domain is gone meanwhile: find_instance says None, and the order is opened again (same
+    # request id, by the retry) or released (by the reconciler, then the retry is a new order)
+    action(stub, admin_token, iface.id, "admin_delete", name=first.provider_instance_id, force=True)
+    lose_the_answer(server.db_url, key)
+    third = retry_while_reconciled(lambda: order(stub, admin_token, iface.id, key=key))
+    made = [d["name"] for d in action(stub, admin_token, iface.id, "admin_list_domains") if d["request_id"]]
+    assert made == [third.provider_instance_id]
+    assert [r[:2] for r in rows_of(server, iface.id)] == [(third.provider_instance_id, "running")]
 
 
 @needs_libvirt
@@ -735,6 +774,44 @@ def test_direct_create_is_idempotent_per_request_id(plugin: Any, tmp_path: Path)
 
 
 @needs_libvirt
+def test_direct_find_instance(plugin: Any, tmp_path: Path) -> None:
+    cfg = config_for(node_uri(tmp_path))
+    conn = plugin._connect(cfg).conn
+    assert plugin.find_instance(cfg, "never-made") is None
+    made = plugin.create_instance(cfg, direct_spec("found-1", os="debian-12"))
+    assert plugin.find_instance(cfg, "found-1") == made
+
+    # renamed since: found by its UUID
+    dom = conn.lookupByName("rb-found-1")
+    dom.destroy()
+    dom.rename("renamed-1", 0)
+    got = plugin.find_instance(cfg, "found-1")
+    assert (got["instance_id"], got["status"]) == ("renamed-1", "stopped")
+
+    # defined, but the attempt ended before the start: found as it is (stopped)
+    plugin.create_instance({**cfg, "start_on_create": False}, direct_spec("found-2"))
+    assert plugin.find_instance(cfg, "found-2")["status"] == "stopped"
+
+    # a domain of that name made for something else is not this order's; its volume stays
+    pool = conn.storagePoolLookupByName("default-pool")
+    pool.createXML(plugin._vol_xml("rb-other.qcow2", 1 * GIB, "qcow2"), 0)
+    conn.defineXML(
+        "<domain type='test'><name>rb-other</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>"
+        "<os><type>hvm</type></os></domain>"
+    )
+    assert plugin.find_instance(cfg, "other") is None
+    assert "rb-other.qcow2" in pool.listVolumes()
+
+    # an attempt that died after making the root volume, before defining the domain: nothing to
+    # record, and the volume goes (the order is given up, nothing else would ever use it)
+    pool.createXML(plugin._vol_xml("rb-half.qcow2", 10 * GIB, "qcow2"), 0)
+    assert plugin.find_instance(cfg, "half") is None
+    assert "rb-half.qcow2" not in pool.listVolumes()
+
+    expect("INVALID_ARGUMENT", "request_id", plugin.find_instance, cfg, "")
+
+
+@needs_libvirt
 def test_direct_disks_networks_and_regions(plugin: Any, tmp_path: Path) -> None:
     cfg = config_for(node_uri(tmp_path), regions=PRICED["regions"], vnc=False)
     made = plugin.create_instance(cfg, direct_spec("r-hk", os="alpine-3.20", region="hk", disk_gb=8,
@@ -817,6 +894,9 @@ def test_direct_connection_lost_mid_create_is_an_unknown_outcome(plugin: Any, mo
            r"was lost .*whether the change took effect is unknown", plugin.create_instance, cfg,
            direct_spec(request_id))  # fmt: skip
     monkeypatch.setattr(libvirt.virConnect, "defineXML", real)
+    # the host settling the order asks find_instance: the domain was made (not started yet)
+    found = plugin.find_instance(cfg, request_id)
+    assert (found["instance_id"], found["status"]) == (f"rb-{request_id}", "stopped")
     # the retry (same request id) reconnects, finds the domain and its volume, and starts it
     made = plugin.create_instance(cfg, direct_spec(request_id))
     assert made["instance_id"] == f"rb-{request_id}" and made["status"] == "running"
@@ -918,4 +998,4 @@ def test_direct_unreachable_hosts(plugin: Any, hang_peer: TcpPeer) -> None:
 
 def test_plugin_file_is_in_the_shared_server(stub: Any, admin_token: str) -> None:
     plugins = {p.plugin_id: p for p in stub.ListPlugins(pb.ListPluginsRequest(), metadata=md(admin_token)).plugins}
-    assert plugins["kvm"].version == "1.0.0" and plugins["kvm"].has_admin_page
+    assert plugins["kvm"].version == "1.1.0" and plugins["kvm"].has_admin_page

@@ -618,10 +618,13 @@ def test_product_prices_are_stored_exactly(stub, admin_token: str) -> None:
 
 
 def test_an_order_that_times_out_is_kept_and_a_retry_settles_it(fresh_server: ServerProcess) -> None:
+    """(The background reconciler is off here, so that the retry is what settles the order: see
+    tests/test_reconciler.py for the reconciler.)"""
     from helpers import TEST_PLUGINS
 
     fresh_server.add_plugin(TEST_PLUGINS / "t_provider.py")
     fresh_server.env["RUSTBILL_PLUGINS__TIMEOUTS"] = '{"create_instance": 1}'
+    fresh_server.env["RUSTBILL_PLUGINS__RECONCILE_INTERVAL_SECONDS"] = "0"
     fresh_server.start()
     token, stub = fresh_server.token(), fresh_server.stub()
     iface = create_interface(stub, token, "t_provider", '{"sleep": 3}')
@@ -638,5 +641,6 @@ def test_an_order_that_times_out_is_kept_and_a_retry_settles_it(fresh_server: Se
     done = stub.CreateUpstreamInstance(pb.UpstreamOrderRequest(interface_id=iface.id, server_spec=spec), metadata=meta)
     rows = query_db(fresh_server.db_url, sql)
     assert rows == [(row_id, "running", done.provider_instance_id)]  # the same order, settled; not a second one
-    # the retry asked the provider with the same request_id as the first attempt
+    # find_instance said the first attempt opened nothing, so the retry asked the provider again with
+    # the same request_id as the first attempt
     assert done.provider_instance_id == f"i-{str(uuid.UUID(str(row_id)))[-8:]}"

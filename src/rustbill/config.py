@@ -167,6 +167,9 @@ class PluginSettings(_Section):
     max_threads: int = Field(64, ge=1)
     health_interval_seconds: float = Field(300.0, ge=0)
     health_concurrency: int = Field(100, ge=1)
+    # Orders whose create_instance outcome is unknown are settled (find_instance) every this many
+    # seconds, in one process at a time (0: only by keyed retries).
+    reconcile_interval_seconds: float = Field(10.0, ge=0)
 
 
 class DataSettings(_Section):

@@ -106,10 +106,14 @@ class DeadlineExceeded(RustBillError):
 class Unavailable(RustBillError):
     code = Code.UNAVAILABLE
 
-    def __init__(self, message: str, *, request_may_have_been_sent: bool = True) -> None:
+    def __init__(
+        self, message: str, *, request_may_have_been_sent: bool = True, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         # False when the remote system was never reached (refused, unresolvable): nothing happened there.
         self.request_may_have_been_sent = request_may_have_been_sent
+        # Seconds after which a retry may succeed (sent as ``retry-after`` metadata).
+        self.retry_after = retry_after
 
 
 class ResourceExhausted(RustBillError):

@@ -62,6 +62,17 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.orders_reconciled = Counter(
+            "rustbill_orders_reconciled",
+            "Orders whose create_instance outcome was unknown, settled: by outcome (found: instance recorded; "
+            "released: the provider had none; reopened: opened again by a keyed retry; error: find_instance "
+            "failed, counted once per order) and by who (reconciler, retry, late_answer).",
+            ["outcome", "by"],
+            registry=r,
+        )
+
+    def order_settled(self, outcome: str, by: str) -> None:
+        self.orders_reconciled.labels(outcome, by).inc()
 
     def rpc(self, service: str, method: str, code: str, edge: str, seconds: float) -> None:
         self.rpc_requests.labels(service, method, code, edge).inc()

@@ -26,7 +26,7 @@ from .auth import AuthService, LoginLimiter
 from .cluster import PgInvalidation
 from .config import Settings
 from .db import Database, PluginInterface, redact_url
-from .domain import Catalog, Channels, HealthService, Providers
+from .domain import Catalog, Channels, HealthService, ProcessRegistry, Providers, Reconciler
 from .metrics import Metrics
 from .plugins import PluginRegistry, PluginRuntime, PluginScanner
 from .services.dispatch import Dispatcher
@@ -67,7 +67,15 @@ class App:
         self.metrics = Metrics()
         self.runtime.observer = self.metrics.plugin_call
         self.catalog = Catalog(self.db, self.registry, self.runtime, self.vault)
-        self.providers = Providers(self.db, self.runtime)
+        self.processes = ProcessRegistry(self.db)
+        self.providers = Providers(
+            self.db,
+            self.runtime,
+            processes=self.processes,
+            reconcile_interval=settings.plugins.reconcile_interval_seconds,
+        )
+        self.providers.observer = self.metrics.order_settled
+        self.reconciler = Reconciler(self.db, self.runtime, self.providers, self.processes)
         self.channels = Channels(self.db, self.runtime, public_url=settings.http.public_url)
         self.health = HealthService(
             self.db, self.runtime, self.catalog, concurrency=settings.plugins.health_concurrency
@@ -105,6 +113,7 @@ class App:
     async def start(self) -> int:
         s = self.settings
         await self.db.migrate()
+        await self.processes.register()
         generated = await self.auth.bootstrap_admin()
         if generated is not None:
             # Printed once, on the first start only; it is not stored anywhere in clear.
@@ -179,6 +188,11 @@ class App:
             await self._health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
         self._tasks.append(asyncio.create_task(self.scanner.run(s.plugins.rescan_seconds), name="plugin-scanner"))
+        self._tasks.append(asyncio.create_task(self.processes.run(), name="heartbeat"))
+        if s.plugins.reconcile_interval_seconds > 0:
+            self._tasks.append(
+                asyncio.create_task(self.reconciler.run(s.plugins.reconcile_interval_seconds), name="reconciler")
+            )
         if s.plugins.health_interval_seconds > 0:
             self._tasks.append(
                 asyncio.create_task(self.health.run(s.plugins.health_interval_seconds), name="health-checker")
@@ -256,6 +270,8 @@ class App:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         await self.health.close()
+        await self.providers.close()
+        await self.processes.unregister()
         if self._invalidation is not None:
             await self._invalidation.close()
         await self.runtime.close()

@@ -1,8 +1,10 @@
 """Test provider: every provider function, with behaviour chosen by the interface's config."""
 
 import asyncio
+import json
 import time
 from decimal import Decimal
+from pathlib import Path
 
 from rustbill import sdk
 
@@ -26,6 +28,23 @@ def config_schema():
             "healthy": {"type": "boolean", "title": "Healthy", "description": "health result"},
             "health_sleep": {"type": "number", "title": "Health sleep", "description": "seconds"},
             "fail_create": {"type": "boolean", "title": "Fail create", "description": "create fails"},
+            "sleep_after_create": {
+                "type": "number",
+                "minimum": 0,
+                "title": "Sleep after create",
+                "description": "async delay after the instance is made (its answer is late)",
+            },
+            "store_dir": {
+                "type": "string",
+                "title": "Store",
+                "description": "folder keeping the instances made "
+                "(one file per request_id) and a log of create_instance calls, across server restarts",
+            },
+            "find": {
+                "enum": ["store", "none", "fail", "hang"],
+                "title": "find_instance",
+                "description": "store: what was made; none: nothing; fail: UNAVAILABLE; hang: never answers",
+            },
             "api_key": {"type": "string", "format": "password", "title": "Key", "description": "secret"},
             "regions": {"type": "array", "items": {"type": "string"}, "title": "Regions", "description": "r"},
         },
@@ -69,7 +88,15 @@ def sync_products(config):
     ]
 
 
+def _store(config):
+    return Path(config["store_dir"]) if config.get("store_dir") else None
+
+
 async def create_instance(config, spec):
+    store = _store(config)
+    if store is not None:
+        with (store / "create_calls").open("a") as f:
+            f.write(spec["request_id"] + "\n")
     await asyncio.sleep(config.get("sleep", 0))
     if config.get("fail_create"):
         raise sdk.PluginError("out of capacity in region", "RESOURCE_EXHAUSTED")
@@ -80,7 +107,25 @@ async def create_instance(config, spec):
         "ip_address": "192.0.2.10",
         "created_at": "2026-01-01T00:00:00Z",
     }
+    if store is not None:
+        (store / f"{spec['request_id']}.json").write_text(json.dumps(_instances[iid]))
+    await asyncio.sleep(config.get("sleep_after_create", 0))
     return _instances[iid]
+
+
+async def find_instance(config, request_id):
+    mode = config.get("find", "store")
+    if mode == "fail":
+        raise sdk.Unavailable("the provider's order lookup is down")
+    if mode == "hang":
+        await asyncio.sleep(3600)
+    if mode == "none":
+        return None
+    store = _store(config)
+    if store is not None:
+        path = store / f"{request_id}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+    return _instances.get(f"i-{request_id[-8:]}")
 
 
 def get_instance_status(config, instance_id):

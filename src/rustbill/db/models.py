@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     Numeric,
     String,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -35,6 +37,7 @@ __all__ = [
     "Plugin",
     "PluginInterface",
     "PluginState",
+    "Process",
     "Product",
     "RefreshToken",
     "Setting",
@@ -171,6 +174,13 @@ class Instance(Base):
         UniqueConstraint("interface_id", "provider_instance_id"),
         # An idempotency-key is the caller's own: another caller's same key is another order.
         UniqueConstraint("interface_id", "customer_id", "idempotency_key"),
+        # Orders without a provider instance yet (what the reconciler looks at): few rows of many.
+        Index(
+            "ix_instances_unsettled",
+            "status",
+            sqlite_where=text("provider_instance_id IS NULL"),
+            postgresql_where=text("provider_instance_id IS NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
@@ -185,6 +195,10 @@ class Instance(Base):
     customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     # The caller's ``idempotency-key`` of CreateUpstreamInstance: a retry returns this instance.
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # While an order is unsettled (no provider_instance_id): the server process (``processes.id``)
+    # whose create_instance call for it may still be running, or that is settling it. NULL when no
+    # attempt is running. An owner that no longer heartbeats died: its orders are reconciled.
+    owner: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
@@ -230,6 +244,23 @@ class PluginState(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Process(Base):
+    """A running server process: it heartbeats every few seconds and deletes its row when it
+    stops. Orders it owns while its heartbeat is fresh are in flight; otherwise they are orphaned."""
+
+    __tablename__ = "processes"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    hostname: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    # Kernel boot id and PID namespace: processes with the same ``node`` can check each other's pid.
+    node: Mapped[str] = mapped_column(String(200), default="")
+    # The pid's start time (clock ticks since boot, /proc/<pid>/stat): tells a reused pid apart.
+    pid_start: Mapped[str] = mapped_column(String(32), default="")
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class User(Base):

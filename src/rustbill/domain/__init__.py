@@ -3,7 +3,9 @@
 from .catalog import Catalog, ChannelEntry, ProviderEntry, validate_config
 from .channels import Channels
 from .health import HealthResult, HealthService
+from .processes import ProcessRegistry
 from .providers import Providers, SyncResult
+from .reconciler import Reconciler
 
 __all__ = [
     "Catalog",
@@ -11,8 +13,10 @@ __all__ = [
     "Channels",
     "HealthResult",
     "HealthService",
+    "ProcessRegistry",
     "ProviderEntry",
     "Providers",
+    "Reconciler",
     "SyncResult",
     "validate_config",
 ]

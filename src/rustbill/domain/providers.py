@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import math
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -22,14 +25,17 @@ from ..errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    RustBillError,
     Unavailable,
 )
 from ..ids import new_id, utcnow
 from ..inputs import loads_strict, shown
 from ..plugins import Binding, PluginRuntime
 from ..plugins.contract import (
+    ShapeError,
     check_admin_page,
     check_balance,
+    check_found_instance,
     check_instance,
     check_instance_list,
     check_json_result,
@@ -37,14 +43,20 @@ from ..plugins.contract import (
     check_products,
     check_spec_template,
 )
+from .processes import ProcessRegistry
 
-__all__ = ["Providers", "SyncResult", "validate_spec"]
+__all__ = ["PROVISIONING", "UNKNOWN", "Providers", "SyncResult", "validate_spec"]
 
 log = logging.getLogger(__name__)
 
 PROVISIONING = "provisioning"
-# A create_instance call that ended without an answer (timeout, lost connection, cancelled).
+# A create_instance call that ended without an answer (timeout, lost connection, cancelled), or an
+# order whose process died while asking: the provider may or may not have opened the instance.
 UNKNOWN = "unknown"
+# Statuses of an order that has no provider instance id yet (an unsettled order).
+UNSETTLED = (PROVISIONING, UNKNOWN)
+# A keyed retry that finds another request of the same order settling it waits this long.
+_BUSY_RETRY_SECONDS = 2
 _ACTION_RE = re.compile(r"^admin_[A-Za-z0-9_]{1,100}$")
 _SPEC_LIMITS = {
     "cpu_cores": (1, 1024),
@@ -106,9 +118,31 @@ def validate_spec(spec: dict[str, Any], template: dict[str, Any] | None = None) 
 
 
 class Providers:
-    def __init__(self, db: Database, runtime: PluginRuntime) -> None:
+    def __init__(
+        self,
+        db: Database,
+        runtime: PluginRuntime,
+        *,
+        processes: ProcessRegistry | None = None,
+        reconcile_interval: float = 10.0,
+    ) -> None:
         self._db = db
         self._runtime = runtime
+        # Who is alive; ``processes.id`` is the owner this process writes on the orders it opens.
+        self.processes = processes if processes is not None else ProcessRegistry(db)
+        # The background reconciler's period (0: off): the "retry in N s" of an order it will settle.
+        self.reconcile_interval = reconcile_interval
+        # Called with (outcome, by) for every order settled: the metrics.
+        self.observer: Callable[[str, str], None] | None = None
+        # Orders this process is working on (opening, or settling): never touched twice at once.
+        self._busy: set[uuid.UUID] = set()
+        self._late: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        """Stop waiting for late answers of abandoned create_instance calls."""
+        for t in list(self._late):
+            t.cancel()
+        await asyncio.gather(*self._late, return_exceptions=True)
 
     async def _template(self, b: Binding) -> dict[str, Any] | None:
         if "spec_template" not in b.memo:
@@ -254,7 +288,7 @@ class Providers:
         if idempotency_key:
             prior = await self._by_key(interface_id, customer_id, idempotency_key)
             if prior is not None:
-                return await self._resume(b, prior)
+                return await self._resume(b, prior, idempotency_key)
         now = utcnow()
         row = Instance(
             id=new_id(),
@@ -266,6 +300,7 @@ class Providers:
             origin="created",
             customer_id=customer_id,
             idempotency_key=idempotency_key,
+            owner=self.processes.id,
             created_at=now,
             updated_at=now,
         )
@@ -276,66 +311,376 @@ class Providers:
             prior = await self._by_key(interface_id, customer_id, idempotency_key or "")
             if prior is None:
                 raise
-            return await self._resume(b, prior)
+            return await self._resume(b, prior, idempotency_key or "")
+        self._busy.add(row.id)
         return await self._open(b, row)
 
-    async def _resume(self, b: Binding, prior: Instance) -> Instance:
-        """A retry of a keyed order: the recorded instance, or the same order asked again (same
-        ``request_id``, so an idempotent plugin returns what it opened the first time)."""
+    async def _resume(self, b: Binding, prior: Instance, key: str) -> Instance:
+        """A retry of a keyed order (docs/plugins.md, section 10):
+
+        - recorded → that instance;
+        - an attempt still running (its process is alive) → UNAVAILABLE "still being opened";
+        - otherwise the order is settled now: with ``find_instance``, the provider's instance is
+          recorded and returned, or, when the provider has none, the order is opened again with the
+          same ``request_id``; if ``find_instance`` fails → UNAVAILABLE "being reconciled". A plugin
+          without ``find_instance`` is asked ``create_instance`` again with the same ``request_id``.
+        """
         if prior.provider_instance_id is not None:
             return prior
-        stale = utcnow() - prior.updated_at > timedelta(seconds=self._runtime.timeout_for("create_instance") + 60)
-        if prior.status == UNKNOWN or stale:
+        if await self._attempt_running(prior):
+            if prior.status == PROVISIONING:
+                n = self._open_hint(prior)
+                raise Unavailable(f"order {shown(key)} is still being opened; retry in {n} s", retry_after=n)
+            n = self._reconcile_hint()
+            raise Unavailable(f"order {shown(key)} is being reconciled; retry in {n} s", retry_after=n)
+        if not await self._claim(prior):  # another request or the reconciler is settling it right now
+            n = _BUSY_RETRY_SECONDS
+            raise Unavailable(f"order {shown(key)} is being reconciled; retry in {n} s", retry_after=n)
+        if not self._runtime.has(b, "find_instance"):
+            # The plugin cannot say what the lost attempt did: ask create_instance again with the same
+            # request_id (an idempotent plugin returns what it opened); the row stays "unknown" on failure.
             return await self._open(b, prior)
-        raise FailedPrecondition(
-            "an order with this idempotency-key is still being opened at the provider; retry shortly"
-        )
+        try:
+            found = await self._find(b, prior)
+        except RustBillError as exc:
+            n = self._reconcile_hint()
+            log.warning(
+                "order %s (key %s) at provider %s is not settled: %s; left %r for the reconciler",
+                prior.id, shown(key), b.display_name, exc.message, UNKNOWN,
+            )  # fmt: skip
+            raise Unavailable(f"order {shown(key)} is being reconciled; retry in {n} s", retry_after=n) from None
+        if found is not None:
+            return await self._record(b, prior, found, by="retry")
+        # The provider has nothing for it: open it again, same request_id, as a fresh attempt.
+        async with self._db.write() as s:
+            await s.execute(
+                update(Instance)
+                .where(Instance.id == prior.id, Instance.owner == self.processes.id)
+                .values(status=PROVISIONING, updated_at=utcnow())
+            )
+        prior.status = PROVISIONING
+        log.info("order %s at provider %s: not opened by the lost attempt; opening it again", prior.id, b.display_name)
+        self.observe("reopened", "retry")
+        return await self._open(b, prior)
 
     async def _open(self, b: Binding, row: Instance) -> Instance:
+        """Ask ``create_instance`` for the reserved (or claimed) ``row``, owned by this process, and
+        record the outcome."""
+        abandoned: list[concurrent.futures.Future[Any]] = []
         try:
             result = await self._runtime.call(
                 b,
                 "create_instance",
                 {**row.server_spec, "request_id": str(row.id)},
                 check=lambda r: check_instance(r, "create_instance", need_id=True),
+                on_abandoned=abandoned.append,
             )
         except BaseException as exc:
-            if _maybe_done(exc) or row.status == UNKNOWN:
-                # (a retry of an order that ended without an answer must not forget that earlier attempt)
-                # The provider may have opened it: keep the row, so that nothing is forgotten; a
-                # retry with the same idempotency-key asks again with the same request_id.
-                async with self._db.write() as s:
-                    await s.execute(
-                        update(Instance).where(Instance.id == row.id).values(status=UNKNOWN, updated_at=utcnow())
-                    )
-                log.error(
-                    "order %s at provider %s ended without an answer (%s); recorded as %r for a retry or an operator",
-                    row.id, b.display_name, getattr(exc, "message", type(exc).__name__), UNKNOWN,
-                )  # fmt: skip
-            else:
-                async with self._db.write() as s:
-                    await s.execute(delete(Instance).where(Instance.id == row.id))
+            running = bool(abandoned)  # a def create_instance still running in its thread
+            try:
+                if _maybe_done(exc) or row.status == UNKNOWN:
+                    # (a retry of an order that ended without an answer must not forget that earlier attempt)
+                    # The provider may have opened it: keep the row, so that nothing is forgotten. While
+                    # the plugin's code still runs the row stays ours (its late answer is recorded);
+                    # after that the reconciler or a keyed retry settles it.
+                    async with self._db.write() as s:
+                        await s.execute(
+                            update(Instance)
+                            .where(Instance.id == row.id)
+                            .values(status=UNKNOWN, owner=self.processes.id if running else None, updated_at=utcnow())
+                        )
+                    log.error(
+                        "order %s at provider %s ended without an answer (%s); recorded as %r%s",
+                        row.id, b.display_name, getattr(exc, "message", type(exc).__name__), UNKNOWN,
+                        "; the plugin's call still runs, its answer is awaited" if running
+                        else " for the reconciler or a keyed retry",
+                    )  # fmt: skip
+                else:
+                    async with self._db.write() as s:
+                        await s.execute(delete(Instance).where(Instance.id == row.id))
+            finally:
+                if running:
+                    self._await_late_answer(b, row, abandoned[0])
+                else:
+                    self._busy.discard(row.id)
             raise
         values = {
             "provider_instance_id": result["instance_id"],
             "status": result["status"] or "creating",
             "ip_address": result["ip_address"],
+            "owner": None,
             "updated_at": utcnow(),
         }
         try:
             async with self._db.write() as s:
-                await s.execute(update(Instance).where(Instance.id == row.id).values(**values))
+                res = await s.execute(update(Instance).where(Instance.id == row.id).values(**values))
+            if res.rowcount == 0:  # type: ignore[attr-defined]
+                await self._record_again(b, row, values)
         except IntegrityError:
             log.error(
                 "provider %s returned instance id %r which is already recorded; local row %s left as %r",
-                b.display_name, result["instance_id"], row.id, row.status,
+                b.display_name, result["instance_id"], row.id, UNKNOWN,
             )  # fmt: skip
+            await self._unclaim(row, status=UNKNOWN)
             raise FailedPrecondition(
                 f"provider returned instance {result['instance_id']!r}, which is already recorded locally"
             ) from None
+        finally:
+            self._busy.discard(row.id)
         for k, v in values.items():
             setattr(row, k, v)
         return row
+
+    async def _record_again(self, b: Binding, row: Instance, values: dict[str, Any]) -> None:
+        """The provider opened the order's instance, but its row is gone: this process was taken for
+        dead (no heartbeat) and the order released meanwhile. An opened instance is never forgotten:
+        the row is written again (without its idempotency-key if a new order took the key)."""
+        log.error(
+            "order %s at provider %s: instance %s was opened after the order had been released (was this "
+            "process without heartbeat?); recording it again", row.id, b.display_name, values["provider_instance_id"],
+        )  # fmt: skip
+        fields = {
+            c: getattr(row, c)
+            for c in ("id", "interface_id", "server_spec", "origin", "customer_id", "idempotency_key", "created_at")
+        }
+        for key in (fields["idempotency_key"], None):
+            try:
+                async with self._db.write() as s:
+                    s.add(Instance(**{**fields, "idempotency_key": key, **values}))
+                return
+            except IntegrityError:
+                if key is None:
+                    raise
+
+    # ---- settling orders whose outcome is unknown (keyed retries and the reconciler) ----
+
+    def observe(self, outcome: str, by: str) -> None:
+        if self.observer is not None:
+            self.observer(outcome, by)
+
+    def _reconcile_hint(self) -> int:
+        return max(1, math.ceil(self.reconcile_interval)) if self.reconcile_interval > 0 else 10
+
+    def _open_hint(self, row: Instance) -> int:
+        left = self._runtime.timeout_for("create_instance") - (utcnow() - row.updated_at).total_seconds()
+        return max(1, math.ceil(left)) if left > 0 else self._reconcile_hint()
+
+    def _legacy_in_flight(self, row: Instance) -> bool:
+        """A "provisioning" row without owner was reserved by a version before owners were kept:
+        in flight until the create_instance timeout + 60 s have passed (the old rule)."""
+        limit = timedelta(seconds=self._runtime.timeout_for("create_instance") + 60)
+        return row.status == PROVISIONING and utcnow() - row.updated_at <= limit
+
+    def settleable(self, row: Instance, alive: set[uuid.UUID]) -> bool:
+        """Whether no attempt of this unsettled order can still be running, given the ids of the
+        processes that are alive: its owner is dead, or it has none, or it is this process and this
+        process is not working on it."""
+        if row.id in self._busy:
+            return False
+        if row.owner is None:
+            return not self._legacy_in_flight(row)
+        if row.owner == self.processes.id:
+            return row.id not in self._busy
+        return row.owner not in alive
+
+    async def _attempt_running(self, row: Instance) -> bool:
+        if row.owner is None or row.owner == self.processes.id:
+            return not self.settleable(row, set())
+        return await self.processes.is_alive(row.owner)
+
+    async def _claim(self, row: Instance) -> bool:
+        """Make this process the owner of an unsettled order whose attempts are over (compare and
+        set on the owner seen), so that nobody else settles or opens it meanwhile. Its status
+        becomes "unknown": the earlier attempt's outcome is not known."""
+        if row.id in self._busy:
+            return False
+        seen = Instance.owner.is_(None) if row.owner is None else Instance.owner == row.owner
+        now = utcnow()
+        async with self._db.write() as s:
+            res = await s.execute(
+                update(Instance)
+                .where(
+                    Instance.id == row.id,
+                    Instance.provider_instance_id.is_(None),
+                    Instance.status.in_(UNSETTLED),
+                    seen,
+                )
+                .values(owner=self.processes.id, status=UNKNOWN, updated_at=now)
+            )
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        self._busy.add(row.id)
+        row.owner, row.status, row.updated_at = self.processes.id, UNKNOWN, now
+        return True
+
+    async def _unclaim(self, row: Instance, *, status: str = UNKNOWN, keep_busy: bool = False) -> None:
+        try:
+            async with self._db.write() as s:
+                await s.execute(
+                    update(Instance)
+                    .where(Instance.id == row.id, Instance.owner == self.processes.id)
+                    .values(owner=None, status=status)
+                )
+            row.owner, row.status = None, status
+        finally:
+            if not keep_busy:
+                self._busy.discard(row.id)
+
+    async def _find(self, b: Binding, row: Instance) -> dict[str, str] | None:
+        """``find_instance`` for a claimed order; any failure gives the claim back. While a ``def``
+        find_instance cut off by its timeout still runs in its thread, this process asks no more
+        about that order (each round would take another thread otherwise)."""
+        abandoned: list[concurrent.futures.Future[Any]] = []
+        try:
+            return await self._runtime.call(  # type: ignore[no-any-return]
+                b, "find_instance", str(row.id), check=check_found_instance, on_abandoned=abandoned.append
+            )
+        except BaseException:
+            await asyncio.shield(self._unclaim(row, keep_busy=bool(abandoned)))
+            if abandoned:
+                loop = asyncio.get_running_loop()
+
+                def done(_f: concurrent.futures.Future[Any]) -> None:
+                    try:
+                        loop.call_soon_threadsafe(self._busy.discard, row.id)
+                    except RuntimeError:
+                        pass  # the loop is closed: the process is stopping
+
+                abandoned[0].add_done_callback(done)
+            raise
+
+    async def _record(self, b: Binding, row: Instance, found: dict[str, str], *, by: str) -> Instance:
+        """The provider has the claimed order's instance: record it."""
+        values = {
+            "provider_instance_id": found["instance_id"],
+            "status": found["status"] or "creating",
+            "ip_address": found["ip_address"],
+            "owner": None,
+            "updated_at": utcnow(),
+        }
+        try:
+            async with self._db.write() as s:
+                res = await s.execute(
+                    update(Instance).where(Instance.id == row.id, Instance.owner == self.processes.id).values(**values)
+                )
+            if res.rowcount == 0:  # type: ignore[attr-defined]
+                # (only if this process was taken for dead and the order settled by another meanwhile)
+                self._busy.discard(row.id)
+                raise Unavailable(f"order {row.id} was settled by another process meanwhile; retry", retry_after=1)
+        except IntegrityError:
+            await self._unclaim(row)
+            log.error(
+                "order %s at provider %s: its instance %r is already recorded locally (imported?); left %r for "
+                "an operator", row.id, b.display_name, found["instance_id"], UNKNOWN,
+            )  # fmt: skip
+            raise FailedPrecondition(
+                f"the provider's instance {found['instance_id']!r} of this order is already recorded locally"
+            ) from None
+        self._busy.discard(row.id)
+        for k, v in values.items():
+            setattr(row, k, v)
+        log.info(
+            "order %s settled (%s): provider %s has instance %s (status %s, ip %s); recorded",
+            row.id, by, b.display_name, row.provider_instance_id, row.status, row.ip_address or "-",
+        )  # fmt: skip
+        self.observe("found", by)
+        return row
+
+    async def _release(self, b: Binding, row: Instance, *, by: str) -> None:
+        """The provider has no instance for the claimed order: delete its reservation."""
+        try:
+            async with self._db.write() as s:
+                res = await s.execute(
+                    delete(Instance).where(Instance.id == row.id, Instance.owner == self.processes.id)
+                )
+        finally:
+            self._busy.discard(row.id)
+        if res.rowcount == 0:  # type: ignore[attr-defined]
+            return  # (settled by another process meanwhile)
+        log.info(
+            "order %s settled (%s): provider %s has no instance for it; the order is released",
+            row.id, by, b.display_name,
+        )  # fmt: skip
+        self.observe("released", by)
+
+    async def settle(self, b: Binding, row: Instance, *, by: str = "reconciler") -> str:
+        """Settle an unsettled order whose attempts are over with the plugin's ``find_instance``:
+        "found" (recorded), "released" (deleted) or "busy" (someone else is settling it). A failing
+        ``find_instance`` raises its error and leaves the order as it was."""
+        if not await self._claim(row):
+            return "busy"
+        found = await self._find(b, row)
+        if found is None:
+            await self._release(b, row, by=by)
+            return "released"
+        await self._record(b, row, found, by=by)
+        return "found"
+
+    async def mark_unknown(self, row: Instance) -> bool:
+        """An orphaned "provisioning" order of a plugin without ``find_instance``: record it as
+        "unknown" (for a keyed retry or an operator)."""
+        if not await self._claim(row):
+            return False
+        await self._unclaim(row)
+        return True
+
+    def _await_late_answer(self, b: Binding, row: Instance, thread: concurrent.futures.Future[Any]) -> None:
+        """When an abandoned create_instance thread returns, record its answer (or give the order
+        to the reconciler)."""
+        loop = asyncio.get_running_loop()
+
+        def spawn() -> None:
+            task = loop.create_task(self._late_answer(b, row, thread), name=f"late-answer-{row.id}")
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
+
+        def done(_f: concurrent.futures.Future[Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(spawn)
+            except RuntimeError:
+                pass  # the loop is closed: the process is stopping
+
+        thread.add_done_callback(done)
+
+    async def _late_answer(self, b: Binding, row: Instance, thread: concurrent.futures.Future[Any]) -> None:
+        mine = (Instance.id == row.id, Instance.owner == self.processes.id, Instance.provider_instance_id.is_(None))
+        try:
+            result = None
+            if not thread.cancelled() and thread.exception() is None:
+                try:
+                    result = check_instance(thread.result(), "create_instance", need_id=True)
+                except ShapeError as exc:
+                    log.warning("order %s: the late answer of create_instance is not usable: %s", row.id, exc)
+            if result is not None:
+                values = {
+                    "provider_instance_id": result["instance_id"],
+                    "status": result["status"] or "creating",
+                    "ip_address": result["ip_address"],
+                    "owner": None,
+                    "updated_at": utcnow(),
+                }
+                try:
+                    async with self._db.write() as s:
+                        res = await s.execute(update(Instance).where(*mine).values(**values))
+                        gone = res.rowcount == 0 and await s.get(Instance, row.id) is None  # type: ignore[attr-defined]
+                    if gone:
+                        await self._record_again(b, row, values)
+                    if res.rowcount or gone:  # type: ignore[attr-defined]
+                        log.info(
+                            "order %s settled (late answer): provider %s answered create_instance after the "
+                            "host stopped waiting: instance %s recorded", row.id, b.display_name, result["instance_id"],
+                        )  # fmt: skip
+                        self.observe("found", "late_answer")
+                        return
+                except IntegrityError:
+                    log.error("order %s: late instance %r is already recorded locally", row.id, result["instance_id"])
+            # The call is over without a usable answer: the reconciler (or a keyed retry) settles it.
+            async with self._db.write() as s:
+                await s.execute(update(Instance).where(*mine).values(owner=None))
+        except Exception:
+            log.exception("order %s: recording the late answer of create_instance failed", row.id)
+        finally:
+            self._busy.discard(row.id)
 
     async def _by_key(self, interface_id: uuid.UUID, customer_id: uuid.UUID | None, key: str) -> Instance | None:
         """The order ``customer_id`` placed at ``interface_id`` under ``key`` (keys are per caller)."""

@@ -23,6 +23,7 @@ __all__ = [
     "ShapeError",
     "check_admin_page",
     "check_balance",
+    "check_found_instance",
     "check_health_result",
     "check_instance",
     "check_instance_list",
@@ -51,6 +52,8 @@ PROVIDER_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "sync_products": ("config",),
     "query_price": ("config", "spec"),
     "create_instance": ("config", "spec"),
+    # Optional: the instance an order (its create_instance request_id) opened, or None if none.
+    "find_instance": ("config", "request_id"),
     "get_instance_status": ("config", "instance_id"),
     "sync_upstream_instances": ("config",),
     "get_upstream_balance": ("config",),
@@ -255,6 +258,14 @@ def check_instance(result: Any, what: str, *, need_id: bool) -> dict[str, str]:
         "ip_address": _limit(_text(m, "ip_address", f"{what} result"), 64, f"{what} ip_address"),
         "created_at": _text(m, "created_at", f"{what} result"),
     }
+
+
+def check_found_instance(result: Any) -> dict[str, str] | None:
+    """``find_instance``: None (the provider has no instance for that request_id and will not
+    open one), or the instance as ``create_instance`` returns it (a non-empty ``instance_id``)."""
+    if result is None:
+        return None
+    return check_instance(result, "find_instance", need_id=True)
 
 
 def check_instance_list(result: Any) -> list[dict[str, str]]:

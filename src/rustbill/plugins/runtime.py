@@ -14,9 +14,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import copy
-import functools
 import json
 import logging
 import socket
@@ -188,8 +188,13 @@ class PluginRuntime:
         *args: Any,
         check: Callable[[Any], T] | None = None,
         config: dict[str, Any] | None = None,
+        on_abandoned: Callable[[concurrent.futures.Future[Any]], None] | None = None,
     ) -> T | Any:
-        """Call ``function(config, *args)`` of the binding's plugin and check its result."""
+        """Call ``function(config, *args)`` of the binding's plugin and check its result.
+
+        ``on_abandoned``: when the call ends (timeout, cancelled) while a ``def`` function's thread
+        is still running, it is given the future of that thread, which completes when the plugin's
+        code returns (its raw result, unchecked) or raises."""
         fn = binding.plugin.function(function)
         if fn is None:
             raise errors.Unimplemented(f"plugin {binding.plugin_id!r} does not implement {function}")
@@ -198,6 +203,7 @@ class PluginRuntime:
         start = time.perf_counter()
         outcome = "ok"
         deadline = asyncio.timeout(None)
+        thread: concurrent.futures.Future[Any] | None = None
         token = current_call.set(
             CallContext(binding.interface_id, binding.plugin_id, self.state, asyncio.get_running_loop())
         )
@@ -207,13 +213,15 @@ class PluginRuntime:
                 if binding.plugin.is_async.get(function, False):
                     result = await fn(cfg, *args)
                 else:
-                    loop = asyncio.get_running_loop()
                     ctx = contextvars.copy_context()
-                    result = await loop.run_in_executor(self._executor, functools.partial(ctx.run, fn, cfg, *args))
+                    thread = self._executor.submit(ctx.run, fn, cfg, *args)
+                    result = await asyncio.wrap_future(thread)
             if check is not None:
                 result = check(result)
             return result
         except BaseException as exc:
+            if on_abandoned is not None and thread is not None and not thread.done():
+                on_abandoned(thread)  # still running: the caller may want its late answer
             if isinstance(exc, TimeoutError) and not deadline.expired():
                 exc = _PluginTimeout(str(exc) or "timed out")  # the plugin's own timeout, not ours
             err = self._map(binding, function, exc, timeout)

@@ -8,13 +8,14 @@ credential is UNAUTHENTICATED whatever the body, and an undecodable body is INVA
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import defaultdict
 from typing import Any
 
 import grpc
 from grpc import aio
 
-from ..errors import Code, ResourceExhausted, RustBillError
+from ..errors import Code, ResourceExhausted, RustBillError, Unavailable
 from .dispatch import Call, Dispatcher, Method
 from .status import grpc_code
 
@@ -32,8 +33,9 @@ def peer_host(peer: str) -> str:
 
 def error_metadata(exc: RustBillError, call: Call) -> list[tuple[str, str]]:
     md = list(call.response_metadata)
-    if isinstance(exc, ResourceExhausted) and exc.retry_after is not None:
-        md.append(("retry-after", str(int(exc.retry_after))))
+    retry_after = exc.retry_after if isinstance(exc, (ResourceExhausted, Unavailable)) else None
+    if retry_after is not None:
+        md.append(("retry-after", str(math.ceil(retry_after))))
     return md
 
 
