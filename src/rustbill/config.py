@@ -169,6 +169,20 @@ class PluginSettings(_Section):
     health_concurrency: int = Field(100, ge=1)
 
 
+class BillingSettings(_Section):
+    # ISO 4217 code of customer balances. A customer's order priced in another currency is refused.
+    currency: str = "CNY"
+    # Seconds between sweeps that refund order debits whose order failed for good (0: only at start).
+    refund_sweep_seconds: float = Field(300.0, ge=0)
+
+    @field_validator("currency")
+    @classmethod
+    def _check_currency(cls, v: str) -> str:
+        if not (len(v) == 3 and v.isascii() and v.isalpha()):
+            raise ValueError(f"billing.currency must be a 3-letter currency code like CNY or USD, got {v!r}")
+        return v.upper()
+
+
 class DataSettings(_Section):
     dir: Path = Path("./data")
 
@@ -196,6 +210,7 @@ class Settings(BaseSettings):
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
+    billing: BillingSettings = Field(default_factory=BillingSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 

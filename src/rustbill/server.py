@@ -27,8 +27,12 @@ from .cluster import PgInvalidation
 from .config import Settings
 from .db import Database, PluginInterface, redact_url
 from .domain import Catalog, Channels, HealthService, Providers
+from .domain.ledger import Ledger
+from .domain.orders import Orders
+from .domain.shop import Shop
 from .metrics import Metrics
 from .plugins import PluginRegistry, PluginRuntime, PluginScanner
+from .services.customer import ApiKeyServicer, BalanceServicer, InstanceServicer, ProductServicer
 from .services.dispatch import Dispatcher
 from .services.grpc_edge import grpc_handlers
 from .services.http_edge import HttpEdge, build_app
@@ -68,6 +72,9 @@ class App:
         self.runtime.observer = self.metrics.plugin_call
         self.catalog = Catalog(self.db, self.registry, self.runtime, self.vault)
         self.providers = Providers(self.db, self.runtime)
+        self.ledger = Ledger(self.db, currency=settings.billing.currency)
+        self.orders = Orders(self.db, self.providers, self.ledger)
+        self.shop = Shop(self.db, self.providers)
         self.channels = Channels(self.db, self.runtime, public_url=settings.http.public_url)
         self.health = HealthService(
             self.db, self.runtime, self.catalog, concurrency=settings.plugins.health_concurrency
@@ -136,12 +143,16 @@ class App:
             self.auth,
             {
                 "rustbill.integration.IntegrationService": IntegrationServicer(
-                    self.catalog, self.providers, self.health, self.request_restart
+                    self.catalog, self.providers, self.orders, self.health, self.request_restart
                 ),
                 "rustbill.identity.IdentityService": IdentityServicer(
                     self.auth, self.limiter, self.metrics, s.auth.refresh_ttl_seconds
                 ),
                 "rustbill.system.SystemService": SystemServicer(self._server_info),
+                "rustbill.product.ProductService": ProductServicer(self.shop),
+                "rustbill.instance.InstanceService": InstanceServicer(self.shop),
+                "rustbill.balance.BalanceService": BalanceServicer(self.ledger),
+                "rustbill.downstream.ApiKeyService": ApiKeyServicer(self.auth),
             },
             self.metrics,
             table=table,
@@ -178,6 +189,9 @@ class App:
             await self._health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
         self._tasks.append(asyncio.create_task(self.scanner.run(s.plugins.rescan_seconds), name="plugin-scanner"))
+        self._tasks.append(
+            asyncio.create_task(self.orders.run_refund_sweep(s.billing.refund_sweep_seconds), name="refund-sweep")
+        )
         if s.plugins.health_interval_seconds > 0:
             self._tasks.append(
                 asyncio.create_task(self.health.run(s.plugins.health_interval_seconds), name="health-checker")

@@ -3,6 +3,8 @@
 from .models import (
     PLUGIN_TYPES,
     ApiKey,
+    Balance,
+    BalanceTransaction,
     Base,
     Instance,
     PaymentNotification,
@@ -20,6 +22,8 @@ from .session import Database, redact_url
 __all__ = [
     "PLUGIN_TYPES",
     "ApiKey",
+    "Balance",
+    "BalanceTransaction",
     "Base",
     "Database",
     "Instance",
