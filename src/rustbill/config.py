@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,11 +38,22 @@ class ServerSettings(_Section):
     restart_mode: Literal["reexec", "exit"] = "reexec"
     uvloop: bool = True
     max_concurrent_rpcs: int | None = Field(None, ge=1)
+    # PEM files of the certificate (chain) and private key both listeners serve TLS with. Empty:
+    # plaintext. Reloaded when either file changes (checked every tls_reload_seconds) or on SIGHUP.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_reload_seconds: float = Field(2.0, gt=0)
 
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, v: str) -> str:
         return _check_host_port("server.listen", v)
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> ServerSettings:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("server.tls_cert and server.tls_key go together: set both (or neither)")
+        return self
 
 
 class DbSettings(_Section):
