@@ -293,6 +293,7 @@ class App:
         if self.http is not None:
             stopping.append(self.http.stop(grace))
         await asyncio.gather(*stopping)
+        await self.orders.drain(grace)  # an order whose caller went away still finishes
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

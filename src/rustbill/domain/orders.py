@@ -47,8 +47,39 @@ class Orders:
         self._db = db
         self._providers = providers
         self._ledger = ledger
+        self._running: set[asyncio.Task[Instance]] = set()
 
     async def create(
+        self,
+        interface_id: uuid.UUID,
+        spec: dict[str, Any],
+        *,
+        has_spec: bool,
+        idempotency_key: str | None,
+        principal: Principal | None,
+    ) -> Instance:
+        """Place an order. It runs to its end even when the caller goes away (a reseller whose
+        request timed out, a dropped connection): its outcome is then settled, and a retry with the
+        same key finds it instead of an order left half-done."""
+        task = asyncio.ensure_future(
+            self._create(interface_id, spec, has_spec=has_spec, idempotency_key=idempotency_key, principal=principal)
+        )
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+        return await asyncio.shield(task)
+
+    def _finished(self, task: asyncio.Task[Instance]) -> None:
+        self._running.discard(task)
+        if not task.cancelled():
+            task.exception()  # read here: when its caller went away, nobody else reads the error
+
+    async def drain(self, grace: float) -> None:
+        """At shutdown: let orders in progress finish (within ``grace`` seconds)."""
+        if self._running:
+            log.info("waiting up to %.0fs for %d order(s) in progress", grace, len(self._running))
+            await asyncio.wait(list(self._running), timeout=grace)
+
+    async def _create(
         self,
         interface_id: uuid.UUID,
         spec: dict[str, Any],
