@@ -106,6 +106,11 @@ def config_schema():
                 "type": "integer", "minimum": 0, "maximum": 8, "default": 2, "title": "Price decimals",
                 "description": "Resale prices are rounded up to this many decimal places (2: cents).",
             },
+            "low_balance": {
+                "type": "string", "pattern": r"^(\d{1,12}(\.\d{1,8})?)?$", "default": "", "title": "Low balance alert",
+                "description": "The drift watch ([drift] interval_seconds) reports, once, when the balance on the "
+                               "upstream falls below this amount. Empty: no alert.",
+            },
             "ca_cert": {
                 "type": "string", "default": "", "title": "Upstream CA certificate (PEM)",
                 "description": "Only for an upstream whose certificate is not signed by a public CA: the PEM "

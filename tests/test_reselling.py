@@ -471,3 +471,104 @@ async def _find_when_settled(a: Side, account: Account, upstream_iface: str, req
     finally:
         for client in plugin._clients.values():
             await client.aclose()
+
+
+# ---------------------------------------------------------------- drift
+
+
+def test_drift_is_reported_once_through_the_notifiers(
+    tmp_path_factory: pytest.TempPathFactory, databases: Databases, ca: trustme.CA, a: Side
+) -> None:
+    """B2 watches A every second: a price change, a product A stopped offering, an instance bought
+    on A directly, a balance below low_balance, and an instance A no longer knows are each logged
+    and delivered once through B2's webhook notifier; lasting ones are not sent again while they
+    last."""
+    from peers.webhook_receiver import WebhookReceiver, new_secret
+
+    secret = new_secret()
+    receiver = WebhookReceiver(secret).start()
+    env = {"RUSTBILL_DRIFT__INTERVAL_SECONDS": "1"}
+    plugins = [SHIPPED_PLUGINS / "rustbill.py", SHIPPED_PLUGINS / "webhook.py"]
+    b2 = Side(start(tmp_path_factory.mktemp("b2"), databases, ca, plugins, **env))
+    try:
+        create_interface(b2.rpc, b2.admin, "webhook", json.dumps({"url": receiver.url, "secret": secret}))
+        config = {"product_count": 3, "regions": ["eu"]}
+        up = create_interface(a.rpc, a.admin, "t_provider", json.dumps(config))
+        a.rpc.SyncProducts(product_pb2.SyncProductsRequest(interface_id=up.id), metadata=md(a.admin))
+        account = a.customer("100")
+        iface = b2.resell(a, account, up.id, MARKUP_B, low_balance="99.00")
+
+        def rounds(n: int) -> None:
+            """Wait until B2 has synced this interface's products ``n`` more times."""
+            mark = b2.srv.log_mark()
+            for _ in range(n):
+                m = b2.srv.wait_for_log(rf"interface={iface.id} .*function=sync_products .*outcome=ok", start=mark)
+                mark = b2.srv.log.count("\n", 0, b2.srv.log.index(m.group(0))) + 1
+
+        def sent() -> list[Any]:
+            return [d.json for d in receiver.deliveries if d.json["type"] == "upstream.drift"]  # not pings
+
+        rounds(2)  # the first sync reports nothing; all is as it should be
+        assert sent() == []
+        # A changes: prices up, p2 no longer offered; the reseller buys on A directly (balance < 99)
+        a.rpc.UpdatePluginInterface(
+            pb.UpdatePluginInterfaceRequest(
+                interface_id=up.id, config_json=json.dumps({**config, "product_count": 2, "price_bump": "1"})
+            ),
+            metadata=md(a.admin),
+        )
+        a.rpc.SyncProducts(product_pb2.SyncProductsRequest(interface_id=up.id), metadata=md(a.admin))
+        direct = a.order(up.id, account.api_key, key="bought-on-a")
+        rounds(3)
+        # (A changed in three steps: B2 may have seen them in one round or in several)
+        assert all(m["data"]["interface_id"] == iface.id for m in sent())
+        findings = [f for m in sent() for f in m["data"]["findings"]]
+        assert sorted(f["kind"] for f in findings) == ["low_balance", "orphan", "price", "price", "removed"], findings
+        text = "\n".join(m["data"]["text"] for m in sent())
+        assert f"the price of 'Plan 0' changed from {resale(Decimal(10), MARKUP_B)} to " in text
+        assert "'Plan 2' is no longer offered upstream: deactivated here (not deleted)" in text
+        assert f"instance {direct.instance_id} (running, 192.0.2.10) exists upstream but not here" in text
+        assert "the balance upstream is 97.76 CNY, below the 99.00 set as low_balance" in text
+        assert b2.srv.log.count("drift at upstream") == 5
+        inactive = b2.products.ListProducts(
+            product_service_pb2.ListProductsRequest(provider_id=iface.id, is_active=False), metadata=md(b2.admin)
+        ).products
+        assert [p.name for p in inactive] == ["Plan 2"]  # deactivated, kept
+
+        # taken in on B2: the orphan is resolved; then A forgets it: reported once as gone
+        b2.rpc.ImportUpstreamInstance(
+            pb.ImportUpstreamInstanceRequest(interface_id=iface.id, instance_id=direct.instance_id),
+            metadata=md(b2.admin),
+        )
+        reported = len(sent())
+        rounds(2)
+        assert len(sent()) == reported
+        _write_db(a.srv.db_url, "DELETE FROM instances WHERE id = :i", i=a.db_id(direct.instance_id))
+        rounds(3)
+        assert len(sent()) == reported + 1
+        [gone] = sent()[-1]["data"]["findings"]
+        assert gone == {
+            "kind": "gone",
+            "message": f"instance {direct.instance_id} is recorded here but the upstream no longer knows it",
+        }
+    finally:
+        b2.srv.stop()
+        receiver.stop()
+
+
+def _write_db(db_url: str, sql: str, **params: Any) -> None:
+    """Change a server's database behind its back (the upstream "forgetting" an instance)."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from rustbill.config import async_db_url
+
+    async def go() -> None:
+        engine = create_async_engine(async_db_url(db_url))
+        try:
+            async with engine.begin() as conn:
+                assert (await conn.execute(text(sql), params)).rowcount == 1  # type: ignore[attr-defined]
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())

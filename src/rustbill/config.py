@@ -194,6 +194,26 @@ class BillingSettings(_Section):
         return v.upper()
 
 
+class DriftSettings(_Section):
+    # Seconds between rounds that compare every enabled upstream provider interface with this
+    # server (products and prices, instances, balance); 0: off.
+    interval_seconds: float = Field(3600.0, ge=0)
+    # Notifier interfaces (ids) the findings are sent through. Empty: every enabled notifier.
+    notifiers: list[str] = Field(default_factory=list)
+
+    @field_validator("notifiers")
+    @classmethod
+    def _check_notifiers(cls, v: list[str]) -> list[str]:
+        import uuid
+
+        for n in v:
+            try:
+                uuid.UUID(n)
+            except ValueError:
+                raise ValueError(f"drift.notifiers: {n!r} is not an interface id (a UUID)") from None
+        return v
+
+
 class DataSettings(_Section):
     dir: Path = Path("./data")
 
@@ -222,6 +242,7 @@ class Settings(BaseSettings):
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 

@@ -28,6 +28,7 @@ from .cluster import PgInvalidation
 from .config import Settings
 from .db import Database, PluginInterface, redact_url
 from .domain import Catalog, Channels, HealthService, Providers
+from .domain.drift import DriftWatch
 from .domain.ledger import Ledger
 from .domain.orders import Orders
 from .domain.shop import Shop
@@ -78,6 +79,9 @@ class App:
         self.orders = Orders(self.db, self.providers, self.ledger)
         self.shop = Shop(self.db, self.providers)
         self.channels = Channels(self.db, self.runtime, public_url=settings.http.public_url)
+        self.drift = DriftWatch(
+            self.db, self.runtime, self.providers, self.channels, notifiers=settings.drift.notifiers
+        )
         self.health = HealthService(
             self.db, self.runtime, self.catalog, concurrency=settings.plugins.health_concurrency
         )
@@ -209,6 +213,8 @@ class App:
         self._tasks.append(
             asyncio.create_task(self.orders.run_refund_sweep(s.billing.refund_sweep_seconds), name="refund-sweep")
         )
+        if s.drift.interval_seconds > 0:
+            self._tasks.append(asyncio.create_task(self.drift.run(s.drift.interval_seconds), name="drift-watch"))
         if s.plugins.health_interval_seconds > 0:
             self._tasks.append(
                 asyncio.create_task(self.health.run(s.plugins.health_interval_seconds), name="health-checker")

@@ -31,6 +31,7 @@ __all__ = [
     "Balance",
     "BalanceTransaction",
     "Base",
+    "DriftFinding",
     "Instance",
     "PaymentNotification",
     "PaymentRequest",
@@ -227,6 +228,20 @@ class BalanceTransaction(Base):
     instance_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     note: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[str] = mapped_column(String(128), default="system")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class DriftFinding(Base):
+    """A lasting difference between an upstream interface and this server (an orphan instance, a
+    low balance …), kept while it lasts so that it is reported once, not on every round."""
+
+    __tablename__ = "drift_findings"
+
+    interface_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("plugin_interfaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 

@@ -1,4 +1,4 @@
-"""customer balances and their append-only ledger; instances indexed by customer
+"""customer balances and their append-only ledger; instances indexed by customer; drift findings
 
 Revision ID: 0007
 Revises: 0005 (0006 is added on another branch; re-chained at merge)
@@ -62,11 +62,26 @@ def upgrade() -> None:
     )
     op.create_index("ix_balance_transactions_customer_id_id", "balance_transactions", ["customer_id", "id"])
     op.create_index(op.f("ix_instances_customer_id"), "instances", ["customer_id"])
+    op.create_table(
+        "drift_findings",
+        sa.Column("interface_id", sa.Uuid(), nullable=False),
+        sa.Column("key", sa.String(length=300), nullable=False),
+        sa.Column("message", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["interface_id"],
+            ["plugin_interfaces.id"],
+            name=op.f("fk_drift_findings_interface_id_plugin_interfaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("interface_id", "key", name=op.f("pk_drift_findings")),
+    )
     for sql in _SQLITE_TRIGGERS if op.get_bind().dialect.name == "sqlite" else _PG_TRIGGER:
         op.execute(sql)
 
 
 def downgrade() -> None:
+    op.drop_table("drift_findings")
     op.drop_index(op.f("ix_instances_customer_id"), table_name="instances")
     op.drop_index("ix_balance_transactions_customer_id_id", table_name="balance_transactions")
     op.drop_table("balance_transactions")
