@@ -160,6 +160,51 @@ def test_amounts_are_exact_and_bounded(amount: object, message: str) -> None:
     assert parse_amount("0.10000000") == Decimal("0.1") and parse_amount(" 999999999999.99999999 ")
 
 
+async def test_a_refund_cut_short_is_made_by_the_sweep(databases) -> None:  # type: ignore[no-untyped-def]
+    """The process stopped between a failed order's removal and its refund: the debit has no
+    instance row. The sweep gives it back exactly once, however often and from how many places it
+    runs; a debit whose order still exists (opened, or outcome unknown) stands."""
+    import asyncio
+
+    from rustbill.db import Database, Instance, Plugin, PluginInterface, User
+    from rustbill.domain.ledger import Ledger
+    from rustbill.domain.paging import Page
+    from rustbill.ids import new_id, utcnow
+
+    db = Database(databases.new())
+    await db.migrate()
+    try:
+        ledger = Ledger(db, currency="CNY")
+        user = User(username=unique("sweep"), role="customer", is_active=True)
+        plugin = Plugin(plugin_type="first_party_provider", plugin_id=unique("p").replace("-", "_"), content_hash="0")
+        async with db.write() as s:
+            s.add_all([user, plugin])
+            await s.flush()
+            iface = PluginInterface(plugin_def_id=plugin.id, plugin_type=plugin.plugin_type, plugin_id=plugin.plugin_id,
+                                    display_name="x", config_json="{}", config_schema="{}")  # fmt: skip
+            s.add(iface)
+        await ledger.credit(user.id, Decimal("10"), note="", by="test")
+        lost, kept = new_id(), new_id()
+        async with db.write() as s:  # two orders debited; only `kept` still has its instance row
+            await ledger.charge(s, user.id, Decimal("2.5"), instance_id=lost, note="lost")
+            await ledger.charge(s, user.id, Decimal("1.25"), instance_id=kept, note="kept")
+            s.add(Instance(id=kept, interface_id=iface.id, status="unknown", origin="created", customer_id=user.id,
+                           created_at=utcnow(), updated_at=utcnow()))  # fmt: skip
+        results = await asyncio.gather(*(ledger.refund_failed_orders() for _ in range(4)))
+        assert sum(results) == 1
+        assert await ledger.refund_failed_orders() == 0
+        assert await ledger.refund_if_gone(lost, reason="again") is None
+        assert (await ledger.balance(user.id)).balance == Decimal("8.75")  # 10 - 2.5 - 1.25 + 2.5
+        rows, meta = await ledger.transactions(user.id, Page())
+        assert [(t.kind, t.amount, t.instance_id) for t in rows] == [
+            ("refund", Decimal("2.5"), lost), ("order", Decimal("-1.25"), kept), ("order", Decimal("-2.5"), lost),
+            ("credit", Decimal("10"), None),
+        ]  # fmt: skip
+        assert meta.total == 4
+    finally:
+        await db.dispose()
+
+
 def test_the_ledger_is_append_only(server: ServerProcess) -> None:
     name, _ = new_customer(server, "5")
     for sql in ("UPDATE balance_transactions SET note = 'x'", "DELETE FROM balance_transactions"):

@@ -31,6 +31,12 @@ def _uuid_or_none(value: str, field: str) -> uuid.UUID | None:
     return parse_uuid(value, field) if value else None
 
 
+def _whose(call: Call, customer_id: str) -> uuid.UUID:
+    """The customer a balance or key call is about: the caller, or (admins) the one named."""
+    p = _who(call)
+    return customer_scope(p, _uuid_or_none(customer_id, "customer_id")) or p.user_id
+
+
 def _page(msg: Any) -> Page:
     return Page.of(msg.page, msg.page_size)
 
@@ -92,17 +98,13 @@ class BalanceServicer:
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
 
-    def _whose(self, call: Call, customer_id: str) -> uuid.UUID:
-        p = _who(call)
-        return customer_scope(p, _uuid_or_none(customer_id, "customer_id")) or p.user_id
-
     async def GetBalance(self, request: balance_pb2.GetBalanceRequest, call: Call) -> balance_pb2.GetBalanceResponse:
-        return convert.balance(await self._ledger.balance(self._whose(call, request.customer_id)))
+        return convert.balance(await self._ledger.balance(_whose(call, request.customer_id)))
 
     async def ListBalanceTransactions(
         self, request: balance_pb2.ListBalanceTransactionsRequest, call: Call
     ) -> balance_pb2.ListBalanceTransactionsResponse:
-        rows, meta = await self._ledger.transactions(self._whose(call, request.customer_id), _page(request.pagination))
+        rows, meta = await self._ledger.transactions(_whose(call, request.customer_id), _page(request.pagination))
         return balance_pb2.ListBalanceTransactionsResponse(
             transactions=[convert.balance_transaction(t) for t in rows], meta=convert.page_meta(meta)
         )
@@ -112,14 +114,10 @@ class ApiKeyServicer:
     def __init__(self, auth: AuthService) -> None:
         self._auth = auth
 
-    def _owner(self, call: Call, customer_id: str) -> uuid.UUID:
-        p = _who(call)
-        return customer_scope(p, _uuid_or_none(customer_id, "customer_id")) or p.user_id
-
     async def CreateApiKey(
         self, request: downstream_pb2.CreateApiKeyRequest, call: Call
     ) -> downstream_pb2.CreateApiKeyResponse:
-        owner = self._owner(call, request.customer_id)
+        owner = _whose(call, request.customer_id)
         key, row = await self._auth.issue_api_key(owner, request.name)
         audit.info("API key %s created for user %s by %s", row.key_prefix, owner, _who(call).username)
         return downstream_pb2.CreateApiKeyResponse(api_key=key, key_prefix=row.key_prefix, id=str(row.id))
@@ -127,7 +125,7 @@ class ApiKeyServicer:
     async def ListApiKeys(
         self, request: downstream_pb2.ListApiKeysRequest, call: Call
     ) -> downstream_pb2.ListApiKeysResponse:
-        rows = await self._auth.api_keys(self._owner(call, request.customer_id))
+        rows = await self._auth.api_keys(_whose(call, request.customer_id))
         return downstream_pb2.ListApiKeysResponse(keys=[convert.api_key_info(k) for k in rows])
 
     async def RevokeApiKey(self, request: downstream_pb2.RevokeApiKeyRequest, call: Call) -> common_pb2.EmptyResponse:
