@@ -1,6 +1,6 @@
 """demo_upstream — an upstream provider that resells a fixed catalogue with a markup.
 
-A template for reselling from another RustBill; the real ``rustbill`` upstream plugin comes later.
+A template for an upstream provider; reselling from another RustBill is ``plugins/rustbill.py``.
 """
 
 from decimal import Decimal

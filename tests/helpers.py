@@ -29,7 +29,7 @@ SHIPPED_PLUGINS = ROOT / "plugins"
 TEST_PLUGINS = Path(__file__).resolve().parent / "plugins"
 ADMIN_PASSWORD = "test-admin-password"
 _LISTEN_RE = re.compile(r"listening on (\S+):(\d+)")
-_HTTP_RE = re.compile(r"HTTP \(.*\) on http://(\S+):(\d+)")
+_HTTP_RE = re.compile(r"HTTP \(.*\) on https?://(\S+):(\d+)")
 
 
 def unique(prefix: str = "t") -> str:
@@ -442,3 +442,38 @@ class PluginHost:
         import json
 
         return json.loads(await self.providers.call_action(iid, function, json.dumps(args)))
+
+
+class TlsServer(ServerProcess):
+    """A server whose two listeners serve TLS with a certificate of ``ca`` (a ``trustme.CA``) for
+    127.0.0.1 and localhost; its clients trust only that CA."""
+
+    def __init__(self, workdir: Path, db_url: str, ca: Any, **kw: Any) -> None:
+        super().__init__(workdir, db_url, **kw)
+        self.ca = ca
+        self.tls_dir = workdir / "tls"
+        self.tls_dir.mkdir(parents=True, exist_ok=True)
+        self.ca_pem = ca.cert_pem.bytes()
+        (self.tls_dir / "ca.pem").write_bytes(self.ca_pem)
+        self.write_cert(ca)
+        self.env["RUSTBILL_SERVER__TLS_CERT"] = str(self.tls_dir / "cert.pem")
+        self.env["RUSTBILL_SERVER__TLS_KEY"] = str(self.tls_dir / "key.pem")
+
+    def write_cert(self, ca: Any, *, key_of: Any = None) -> Any:
+        """Replace the served files with a new certificate of ``ca`` (atomically, file by file);
+        ``key_of``: write another certificate's key instead (a broken pair)."""
+        leaf = ca.issue_cert("127.0.0.1", "localhost")
+        for name, blob in (("cert.pem", leaf.cert_chain_pems), ("key.pem", [(key_of or leaf).private_key_pem])):
+            tmp = self.tls_dir / (name + ".tmp")
+            tmp.write_bytes(b"".join(b.bytes() for b in blob))
+            tmp.replace(self.tls_dir / name)
+        return leaf
+
+    @property
+    def http_url(self) -> str:
+        return f"https://127.0.0.1:{self.http_port}"
+
+    def channel(self) -> grpc.Channel:
+        if self._channel is None:
+            self._channel = grpc.secure_channel(self.address, grpc.ssl_channel_credentials(self.ca_pem))
+        return self._channel

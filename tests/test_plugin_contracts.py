@@ -6,7 +6,8 @@ The calls go through PluginRuntime.call on a real interface (config validated ag
 schema, on a fresh database, as helpers.PluginHost makes it) — the checker is applied here, so that
 a bad shape fails with the checker's own message. Plugins that talk to a remote system are called
 against the local peers: libvirt's test driver (kvm), tests/peers/incus_server.py (incus),
-tests/peers/epay_server.py (yipay), tests/peers/webhook_receiver.py (webhook), aiosmtpd (email).
+tests/peers/epay_server.py (yipay), tests/peers/webhook_receiver.py (webhook), aiosmtpd (email),
+another RustBill server (rustbill).
 
 The list of cases is computed from the plugins folder and the contract: a new plugin or a new
 contract function fails ``test_every_plugin_function_has_a_sample`` until it has a sample here.
@@ -14,6 +15,7 @@ contract function fails ``test_every_plugin_function_has_a_sample`` until it has
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import re
@@ -28,7 +30,16 @@ from typing import Any
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
-from helpers import SHIPPED_PLUGINS, Databases, PluginHost, free_port
+from helpers import (
+    SHIPPED_PLUGINS,
+    TEST_PLUGINS,
+    Databases,
+    PluginHost,
+    ServerProcess,
+    create_interface,
+    free_port,
+    md,
+)
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 from peers.epay_server import EpayServer
@@ -37,6 +48,7 @@ from peers.webhook_receiver import WebhookReceiver, new_secret
 
 from rustbill import errors, sdk
 from rustbill.db import Database
+from rustbill.pb.product_pb2 import SyncProductsRequest
 from rustbill.plugins import load_plugin
 from rustbill.plugins.contract import (
     FUNCTIONS_BY_TYPE,
@@ -257,6 +269,42 @@ async def _kvm(tmp_path: Path) -> AsyncIterator[tuple[dict[str, Any], Any]]:
     )
 
 
+_UPSTREAM: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _rustbill_upstream(tmp_path_factory: pytest.TempPathFactory, databases: Databases) -> Any:
+    """The ``rustbill`` plugin's peer: another RustBill server (t_provider as its provider, a
+    reseller customer with credit and an API key), started when a rustbill case first needs it."""
+
+    def start() -> tuple[ServerProcess, dict[str, Any]]:
+        srv = ServerProcess(
+            tmp_path_factory.mktemp("upstream"),
+            databases.new(),
+            plugins=[TEST_PLUGINS / "t_provider.py"],
+            env={"RUSTBILL_AUTH__PERMISSIONS": json.dumps({"IntegrationService/ListProviders": "authenticated"})},
+        ).start()
+        stub, admin = srv.stub(), srv.token()
+        iface = create_interface(stub, admin, "t_provider", '{"product_count": 2}')
+        stub.SyncProducts(SyncProductsRequest(interface_id=iface.id), metadata=md(admin))
+        srv.cli("user", "create", "reseller", "--role", "customer")
+        srv.cli("balance", "credit", "reseller", "1000")
+        key = srv.cli("apikey", "create", "--user", "reseller").stdout.strip()
+        return srv, {"upstream_url": srv.http_url, "api_key": key, "interface_id": iface.id, "markup_percent": "20"}
+
+    _UPSTREAM["start"] = start
+    yield
+    if "srv" in _UPSTREAM:
+        _UPSTREAM.pop("srv").stop()
+
+
+@asynccontextmanager
+async def _rustbill(tmp_path: Path) -> AsyncIterator[tuple[dict[str, Any], Any]]:
+    if "config" not in _UPSTREAM:
+        _UPSTREAM["srv"], _UPSTREAM["config"] = await asyncio.to_thread(_UPSTREAM["start"])
+    yield dict(_UPSTREAM["config"]), _UPSTREAM["srv"]
+
+
 SETUPS: dict[str, Setup] = {
     "demo_cloud": lambda _: _fixed({}),
     "demo_upstream": lambda _: _fixed({"markup_percent": "10"}),
@@ -270,6 +318,7 @@ SETUPS: dict[str, Setup] = {
     "email": _email,
     "incus": _incus,
     "kvm": _kvm,
+    "rustbill": _rustbill,
 }
 
 
@@ -521,7 +570,7 @@ def sample_for(pid: str, function: str) -> Sample | None:
 
 def test_the_cases_cover_every_shipped_plugin_and_function() -> None:
     assert set(SHIPPED) >= {"kvm", "incus", "yipay", "bank_transfer", "webhook", "email", "demo_cloud",
-                            "demo_upstream", "bank_memo", "log_notifier"}  # fmt: skip
+                            "demo_upstream", "bank_memo", "log_notifier", "rustbill"}  # fmt: skip
     assert set(SHIPPED) == set(SETUPS), "every shipped plugin needs a setup in SETUPS"
     every = {fn for functions in FUNCTIONS_BY_TYPE.values() for fn in functions}
     assert every <= set(CHECKERS), f"contract functions without a checker here: {sorted(every - set(CHECKERS))}"

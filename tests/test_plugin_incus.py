@@ -158,8 +158,9 @@ async def expect_error(code: str, pattern: str, coro: Any) -> str:
 
 
 def test_lifecycle_through_the_server(
-    server: ServerProcess, stub: Any, admin_token: str, customer_token: str, incus: IncusServer
+    server: ServerProcess, stub: Any, admin_token: str, customer: str, customer_token: str, incus: IncusServer
 ) -> None:
+    server.cli("balance", "credit", customer, "1000")  # a customer's orders are paid from their balance
     iface = create_interface(stub, admin_token, "incus", json.dumps(config_for(incus, price_per_mbps="0.50")))
     assert health(stub, admin_token, iface.id).is_healthy
 

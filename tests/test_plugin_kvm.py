@@ -242,8 +242,9 @@ def plugin(plugin_module: Any) -> Iterator[Any]:
 
 @needs_libvirt
 def test_lifecycle_through_the_server(
-    server: ServerProcess, stub: Any, admin_token: str, customer_token: str, tmp_path: Path
+    server: ServerProcess, stub: Any, admin_token: str, customer: str, customer_token: str, tmp_path: Path
 ) -> None:
+    server.cli("balance", "credit", customer, "1000")  # a customer's orders are paid from their balance
     iface = interface(stub, admin_token, config_for(node_uri(tmp_path)))
     mark = server.log_mark()
     h = health(stub, admin_token, iface.id)

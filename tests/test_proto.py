@@ -100,3 +100,65 @@ def test_identity_numbers_are_those_of_rustbill_clients() -> None:
     }  # fmt: skip
     assert _numbers(identity_pb2.GetMeResponse) == {"user": 1}
     assert identity_pb2.LoginResponse.DESCRIPTOR.fields_by_name["expires_in"].type == 3  # int64
+
+
+def test_customer_services_use_the_numbers_of_rustbill_clients() -> None:
+    """ProductService, InstanceService, BalanceService and ApiKeyService as rustbill-wire.md has them
+    (numbers beyond it are marked)."""
+    from rustbill.pb import balance_pb2, downstream_pb2, instance_pb2, product_service_pb2
+
+    def methods(module: object, name: str) -> list[str]:
+        svc = module.DESCRIPTOR.services_by_name[name]  # type: ignore[attr-defined]
+        return [f"{svc.full_name}/{m.name}" for m in svc.methods]
+
+    assert methods(product_service_pb2, "ProductService") == [
+        "rustbill.product.ProductService/ListProducts", "rustbill.product.ProductService/GetProduct",
+    ]  # fmt: skip
+    assert methods(instance_pb2, "InstanceService") == [
+        "rustbill.instance.InstanceService/ListInstances", "rustbill.instance.InstanceService/GetInstance",
+    ]  # fmt: skip
+    assert methods(balance_pb2, "BalanceService")[0] == "rustbill.balance.BalanceService/GetBalance"
+    assert methods(downstream_pb2, "ApiKeyService") == [
+        "rustbill.downstream.ApiKeyService/CreateApiKey", "rustbill.downstream.ApiKeyService/ListApiKeys",
+        "rustbill.downstream.ApiKeyService/RevokeApiKey",
+    ]  # fmt: skip
+    assert _numbers(common_pb2.PageRequest) == {"page": 1, "page_size": 2}
+    assert _numbers(common_pb2.PageMeta) == {"total": 1, "page": 2, "page_size": 3, "total_pages": 4}
+    assert common_pb2.PageMeta.DESCRIPTOR.fields_by_name["total"].type == 4  # uint64
+    info = _numbers(product_pb2.ProductInfo)
+    assert {k: v for k, v in info.items() if v <= 18} == {
+        "id": 1, "name": 2, "description": 3, "price": 10, "provider_id": 11, "active": 13, "created_at": 14,
+        "updated_at": 15, "specs": 16, "group_id": 17, "billing_cycles": 18,
+    }  # fmt: skip
+    assert _numbers(product_service_pb2.ListProductsRequest) == {
+        "pagination": 1, "provider_id": 2, "region": 3, "is_active": 4, "search": 5, "group_id": 6,
+    }  # fmt: skip
+    assert _numbers(product_service_pb2.ListProductsResponse) == {"products": 1, "meta": 2}
+    assert _numbers(instance_pb2.InstanceInfo) == {
+        "id": 1, "order_id": 2, "customer_id": 3, "product_id": 4, "provider_id": 5, "provider_instance_id": 6,
+        "status": 7, "ip_address": 8, "server_spec": 9, "product_name": 10, "created_at": 11, "updated_at": 12,
+    }  # fmt: skip
+    assert _numbers(instance_pb2.ListInstancesRequest) == {
+        "pagination": 1, "customer_id": 2, "status": 3, "provider_id": 4,
+        "order_id": 5,  # beyond the clients: what a reseller asks after a lost reply
+    }  # fmt: skip
+    assert _numbers(instance_pb2.ListInstancesResponse) == {"instances": 1, "meta": 2}
+    assert _numbers(instance_pb2.GetInstanceRequest) == {"id": 1}
+    assert _numbers(instance_pb2.GetInstanceResponse) == {"instance": 1}
+    from google.protobuf import descriptor_pb2
+
+    described = descriptor_pb2.DescriptorProto()
+    instance_pb2.GetInstanceResponse.DESCRIPTOR.CopyToProto(described)
+    assert [(r.start, r.end) for r in described.reserved_range] == [(2, 3), (3, 4)]  # sections, actions: free
+    assert _numbers(balance_pb2.GetBalanceRequest) == {"customer_id": 1}
+    assert _numbers(balance_pb2.GetBalanceResponse) == {
+        "customer_id": 1, "balance": 2, "credit_limit": 3, "currency": 4,  # 4: beyond the clients
+    }  # fmt: skip
+    assert _numbers(downstream_pb2.CreateApiKeyRequest) == {"name": 1, "customer_id": 2}
+    assert _numbers(downstream_pb2.CreateApiKeyResponse) == {"api_key": 1, "key_prefix": 2, "id": 3}
+    assert _numbers(downstream_pb2.ApiKeyInfo) == {
+        "id": 1, "key_prefix": 2, "name": 3, "enabled": 4, "created_at": 5, "last_used_at": 6, "expires_at": 7,
+    }  # fmt: skip
+    assert _numbers(integration_pb2.UpstreamOrderResponse) == {
+        "provider_instance_id": 1, "status": 2, "ip_address": 3, "instance_id": 4,  # 4: beyond the spec
+    }  # fmt: skip

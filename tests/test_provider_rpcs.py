@@ -465,7 +465,10 @@ def _db_uuid(server: ServerProcess, value: str) -> object:
 # ---------------------------------------------------------------- instances
 
 
-def test_create_upstream_instance_records_it(server: ServerProcess, stub, provider, customer_token: str) -> None:
+def test_create_upstream_instance_records_it(
+    server: ServerProcess, stub, provider, customer: str, customer_token: str
+) -> None:
+    server.cli("balance", "credit", customer, "10")  # a customer's order is paid from their balance
     spec = order_pb2.ServerSpec(cpu_cores=2, memory_gb=4, disk_gb=50, bandwidth_mbps=100, region="eu", os="debian-12")
     reply = stub.CreateUpstreamInstance(
         pb.UpstreamOrderRequest(interface_id=provider.id, server_spec=spec), metadata=md(customer_token)
@@ -503,7 +506,7 @@ def test_create_upstream_instance_retry_with_idempotency_key_does_not_double(
 
 
 def test_idempotency_keys_belong_to_their_caller(
-    server: ServerProcess, stub, provider, customer_token: str, admin_token: str
+    server: ServerProcess, stub, provider, customer: str, customer_token: str, admin_token: str
 ) -> None:
     """Another customer sending the same idempotency-key places an order of its own: it never gets
     the first customer's instance (id, IP) back."""
@@ -511,6 +514,8 @@ def test_idempotency_keys_belong_to_their_caller(
     key = unique("shared-key")
     other = unique("customer")
     server.cli("user", "create", other, "--role", "customer")
+    server.cli("balance", "credit", other, "10")
+    server.cli("balance", "credit", customer, "10")
     mine = stub.CreateUpstreamInstance(
         pb.UpstreamOrderRequest(interface_id=provider.id, server_spec=spec),
         metadata=[*md(customer_token), ("idempotency-key", key)],

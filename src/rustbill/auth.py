@@ -365,11 +365,39 @@ class AuthService:
 
     async def create_api_key(self, username: str, name: str = "") -> str:
         user = await self.get_user(username)
+        key, _ = await self.issue_api_key(user.id, name)
+        return key
+
+    async def issue_api_key(self, user_id: uuid.UUID, name: str = "") -> tuple[str, ApiKey]:
+        """A new API key of ``user_id``: the key (shown once; only its hash is stored) and its row."""
+        if len(name) > 200:
+            raise InvalidArgument("the key's name is longer than 200 characters")
         prefix = secrets.token_hex(4)
         key = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+        row = ApiKey(user_id=user_id, key_prefix=prefix, key_hash=_key_hash(key), name=name, created_at=utcnow())
+        try:
+            async with self._db.write() as s:
+                s.add(row)
+        except IntegrityError:
+            raise NotFound("user not found") from None
+        return key, row
+
+    async def api_keys(self, user_id: uuid.UUID) -> list[ApiKey]:
+        """``user_id``'s API keys, newest first (revoked ones included)."""
+        async with self._db.read() as s:
+            q = select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+            return list((await s.execute(q)).scalars())
+
+    async def revoke_api_key_id(self, key_id: uuid.UUID, *, owner: uuid.UUID | None) -> ApiKey:
+        """Revoke the key ``key_id`` (of ``owner``, unless None: an admin's revocation). Another
+        user's key is NOT_FOUND. Revoking a revoked key changes nothing."""
         async with self._db.write() as s:
-            s.add(ApiKey(user_id=user.id, key_prefix=prefix, key_hash=_key_hash(key), name=name))
-        return key
+            row = await s.get(ApiKey, key_id)
+            if row is None or (owner is not None and row.user_id != owner):
+                raise NotFound(f"API key {key_id} not found")
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+        return row
 
     async def revoke_api_key(self, prefix: str) -> None:
         async with self._db.write() as s:

@@ -28,10 +28,12 @@ user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 token_app = typer.Typer(help="Mint and revoke JWT access tokens.", no_args_is_help=True)
 apikey_app = typer.Typer(help="Mint and revoke API keys.", no_args_is_help=True)
 secrets_app = typer.Typer(help="The key that encrypts plugin secrets in the database.", no_args_is_help=True)
+balance_app = typer.Typer(help="Customer balances: credit, debit, credit limit, statement.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(balance_app, name="balance")
 
 
 class _State:
@@ -411,6 +413,118 @@ def secrets_rotate() -> None:
 
     n = _run(go)
     typer.echo(f"re-encrypted the secrets of {n} interface(s) with the current key")
+
+
+def _ledger(db: Any, settings: Settings) -> Any:
+    from .domain.ledger import Ledger
+
+    return Ledger(db, currency=settings.billing.currency)
+
+
+def _admin_name() -> str:
+    """Who made a ledger entry from the command line: the operating-system user."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"[:128]
+    except Exception:
+        return "cli"
+
+
+def _amount(text: str) -> Any:
+    from .domain.ledger import parse_amount
+    from .errors import InvalidArgument
+
+    try:
+        return parse_amount(text.strip(), "AMOUNT")
+    except InvalidArgument as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+
+_NOTE = typer.Option("--note", help="why (kept in the ledger entry), e.g. the bank transfer's reference")
+
+
+@balance_app.command("credit")
+def balance_credit(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="customer user name")],
+    amount: Annotated[str, typer.Argument(metavar="AMOUNT", help="decimal amount to add, e.g. 100.00")],
+    note: Annotated[str, _NOTE] = "",
+) -> None:
+    """Add AMOUNT to customer NAME's balance (one ledger entry); prints the new balance."""
+    value = _amount(amount)
+
+    async def go(db: Any, settings: Settings) -> Any:
+        ledger = _ledger(db, settings)
+        user = await ledger.customer(name)
+        return await ledger.credit(user.id, value, note=note, by=_admin_name())
+
+    entry = _run(go)
+    typer.echo(f"credited {name} {_money(entry.amount)}; balance {_money(entry.balance_after)} (entry {entry.id})")
+
+
+@balance_app.command("debit")
+def balance_debit(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="customer user name")],
+    amount: Annotated[str, typer.Argument(metavar="AMOUNT", help="decimal amount to take, e.g. 5.00")],
+    note: Annotated[str, _NOTE] = "",
+) -> None:
+    """Take AMOUNT from customer NAME's balance (a correction; not below the credit limit)."""
+    value = _amount(amount)
+
+    async def go(db: Any, settings: Settings) -> Any:
+        ledger = _ledger(db, settings)
+        user = await ledger.customer(name)
+        return await ledger.debit(user.id, value, note=note, by=_admin_name())
+
+    entry = _run(go)
+    typer.echo(f"debited {name} {_money(-entry.amount)}; balance {_money(entry.balance_after)} (entry {entry.id})")
+
+
+@balance_app.command("limit")
+def balance_limit(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="customer user name")],
+    amount: Annotated[str, typer.Argument(metavar="AMOUNT", help="how far below zero orders may go, e.g. 50")],
+) -> None:
+    """Set customer NAME's credit limit (0: orders need the money on the balance)."""
+    value = _amount(amount)
+
+    async def go(db: Any, settings: Settings) -> None:
+        ledger = _ledger(db, settings)
+        await ledger.set_credit_limit((await ledger.customer(name)).id, value)
+
+    _run(go)
+    typer.echo(f"credit limit of {name} set to {_money(value)}")
+
+
+@balance_app.command("show")
+def balance_show(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="customer user name")],
+    last: Annotated[int, typer.Option("--last", help="how many ledger entries to show")] = 20,
+) -> None:
+    """Customer NAME's balance and latest ledger entries."""
+    from .domain.paging import Page
+
+    async def go(db: Any, settings: Settings) -> Any:
+        ledger = _ledger(db, settings)
+        user = await ledger.customer(name)
+        return await ledger.balance(user.id), (await ledger.transactions(user.id, Page.of(1, last)))[0]
+
+    view, entries = _run(go)
+    limit = f" (credit limit {_money(view.credit_limit)})" if view.credit_limit else ""
+    typer.echo(f"{name}: {_money(view.balance)} {view.currency}{limit}")
+    typer.echo(f"{'WHEN':17} {'KIND':7} {'AMOUNT':>14} {'BALANCE':>14} {'BY':16} NOTE")
+    for e in entries:
+        typer.echo(
+            f"{e.created_at:%Y-%m-%d %H:%M} {e.kind:7} {_money(e.amount):>14} {_money(e.balance_after):>14} "
+            f"{e.created_by[:16]:16} {e.note}"
+        )
+
+
+def _money(d: Any) -> str:
+    from .money import money_text
+
+    return money_text(d)
 
 
 def _config_first(argv: list[str]) -> list[str]:

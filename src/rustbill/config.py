@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,11 +38,22 @@ class ServerSettings(_Section):
     restart_mode: Literal["reexec", "exit"] = "reexec"
     uvloop: bool = True
     max_concurrent_rpcs: int | None = Field(None, ge=1)
+    # PEM files of the certificate (chain) and private key both listeners serve TLS with. Empty:
+    # plaintext. Reloaded when either file changes (checked every tls_reload_seconds) or on SIGHUP.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_reload_seconds: float = Field(2.0, gt=0)
 
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, v: str) -> str:
         return _check_host_port("server.listen", v)
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> ServerSettings:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("server.tls_cert and server.tls_key go together: set both (or neither)")
+        return self
 
 
 class DbSettings(_Section):
@@ -172,6 +183,40 @@ class PluginSettings(_Section):
     reconcile_interval_seconds: float = Field(10.0, ge=0)
 
 
+class BillingSettings(_Section):
+    # ISO 4217 code of customer balances. A customer's order priced in another currency is refused.
+    currency: str = "CNY"
+    # Seconds between sweeps that refund order debits whose order failed for good (0: only at start).
+    refund_sweep_seconds: float = Field(300.0, ge=0)
+
+    @field_validator("currency")
+    @classmethod
+    def _check_currency(cls, v: str) -> str:
+        if not (len(v) == 3 and v.isascii() and v.isalpha()):
+            raise ValueError(f"billing.currency must be a 3-letter currency code like CNY or USD, got {v!r}")
+        return v.upper()
+
+
+class DriftSettings(_Section):
+    # Seconds between rounds that compare every enabled upstream provider interface with this
+    # server (products and prices, instances, balance); 0: off.
+    interval_seconds: float = Field(3600.0, ge=0)
+    # Notifier interfaces (ids) the findings are sent through. Empty: every enabled notifier.
+    notifiers: list[str] = Field(default_factory=list)
+
+    @field_validator("notifiers")
+    @classmethod
+    def _check_notifiers(cls, v: list[str]) -> list[str]:
+        import uuid
+
+        for n in v:
+            try:
+                uuid.UUID(n)
+            except ValueError:
+                raise ValueError(f"drift.notifiers: {n!r} is not an interface id (a UUID)") from None
+        return v
+
+
 class DataSettings(_Section):
     dir: Path = Path("./data")
 
@@ -199,6 +244,8 @@ class Settings(BaseSettings):
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
+    billing: BillingSettings = Field(default_factory=BillingSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-__all__ = ["to_money_text"]
+__all__ = ["money_text", "to_money_text"]
 
 
 def to_money_text(value: Any, what: str = "amount") -> str:
@@ -28,3 +28,12 @@ def to_money_text(value: Any, what: str = "amount") -> str:
     if not value.is_finite():
         raise ValueError(f"{what} must be a finite amount, got {value}")
     return format(value, "f")
+
+
+def money_text(d: Decimal) -> str:
+    """A stored amount with at least two decimals and no trailing zeros beyond them
+    (``12.50000000`` → ``12.50``, ``0.12500000`` → ``0.125``, ``-3`` → ``-3.00``)."""
+    d = d.normalize()
+    if d.as_tuple().exponent > -2:  # type: ignore[operator]
+        d = d.quantize(Decimal("0.01"))
+    return format(d, "f")

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from grpc import aio
@@ -27,8 +28,13 @@ from .cluster import PgInvalidation
 from .config import Settings
 from .db import Database, PluginInterface, redact_url
 from .domain import Catalog, Channels, HealthService, ProcessRegistry, Providers, Reconciler
+from .domain.drift import DriftWatch
+from .domain.ledger import Ledger
+from .domain.orders import Orders
+from .domain.shop import Shop
 from .metrics import Metrics
 from .plugins import PluginRegistry, PluginRuntime, PluginScanner
+from .services.customer import ApiKeyServicer, BalanceServicer, InstanceServicer, ProductServicer
 from .services.dispatch import Dispatcher
 from .services.grpc_edge import grpc_handlers
 from .services.http_edge import HttpEdge, build_app
@@ -36,6 +42,7 @@ from .services.identity import IdentityServicer
 from .services.permissions import PERMISSIONS, SERVICES, with_overrides
 from .services.servicer import IntegrationServicer
 from .services.system import SystemServicer
+from .tls import TlsFiles, is_loopback
 from .vault import Vault
 
 __all__ = ["App", "serve"]
@@ -76,7 +83,13 @@ class App:
         )
         self.providers.observer = self.metrics.order_settled
         self.reconciler = Reconciler(self.db, self.runtime, self.providers, self.processes)
+        self.ledger = Ledger(self.db, currency=settings.billing.currency)
+        self.orders = Orders(self.db, self.providers, self.ledger)
+        self.shop = Shop(self.db, self.providers)
         self.channels = Channels(self.db, self.runtime, public_url=settings.http.public_url)
+        self.drift = DriftWatch(
+            self.db, self.runtime, self.providers, self.channels, notifiers=settings.drift.notifiers
+        )
         self.health = HealthService(
             self.db, self.runtime, self.catalog, concurrency=settings.plugins.health_concurrency
         )
@@ -96,6 +109,7 @@ class App:
         self._health_servicer = health.aio.HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
         self._invalidation: PgInvalidation | None = None
+        self.tls: TlsFiles | None = None
 
     @property
     def public_url(self) -> str:
@@ -104,7 +118,15 @@ class App:
         if h.public_url or not h.listen:
             return h.public_url
         host = h.listen.rpartition(":")[0]
-        return f"http://{host}:{self.http_port if self.http_port is not None else h.listen.rpartition(':')[2]}"
+        scheme = "https" if self.settings.server.tls_cert else "http"
+        return f"{scheme}://{host}:{self.http_port if self.http_port is not None else h.listen.rpartition(':')[2]}"
+
+    def reload_tls(self) -> None:
+        """SIGHUP: read the certificate and key again."""
+        if self.tls is None:
+            log.info("SIGHUP: no TLS certificate configured, nothing to reload")
+        else:
+            self.tls.reload("SIGHUP")
 
     def request_restart(self) -> None:
         """RestartServer: the reply goes out first; the restart starts right after."""
@@ -145,12 +167,16 @@ class App:
             self.auth,
             {
                 "rustbill.integration.IntegrationService": IntegrationServicer(
-                    self.catalog, self.providers, self.health, self.request_restart
+                    self.catalog, self.providers, self.orders, self.health, self.request_restart
                 ),
                 "rustbill.identity.IdentityService": IdentityServicer(
                     self.auth, self.limiter, self.metrics, s.auth.refresh_ttl_seconds
                 ),
                 "rustbill.system.SystemService": SystemServicer(self._server_info),
+                "rustbill.product.ProductService": ProductServicer(self.shop),
+                "rustbill.instance.InstanceService": InstanceServicer(self.shop),
+                "rustbill.balance.BalanceService": BalanceServicer(self.ledger),
+                "rustbill.downstream.ApiKeyService": ApiKeyServicer(self.auth),
             },
             self.metrics,
             table=table,
@@ -163,8 +189,13 @@ class App:
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server,
         )
+        if s.server.tls_cert:
+            self.tls = TlsFiles(Path(s.server.tls_cert), Path(s.server.tls_key))
         try:
-            self.port = self.server.add_insecure_port(s.server.listen)
+            if self.tls is not None:
+                self.port = self.server.add_secure_port(s.server.listen, self.tls.grpc_credentials())
+            else:
+                self.port = self.server.add_insecure_port(s.server.listen)
         except RuntimeError as exc:
             raise SystemExit(f"cannot listen on {s.server.listen}: {exc}") from None
         if s.http.listen:
@@ -179,6 +210,7 @@ class App:
                     extra_routes=console.routes(),
                 ),
                 s.http.listen,
+                ssl_context=self.tls.ssl_context(["http/1.1"]) if self.tls is not None else None,
             )
             self.http_port = await self.http.start()
             self.channels.public_url = self.public_url
@@ -193,22 +225,40 @@ class App:
             self._tasks.append(
                 asyncio.create_task(self.reconciler.run(s.plugins.reconcile_interval_seconds), name="reconciler")
             )
+        self._tasks.append(
+            asyncio.create_task(self.orders.run_refund_sweep(s.billing.refund_sweep_seconds), name="refund-sweep")
+        )
+        if s.drift.interval_seconds > 0:
+            self._tasks.append(asyncio.create_task(self.drift.run(s.drift.interval_seconds), name="drift-watch"))
         if s.plugins.health_interval_seconds > 0:
             self._tasks.append(
                 asyncio.create_task(self.health.run(s.plugins.health_interval_seconds), name="health-checker")
             )
+        if self.tls is not None:
+            self._tasks.append(asyncio.create_task(self.tls.watch(s.server.tls_reload_seconds), name="tls-reload"))
+        else:
+            for what, listen in (("gRPC", s.server.listen), ("HTTP", s.http.listen)):
+                if listen and not is_loopback(listen):
+                    log.warning(
+                        "%s listens on %s without TLS: Bearer tokens and API keys cross the network in clear. "
+                        "Set server.tls_cert and server.tls_key, or keep it behind a TLS proxy",
+                        what,
+                        listen,
+                    )
         host = s.server.listen.rpartition(":")[0]
         log.info(
-            "RustBill IntegrationService listening on %s:%d database=%s plugins=%s (%d loaded)",
+            "RustBill IntegrationService listening on %s:%d%s database=%s plugins=%s (%d loaded)",
             host,
             self.port,
+            " (TLS)" if self.tls is not None else "",
             redact_url(self.db.url),
             s.plugins.dir.resolve(),
             len(self.registry.ids()),
         )
         if self.http_port is not None:
             host = s.http.listen.rpartition(":")[0]
-            log.info("HTTP (gRPC-Web, Connect, /pay/notify, /metrics) on http://%s:%d", host, self.http_port)
+            scheme = "https" if self.tls is not None else "http"
+            log.info("HTTP (gRPC-Web, Connect, /pay/notify, /metrics) on %s://%s:%d", scheme, host, self.http_port)
         return self.port
 
     def _server_info(self) -> dict[str, object]:
@@ -264,6 +314,7 @@ class App:
         if self.http is not None:
             stopping.append(self.http.stop(grace))
         await asyncio.gather(*stopping)
+        await self.orders.drain(grace)  # an order whose caller went away still finishes
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -283,11 +334,12 @@ class App:
 async def _run(settings: Settings) -> bool:
     """Serve until a signal (returns False) or RestartServer (returns True)."""
     app = App(settings)
-    await app.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app.reload_tls)  # before start: a SIGHUP must never stop us
+    await app.start()
     waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(app.restart_requested.wait())]
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     for w in waiters:

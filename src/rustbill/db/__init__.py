@@ -3,7 +3,10 @@
 from .models import (
     PLUGIN_TYPES,
     ApiKey,
+    Balance,
+    BalanceTransaction,
     Base,
+    DriftFinding,
     Instance,
     PaymentNotification,
     PaymentRequest,
@@ -21,8 +24,11 @@ from .session import Database, redact_url
 __all__ = [
     "PLUGIN_TYPES",
     "ApiKey",
+    "Balance",
+    "BalanceTransaction",
     "Base",
     "Database",
+    "DriftFinding",
     "Instance",
     "PaymentNotification",
     "PaymentRequest",

@@ -30,7 +30,10 @@ from ..ids import new_id, utcnow
 __all__ = [
     "PLUGIN_TYPES",
     "ApiKey",
+    "Balance",
+    "BalanceTransaction",
     "Base",
+    "DriftFinding",
     "Instance",
     "PaymentNotification",
     "PaymentRequest",
@@ -192,7 +195,7 @@ class Instance(Base):
     server_spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # "created" (opened through CreateUpstreamInstance) or "imported".
     origin: Mapped[str] = mapped_column(String(16))
-    customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True, index=True)
     # The caller's ``idempotency-key`` of CreateUpstreamInstance: a retry returns this instance.
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # While an order is unsettled (no provider_instance_id): the server process (``processes.id``)
@@ -201,6 +204,59 @@ class Instance(Base):
     owner: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Balance(Base):
+    """A customer's balance: always the sum of their ``balance_transactions``, updated in the same
+    transaction as each ledger row. The row is also what serialises one customer's money
+    operations (locked FOR UPDATE on PostgreSQL; SQLite write transactions are serialised)."""
+
+    __tablename__ = "balances"
+
+    customer_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="RESTRICT"), primary_key=True)
+    balance: Mapped[Decimal] = mapped_column(Money)
+    # How far below zero orders may take the balance.
+    credit_limit: Mapped[Decimal] = mapped_column(Money)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class BalanceTransaction(Base):
+    """One entry of the append-only ledger (the database refuses UPDATE and DELETE on it)."""
+
+    __tablename__ = "balance_transactions"
+    __table_args__ = (
+        # One "order" debit and at most one "refund" per ordered instance, whatever retries happen.
+        UniqueConstraint("instance_id", "kind"),
+        Index("ix_balance_transactions_customer_id_id", "customer_id", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    customer_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="RESTRICT"))
+    # Signed: positive adds to the balance, negative takes from it.
+    amount: Mapped[Decimal] = mapped_column(Money)
+    balance_after: Mapped[Decimal] = mapped_column(Money)
+    # "credit", "debit" (by an admin), "order", "refund".
+    kind: Mapped[str] = mapped_column(String(16))
+    # The instance row an "order"/"refund" is for. No foreign key: a failed order's row is deleted,
+    # its ledger entries stay.
+    instance_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(128), default="system")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class DriftFinding(Base):
+    """A lasting difference between an upstream interface and this server (an orphan instance, a
+    low balance …), kept while it lasts so that it is reported once, not on every round."""
+
+    __tablename__ = "drift_findings"
+
+    interface_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("plugin_interfaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class PaymentNotification(Base):

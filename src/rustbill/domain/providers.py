@@ -8,7 +8,7 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import Database, Instance, Product
 from ..errors import (
@@ -269,6 +270,7 @@ class Providers:
         has_spec: bool,
         idempotency_key: str | None,
         customer_id: uuid.UUID | None,
+        on_reserve: Callable[[AsyncSession, Instance], Awaitable[None]] | None = None,
     ) -> Instance:
         """Open an instance at the provider and record it locally.
 
@@ -276,6 +278,10 @@ class Providers:
         never forgotten even if this process dies mid-call; it is filled in when the provider answers
         and removed when the provider fails. With an ``idempotency-key`` a retry returns the same
         instance instead of opening a second one.
+
+        ``on_reserve(session, row)`` runs in the reservation's transaction (only when a new row is
+        reserved, never for a retry); when it raises, nothing is reserved and the provider is not
+        asked. ``domain.orders`` debits the order there.
         """
         if not has_spec:
             raise InvalidArgument("server_spec is required")
@@ -307,6 +313,9 @@ class Providers:
         try:
             async with self._db.write() as s:
                 s.add(row)
+                if on_reserve is not None:
+                    await s.flush()  # a concurrent order with the same key fails here, before on_reserve
+                    await on_reserve(s, row)
         except IntegrityError:
             prior = await self._by_key(interface_id, customer_id, idempotency_key or "")
             if prior is None:

@@ -319,14 +319,16 @@ class UpstreamOrderRequest(_message.Message):
     def __init__(self, interface_id: _Optional[str] = ..., server_spec: _Optional[_Union[_order_pb2.ServerSpec, _Mapping]] = ...) -> None: ...
 
 class UpstreamOrderResponse(_message.Message):
-    __slots__ = ("provider_instance_id", "status", "ip_address")
+    __slots__ = ("provider_instance_id", "status", "ip_address", "instance_id")
     PROVIDER_INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     provider_instance_id: str
     status: str
     ip_address: str
-    def __init__(self, provider_instance_id: _Optional[str] = ..., status: _Optional[str] = ..., ip_address: _Optional[str] = ...) -> None: ...
+    instance_id: str
+    def __init__(self, provider_instance_id: _Optional[str] = ..., status: _Optional[str] = ..., ip_address: _Optional[str] = ..., instance_id: _Optional[str] = ...) -> None: ...
 
 class InstanceStatusRequest(_message.Message):
     __slots__ = ("interface_id", "instance_id")

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from typing import Any
 
-from ..db import PluginInterface, Product
+from ..db import ApiKey, BalanceTransaction, Instance, PluginInterface, Product
 from ..domain.catalog import ChannelEntry, PluginInfo, ProviderEntry
+from ..domain.ledger import BalanceView
+from ..domain.paging import PageMeta
 from ..domain.providers import ProductRecord
 from ..ids import rfc3339
+from ..money import money_text
+from ..pb import balance_pb2, common_pb2, downstream_pb2, instance_pb2
 from ..pb import integration_pb2 as pb
 from ..pb import product_pb2 as product_pb
 from ..vault import mask, secret_paths
 
 __all__ = [
+    "api_key_info",
+    "balance",
+    "balance_transaction",
     "gateway_info",
+    "instance_info",
     "interface_info",
     "money_text",
     "notifier_info",
+    "page_meta",
     "plugin_def",
     "product_info",
     "provider_info",
@@ -121,10 +129,56 @@ def product_info(p: Product | ProductRecord) -> product_pb.ProductInfo:
     )
 
 
-def money_text(d: Decimal) -> str:
-    """A stored amount with at least two decimals and no trailing zeros beyond them
-    (``12.50000000`` → ``12.50``, ``0.12500000`` → ``0.125``)."""
-    d = d.normalize()
-    if d.as_tuple().exponent > -2:  # type: ignore[operator]
-        d = d.quantize(Decimal("0.01"))
-    return format(d, "f")
+def page_meta(m: PageMeta) -> common_pb2.PageMeta:
+    return common_pb2.PageMeta(total=m.total, page=m.page, page_size=m.page_size, total_pages=m.total_pages)
+
+
+def instance_info(i: Instance) -> instance_pb2.InstanceInfo:
+    spec = i.server_spec or {}
+    shown = {str(k): str(v) for k, v in (spec.get("extra_specs") or {}).items()}
+    shown.update({k: str(v) for k, v in spec.items() if k != "extra_specs"})
+    return instance_pb2.InstanceInfo(
+        id=str(i.id),
+        order_id=i.idempotency_key or "",
+        customer_id=str(i.customer_id) if i.customer_id is not None else "",
+        provider_id=str(i.interface_id),
+        provider_instance_id=i.provider_instance_id or "",
+        status=i.status,
+        ip_address=i.ip_address,
+        server_spec=shown,
+        created_at=rfc3339(i.created_at),
+        updated_at=rfc3339(i.updated_at),
+    )
+
+
+def balance(b: BalanceView) -> balance_pb2.GetBalanceResponse:
+    return balance_pb2.GetBalanceResponse(
+        customer_id=str(b.customer_id),
+        balance=money_text(b.balance),
+        credit_limit=money_text(b.credit_limit),
+        currency=b.currency,
+    )
+
+
+def balance_transaction(t: BalanceTransaction) -> balance_pb2.BalanceTransaction:
+    return balance_pb2.BalanceTransaction(
+        id=str(t.id),
+        customer_id=str(t.customer_id),
+        amount=money_text(t.amount),
+        balance_after=money_text(t.balance_after),
+        kind=t.kind,
+        instance_id=str(t.instance_id) if t.instance_id is not None else "",
+        note=t.note,
+        created_by=t.created_by,
+        created_at=rfc3339(t.created_at),
+    )
+
+
+def api_key_info(k: ApiKey) -> downstream_pb2.ApiKeyInfo:
+    return downstream_pb2.ApiKeyInfo(
+        id=str(k.id),
+        key_prefix=k.key_prefix,
+        name=k.name,
+        enabled=k.revoked_at is None,
+        created_at=rfc3339(k.created_at),
+    )

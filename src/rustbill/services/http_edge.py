@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import struct
 import urllib.parse
 import uuid
@@ -424,9 +425,10 @@ class _Server(uvicorn.Server):
 class HttpEdge:
     """Runs the HTTP listener as a task of the running event loop."""
 
-    def __init__(self, app: ASGI, listen: str) -> None:
+    def __init__(self, app: ASGI, listen: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self._app = app
         self._listen = listen
+        self._ssl = ssl_context
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -455,6 +457,8 @@ class HttpEdge:
             server_header=False,
             timeout_graceful_shutdown=None,
         )
+        config.load()
+        config.ssl = self._ssl  # our context, which rustbill.tls reloads in place
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http-listener")
         while not self._server.started:

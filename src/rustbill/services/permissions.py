@@ -15,7 +15,15 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from ..auth import Principal
 from ..errors import PermissionDenied
-from ..pb import identity_pb2, integration_pb2, system_pb2
+from ..pb import (
+    balance_pb2,
+    downstream_pb2,
+    identity_pb2,
+    instance_pb2,
+    integration_pb2,
+    product_service_pb2,
+    system_pb2,
+)
 
 __all__ = ["ACCESS", "PERMISSIONS", "SERVICES", "Access", "authorize", "permission_table", "with_overrides"]
 
@@ -34,6 +42,10 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
     integration_pb2.DESCRIPTOR.services_by_name["IntegrationService"],
     identity_pb2.DESCRIPTOR.services_by_name["IdentityService"],
     system_pb2.DESCRIPTOR.services_by_name["SystemService"],
+    product_service_pb2.DESCRIPTOR.services_by_name["ProductService"],
+    instance_pb2.DESCRIPTOR.services_by_name["InstanceService"],
+    balance_pb2.DESCRIPTOR.services_by_name["BalanceService"],
+    downstream_pb2.DESCRIPTOR.services_by_name["ApiKeyService"],
 )
 ACCESS: dict[str, dict[str, Access]] = {
     "rustbill.integration.IntegrationService": {
@@ -48,6 +60,11 @@ ACCESS: dict[str, dict[str, Access]] = {
         "Login": _P, "RefreshToken": _P, "GetMe": _U, "Logout": _P,
     },
     "rustbill.system.SystemService": {"GetServerInfo": _A},
+    # A customer's own things (the servicers scope each call to its caller; admins see all).
+    "rustbill.product.ProductService": {"ListProducts": _U, "GetProduct": _U},
+    "rustbill.instance.InstanceService": {"ListInstances": _U, "GetInstance": _U},
+    "rustbill.balance.BalanceService": {"GetBalance": _U, "ListBalanceTransactions": _U},
+    "rustbill.downstream.ApiKeyService": {"CreateApiKey": _U, "ListApiKeys": _U, "RevokeApiKey": _U},
 }  # fmt: skip
 
 
@@ -87,9 +104,7 @@ def with_overrides(overrides: Mapping[str, str], table: Mapping[str, Access] = P
         try:
             out[path] = Access(level)
         except ValueError:
-            raise ValueError(
-                f"auth.permissions.{name}: {level!r} is not one of admin, authenticated, public"
-            ) from None
+            raise ValueError(f"auth.permissions.{name}: {level!r} is not one of admin, authenticated, public") from None
     return out
 
 

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from ..domain import Catalog, HealthService, Providers
+from ..domain.orders import Orders
 from ..ids import parse_uuid, rfc3339
 from ..pb import common_pb2, product_pb2
 from ..pb import integration_pb2 as pb
@@ -42,9 +43,12 @@ def _opt(msg: Any, field: str) -> Any:
 
 
 class IntegrationServicer:
-    def __init__(self, catalog: Catalog, providers: Providers, health: HealthService, restart: Any) -> None:
+    def __init__(
+        self, catalog: Catalog, providers: Providers, orders: Orders, health: HealthService, restart: Any
+    ) -> None:
         self._catalog = catalog
         self._providers = providers
+        self._orders = orders
         self._health = health
         self._restart = restart
         # The providers listing is cached by the catalog; its encoded reply is kept alongside.
@@ -181,17 +185,18 @@ class IntegrationServicer:
 
     async def CreateUpstreamInstance(self, request: pb.UpstreamOrderRequest, call: Ctx) -> pb.UpstreamOrderResponse:
         spec = _spec(request.server_spec)
-        key = call.metadata.get("idempotency-key")
-        principal = call.principal
-        inst = await self._providers.create_instance(
+        inst = await self._orders.create(
             parse_uuid(request.interface_id, "interface_id"),
             spec,
             has_spec=request.HasField("server_spec"),
-            idempotency_key=key,
-            customer_id=principal.user_id if principal else None,
+            idempotency_key=call.metadata.get("idempotency-key"),
+            principal=call.principal,
         )
         return pb.UpstreamOrderResponse(
-            provider_instance_id=inst.provider_instance_id, status=inst.status, ip_address=inst.ip_address
+            provider_instance_id=inst.provider_instance_id,
+            status=inst.status,
+            ip_address=inst.ip_address,
+            instance_id=str(inst.id),
         )
 
     async def GetInstanceStatus(self, request: pb.InstanceStatusRequest, call: Ctx) -> pb.InstanceStatusResponse:
