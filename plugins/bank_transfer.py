@@ -438,26 +438,13 @@ async def admin_cancel(config):
     return _row(reference, cancelled)
 
 
-_PAGE_SCRIPT = """
-<script>
-(function () {
-  var seq = 0, pending = {};
-  window.addEventListener("message", function (ev) {
-    var m = ev.data || {};
-    if (m.type !== "rustbill:action-result" || !pending[m.id]) return;
-    var out = pending[m.id]; delete pending[m.id];
-    out.textContent = m.error ? ("Error: " + m.error) : JSON.stringify(JSON.parse(m.result_json), null, 2);
-  });
-  document.getElementById("confirm").addEventListener("submit", function (ev) {
-    ev.preventDefault();
-    var f = ev.target, out = document.getElementById("confirm-out"), id = "bank-" + (++seq);
-    pending[id] = out; out.textContent = "…";
-    window.parent.postMessage({type: "rustbill:call-action", id: id, function: "admin_confirm",
-      args: {reference: f.reference.value, amount_received: f.amount.value, note: f.note.value}}, "*");
-  });
-})();
-</script>
-"""
+# The admin console shows the page in a sandboxed iframe; sdk.admin_bridge_script() lets it run
+# this interface's admin_* actions (docs/plugins.md, "Admin pages and the console bridge").
+_PAGE_SCRIPT = """<script>
+rustbill.bind("confirm", "admin_confirm", function (f) {
+  return {reference: f.elements.reference.value, amount_received: f.elements.amount.value, note: f.elements.note.value};
+}, "confirm-out");
+</script>"""
 
 
 async def admin_page(config):
@@ -490,5 +477,5 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}pre{{background:
 <form id="confirm"><input name="reference" placeholder="Reference" required>
 <input name="amount" placeholder="Amount received" required> <input name="note" placeholder="Note (optional)">
 <button type="submit">Confirm</button></form><pre id="confirm-out"></pre>
-{_PAGE_SCRIPT}</body></html>"""
+{sdk.admin_bridge_script()}{_PAGE_SCRIPT}</body></html>"""
     return {"title": "Bank transfer", "html": body}

@@ -596,29 +596,14 @@ _PAGE_STYLE = (
     "pre{background:#f5f5f5;padding:.6em;white-space:pre-wrap}"
 )
 
-# The admin UI embeds the page in an iframe and runs actions for it: the page posts
-# {type: "rustbill:call-action", id, function, args} to window.parent and gets
-# {type: "rustbill:action-result", id, result_json} or {..., error} back.
-_PAGE_SCRIPT = """
-<script>
-(function () {
-  var seq = 0, pending = {};
-  window.addEventListener("message", function (ev) {
-    var m = ev.data || {};
-    if (m.type !== "rustbill:action-result" || !pending[m.id]) return;
-    var out = pending[m.id]; delete pending[m.id];
-    out.textContent = m.error ? ("Error: " + m.error) : JSON.stringify(JSON.parse(m.result_json), null, 2);
-  });
-  document.getElementById("send-test").addEventListener("submit", function (ev) {
-    ev.preventDefault();
-    var out = document.getElementById("test-out"), id = "email-" + (++seq), to = ev.target.to.value.trim();
-    pending[id] = out; out.textContent = "…";
-    window.parent.postMessage({type: "rustbill:call-action", id: id, function: "admin_send_test",
-      args: to ? {to: to} : {}}, "*");
-  });
-})();
-</script>
-"""
+# The admin console shows the page in a sandboxed iframe; sdk.admin_bridge_script() lets it run
+# this interface's admin_* actions (docs/plugins.md, "Admin pages and the console bridge").
+_PAGE_SCRIPT = """<script>
+rustbill.bind("send-test", "admin_send_test", function (f) {
+  var to = f.elements.to.value.trim();
+  return to ? {to: to} : {};
+}, "test-out");
+</script>"""
 
 
 async def admin_page(config):
@@ -676,5 +661,5 @@ async def admin_page(config):
 <h2>Last sends</h2>
 <p>The last {_RECENT} sends and tests of this interface, kept in the interface's state (best effort).</p>
 {sends}
-{_PAGE_SCRIPT}</body></html>"""
+{sdk.admin_bridge_script()}{_PAGE_SCRIPT}</body></html>"""
     return {"title": "Email (SMTP)", "html": body}

@@ -1405,6 +1405,31 @@ async def admin_delete(config):
     return {"name": name, "action": "delete", "status": "deleted"}
 
 
+# Buttons per instance status: (action, label). Deleting is in the form below the table, which
+# asks for the instance's name.
+_ROW_ACTIONS = {
+    "running": (("admin_stop", "Stop"), ("admin_restart", "Restart")),
+    "stopped": (("admin_start", "Start"),),
+    "frozen": (("admin_stop", "Stop"),),
+    "error": (("admin_start", "Start"), ("admin_stop", "Stop")),
+}
+_PAGE_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
+    "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.error{color:#a00}"
+    "pre{background:#f5f5f5;padding:.6em;white-space:pre-wrap}button{margin:0 .2em .2em 0}"
+    "form{margin:.5em 0}input{margin:0 .4em .4em 0}"
+)
+_PAGE_SCRIPT = """<script>
+document.querySelectorAll("button[data-action]").forEach(function (b) {
+  rustbill.bind(b, b.dataset.action, {name: b.dataset.name}, "action-out");
+});
+rustbill.bind("delete", "admin_delete", function (f) {
+  var name = f.elements.instance.value.trim();
+  return name ? {name: name, force: f.elements.force.checked} : false;
+}, "delete-out");
+</script>"""
+
+
 async def admin_page(config):
     e = html.escape
     try:
@@ -1429,11 +1454,20 @@ async def admin_page(config):
                 i["request_id"],
             )
         )
-        + "</tr>"
+        + "<td>"
+        + "".join(
+            f'<button type="button" data-action="{a}" data-name="{e(i["name"])}">{label}</button>'
+            for a, label in _ROW_ACTIONS.get(i["status"], ())
+        )
+        + "</td></tr>"
         for i in instances
     )
     where = e(server.get("endpoint") or str(_cfg(config, "url") or _cfg(config, "socket_path")))
-    parts = [f"<h1>Incus — {where}</h1>"]
+    parts = [
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>Incus</title>'
+        f"<style>{_PAGE_STYLE}</style></head><body>",
+        f"<h1>Incus — {where}</h1>",
+    ]
     if error:
         parts.append(f'<p class="error"><strong>Cannot reach Incus:</strong> {e(error)}</p>')
     else:
@@ -1446,9 +1480,14 @@ async def admin_page(config):
         )
         parts.append(
             "<table><thead><tr><th>Name</th><th>Type</th><th>Status</th><th>Addresses</th><th>CPU</th>"
-            "<th>Memory</th><th>Root disk</th><th>Created</th><th>RustBill request</th></tr></thead>"
+            "<th>Memory</th><th>Root disk</th><th>Created</th><th>RustBill request</th><th>Actions</th></tr></thead>"
             f"<tbody>{rows}</tbody></table>"
-            f"<p>{len(instances)} instance(s).</p>"
+            f"<p>{len(instances)} instance(s). Reload the page to see new states.</p>"
+            '<pre id="action-out"></pre>'
+            "<h2>Delete an instance</h2>"
+            '<form id="delete"><input name="instance" placeholder="Instance name (type it to confirm)" required>'
+            '<label><input type="checkbox" name="force"> stop it first if it runs</label> '
+            '<button type="submit">Delete</button></form><pre id="delete-out"></pre>'
         )
     parts.append(
         '<p>Actions (CallPluginAction, args_json <code>{"name": "…"}</code>): <code>admin_start</code>, '
@@ -1456,4 +1495,5 @@ async def admin_page(config):
         "<code>admin_delete</code> (<code>force</code> stops a running instance first), "
         "<code>admin_instance</code>, <code>admin_list_instances</code>, <code>admin_server_info</code>.</p>"
     )
+    parts.append(sdk.admin_bridge_script() + _PAGE_SCRIPT + "</body></html>")
     return {"title": "Incus", "html": "\n".join(parts)}

@@ -1778,6 +1778,37 @@ def admin_delete(config):
     return _act(config, "delete", go)
 
 
+# Buttons per domain state: (action, label). Force off and delete are in the form below the table,
+# which asks for the domain's name.
+_ROW_ACTIONS = {
+    "running": (("admin_stop", "Shut down"), ("admin_reboot", "Reboot"), ("admin_suspend", "Pause")),
+    "paused": (("admin_resume", "Resume"),),
+    "stopped": (("admin_start", "Start"),),
+    "crashed": (("admin_start", "Start"),),
+}
+_PAGE_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
+    "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.error{color:#a00}"
+    "pre{background:#f5f5f5;padding:.6em;white-space:pre-wrap}button{margin:0 .2em .2em 0}"
+    "form{margin:.5em 0}input,select{margin:0 .4em .4em 0}"
+)
+# Row buttons run their action on their domain; the form runs a destructive action once the
+# domain's name is typed into it.
+_PAGE_SCRIPT = """<script>
+document.querySelectorAll("button[data-action]").forEach(function (b) {
+  rustbill.bind(b, b.dataset.action, {name: b.dataset.name}, "action-out");
+});
+rustbill.bind("danger", function (f) {
+  return f.elements.op.value === "admin_destroy" ? "admin_destroy" : "admin_delete";
+}, function (f) {
+  var name = f.elements.domain.value.trim(), op = f.elements.op.value;
+  if (!name) return false;
+  return op === "admin_destroy" ? {name: name}
+    : {name: name, force: f.elements.force.checked, delete_volumes: op === "admin_delete"};
+}, "danger-out");
+</script>"""
+
+
 def admin_page(config):
     e = html.escape
     try:
@@ -1787,7 +1818,10 @@ def admin_page(config):
         error = ""
     except sdk.PluginError as exc:
         server, domains, error = {}, [], exc.message
-    parts = [f"<h1>KVM — {e(str(_cfg(config, 'uri')))}</h1>"]
+    parts = [
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>KVM</title><style>{_PAGE_STYLE}</style></head><body>',
+        f"<h1>KVM — {e(str(_cfg(config, 'uri')))}</h1>",
+    ]
     if error:
         parts.append(f'<p class="error"><strong>Cannot reach libvirt:</strong> {e(error)}</p>')
     else:
@@ -1812,13 +1846,26 @@ def admin_page(config):
                     d["request_id"],
                 )
             )
-            + "</tr>"
+            + "<td>"
+            + "".join(
+                f'<button type="button" data-action="{a}" data-name="{e(d["name"])}">{label}</button>'
+                for a, label in _ROW_ACTIONS.get(d["status"], ())
+            )
+            + "</td></tr>"
             for d in domains
         )
         parts.append(
             "<table><thead><tr><th>Name</th><th>State</th><th>vCPUs</th><th>Memory</th><th>IP address</th>"
-            "<th>Autostart</th><th>Persistent</th><th>Created</th><th>RustBill request</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table><p>{len(domains)} domain(s).</p>"
+            "<th>Autostart</th><th>Persistent</th><th>Created</th><th>RustBill request</th><th>Actions</th></tr>"
+            f"</thead><tbody>{rows}</tbody></table><p>{len(domains)} domain(s). Reload the page to see new states.</p>"
+            '<pre id="action-out"></pre>'
+            "<h2>Force off or delete a domain</h2>"
+            '<form id="danger"><input name="domain" placeholder="Domain name (type it to confirm)" required>'
+            '<select name="op"><option value="admin_destroy">Force off (like pulling the plug)</option>'
+            '<option value="admin_delete">Delete, with its volumes</option>'
+            '<option value="admin_delete_keep">Delete, keep its volumes</option></select>'
+            '<label><input type="checkbox" name="force"> even if running</label> '
+            '<button type="submit">Run</button></form><pre id="danger-out"></pre>'
         )
     parts.append(
         '<p>Actions (CallPluginAction, args_json <code>{"name": "…"}</code>): <code>admin_start</code>, '
@@ -1828,4 +1875,5 @@ def admin_page(config):
         "<code>admin_list_domains</code>, <code>admin_list_volumes</code> (<code>pool</code>), "
         "<code>admin_server_info</code>.</p>"
     )
+    parts.append(sdk.admin_bridge_script() + _PAGE_SCRIPT + "</body></html>")
     return {"title": "KVM (libvirt)", "html": "\n".join(parts)}

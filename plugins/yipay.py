@@ -611,35 +611,16 @@ _PAGE_STYLE = (
     "pre{background:#f5f5f5;padding:.6em;white-space:pre-wrap}"
 )
 
-# The page asks its host (the admin UI, which embeds it in an iframe) to run an action through
-# CallPluginAction: it posts {type: "rustbill:call-action", id, function, args} to window.parent
-# and expects {type: "rustbill:action-result", id, result_json} or {..., error} back.
-_PAGE_SCRIPT = """
-<script>
-(function () {
-  var seq = 0, pending = {};
-  window.addEventListener("message", function (ev) {
-    var m = ev.data || {};
-    if (m.type !== "rustbill:action-result" || !pending[m.id]) return;
-    var out = pending[m.id]; delete pending[m.id];
-    out.textContent = m.error ? ("Error: " + m.error) : JSON.stringify(JSON.parse(m.result_json), null, 2);
-  });
-  function call(fn, args, out) {
-    var id = "yipay-" + (++seq); pending[id] = out; out.textContent = "…";
-    window.parent.postMessage({type: "rustbill:call-action", id: id, function: fn, args: args}, "*");
-  }
-  document.getElementById("lookup").addEventListener("submit", function (ev) {
-    ev.preventDefault();
-    var f = ev.target, args = {};
-    args[f.field.value] = f.value.value.trim();
-    call("admin_query_order", args, document.getElementById("lookup-out"));
-  });
-  document.getElementById("recent").addEventListener("click", function () {
-    call("admin_recent_orders", {limit: 20}, document.getElementById("recent-out"));
-  });
-})();
-</script>
-"""
+# The admin console shows the page in a sandboxed iframe; sdk.admin_bridge_script() lets it run
+# this interface's admin_* actions (docs/plugins.md, "Admin pages and the console bridge").
+_PAGE_SCRIPT = """<script>
+rustbill.bind("lookup", "admin_query_order", function (f) {
+  var args = {};
+  args[f.elements.namedItem("field").value] = f.elements.namedItem("value").value.trim();
+  return args;
+}, "lookup-out");
+rustbill.bind("recent", "admin_recent_orders", {limit: 20}, "recent-out");
+</script>"""
 
 
 async def admin_page(config):
@@ -697,5 +678,5 @@ async def admin_page(config):
 <input name="value" required size="40"> <button type="submit">Query</button></form>
 <pre id="lookup-out"></pre>
 <h2>Recent orders</h2><button id="recent" type="button">Load the last 20</button><pre id="recent-out"></pre>
-{_PAGE_SCRIPT}</body></html>"""
+{sdk.admin_bridge_script()}{_PAGE_SCRIPT}</body></html>"""
     return {"title": "易支付 / EPay", "html": body}

@@ -107,7 +107,7 @@ def test_wrong_password_and_unknown_user_read_the_same(web_server: ServerProcess
         r = connect_json(web_server.http_url, IDENTITY + "Login", {"username": user, "password": "not-it"})
         assert r.status_code == 401
         assert r.json() == {"code": "unauthenticated", "message": "invalid username or password"}
-    assert re.search(r"sign-in failed: user='nobody-\w+' peer=127\.0\.0\.1 reason=no such user", web_server.log)
+    web_server.wait_for_log(r"sign-in failed: user='nobody-\w+' peer=127\.0\.0\.1 reason=no such user", timeout=10)
 
 
 def test_failed_logins_are_rate_limited_per_user(web_server: ServerProcess) -> None:
@@ -320,8 +320,12 @@ def test_unknown_path_is_404_and_wrong_method_405(web_server: ServerProcess, adm
     r = httpx.get(
         web_server.http_url + INTEGRATION + "ListPlugins", headers={"content-type": "application/grpc-web+proto"}
     )
-    assert r.status_code == 405
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and "called with POST" in r.text
     assert httpx.put(web_server.http_url + "/metrics").status_code == 405
+    # curl without a content type (it sends a form): say what to send
+    r = httpx.post(web_server.http_url + INTEGRATION + "ListPlugins", content=b"{}",
+                   headers={"content-type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert r.status_code == 415 and "application/json" in r.text and "application/json" in r.headers["accept-post"]
 
 
 # ---------------------------------------------------------------- CORS

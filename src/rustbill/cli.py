@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -180,10 +182,17 @@ def _run(coro_fn: Any, *, create_db: bool = False) -> Any:
             await db.dispose()
 
     try:
-        return asyncio.run(go())
+        with _database_errors_as_one_line(settings):
+            return asyncio.run(go())
     except RustBillError as exc:
         typer.echo(f"error: {exc.message} (database {_shown_db(settings)})", err=True)
         raise typer.Exit(1) from None
+
+
+@contextlib.contextmanager
+def _database_errors_as_one_line(settings: Settings) -> Iterator[None]:
+    try:
+        yield
     except Exception as exc:
         message = _database_error(exc, settings.database_url)
         if message is None:
@@ -211,14 +220,8 @@ def serve() -> None:
 
     settings = _settings()
     _setup_logging(settings.log.level, settings.log.format)
-    try:
+    with _database_errors_as_one_line(settings):
         run_server(settings)
-    except Exception as exc:
-        message = _database_error(exc, settings.database_url)
-        if message is None:
-            raise
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -11,6 +11,8 @@
 - ``sdk.state()`` — small JSON values kept per interface in the database, surviving reloads and
   restarts: ``get/set/add/delete/items`` in ``def`` functions, ``aget/aset/aadd/adelete/aitems``
   in ``async def`` functions. ``add`` inserts only when the key is absent (a once-only guard).
+- ``sdk.admin_bridge_script()`` — the ``<script>`` an ``admin_page`` includes to run its
+  ``admin_*`` actions through the admin console: ``rustbill.call(function, args)`` → Promise.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "PluginError",
     "State",
     "Unavailable",
+    "admin_bridge_script",
     "decimal",
     "http",
     "http_sync",
@@ -203,3 +206,94 @@ class State:
 def state() -> State:
     """The persistent state of the interface this plugin call is for."""
     return State()
+
+
+# The page side of the admin console's bridge (docs/plugins.md, "Admin pages and the console
+# bridge"). The console shows an admin page in a sandboxed iframe with an opaque origin and no
+# network access; the page reaches its interface's admin_* actions only by posting
+#   {type: "rustbill:action", id, function, args}
+# to its parent, which answers
+#   {type: "rustbill:result", id, ok: true, result} or {type: "rustbill:result", id, ok: false,
+#   error: {code, message}}.
+_ADMIN_BRIDGE_JS = """(function () {
+  "use strict";
+  if (window.rustbill && window.rustbill.call) return;
+  var seq = 0, pending = {}, TIMEOUT_MS = 100000;
+  function fail(code, message) { var e = new Error(message); e.code = code; return e; }
+  window.addEventListener("message", function (ev) {
+    var m = ev.data;
+    if (ev.source !== window.parent || !m || m.type !== "rustbill:result") return;
+    if (!Object.prototype.hasOwnProperty.call(pending, m.id)) return;
+    var p = pending[m.id];
+    delete pending[m.id];
+    clearTimeout(p.timer);
+    if (m.ok) p.resolve(m.result);
+    else p.reject(fail((m.error && m.error.code) || "unknown", (m.error && m.error.message) || "the action failed"));
+  });
+  function call(fn, args) {
+    return new Promise(function (resolve, reject) {
+      if (window.parent === window) {
+        reject(fail("unavailable", "this page is not shown in the RustBill admin console"));
+        return;
+      }
+      var id = "rb-" + (++seq);
+      pending[id] = {resolve: resolve, reject: reject, timer: setTimeout(function () {
+        delete pending[id];
+        reject(fail("deadline_exceeded", "no answer from the admin console"));
+      }, TIMEOUT_MS)};
+      window.parent.postMessage({type: "rustbill:action", id: id, function: fn, args: args || {}}, "*");
+    });
+  }
+  function el(target) { return typeof target === "string" ? document.getElementById(target) : target; }
+  function show(target, value) {
+    var out = el(target);
+    if (out) out.textContent = typeof value === "string" ? value : JSON.stringify(value, null, 2);
+  }
+  function run(fn, args, target) {
+    var out = el(target);
+    if (out) { out.textContent = "\u2026"; out.setAttribute("data-state", "busy"); }
+    return call(fn, args).then(function (result) {
+      if (out) { show(out, result); out.setAttribute("data-state", "ok"); }
+      return result;
+    }, function (err) {
+      if (out) {
+        out.textContent = "Error (" + err.code + "): " + err.message;
+        out.setAttribute("data-state", "error");
+      }
+      return undefined;
+    });
+  }
+  function bind(element, fn, args, target) {
+    var node = el(element), isForm = node && node.tagName === "FORM";
+    if (!node) return;
+    node.addEventListener(isForm ? "submit" : "click", function (ev) {
+      if (isForm) ev.preventDefault();
+      var control = isForm ? node.querySelector("[type=submit]") : node;
+      var a = typeof args === "function" ? args(node) : args;
+      if (a === false) return;
+      if (control) control.disabled = true;
+      run(typeof fn === "function" ? fn(node) : fn, a, target).then(function () {
+        if (control) control.disabled = false;
+      });
+    });
+  }
+  window.rustbill = {call: call, run: run, bind: bind, show: show};
+})();"""
+
+
+def admin_bridge_script() -> str:
+    """The ``<script>`` element an ``admin_page`` includes (before its own scripts) to run its
+    interface's ``admin_*`` actions through the admin console. It defines ``window.rustbill``:
+
+    - ``rustbill.call(function, args)`` → a Promise of the action's result (parsed JSON), rejected
+      with an ``Error`` that has ``code`` (``"invalid_argument"``, ``"permission_denied"`` …) and
+      ``message``;
+    - ``rustbill.run(function, args, target)`` — calls, and shows the result (or the error) as text
+      in ``target`` (an element or its id); resolves to the result, or undefined after an error;
+    - ``rustbill.bind(element, function, args, target)`` — runs the action when ``element`` (a
+      form: on submit; anything else: on click) is used; ``function`` and ``args`` may be
+      functions of the element (``args`` returning ``false``: do not run), and the element (a
+      form's submit button) is disabled while the action runs;
+    - ``rustbill.show(target, value)`` — shows a value as text (JSON for objects).
+    """
+    return f"<script>{_ADMIN_BRIDGE_JS}</script>"

@@ -175,6 +175,7 @@ class App:
                     ready=self.not_ready,
                     health_rows=self._health_rows,
                     cors_origins=s.http.cors_origins,
+                    public_https=s.http.public_url.startswith("https://"),
                     extra_routes=console.routes(),
                 ),
                 s.http.listen,

@@ -266,6 +266,7 @@ def build_app(
     health_rows: Callable[[], Awaitable[list[tuple[str, str, str, str, bool]]]],
     cors_origins: list[str],
     extra_routes: list[Any] | None = None,
+    public_https: bool = False,
 ) -> ASGI:
     """The ASGI app of the HTTP listener."""
     rpc = _RpcApp(dispatcher)
@@ -352,9 +353,19 @@ def build_app(
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] in rpc_paths:
-            if scope.get("scheme") == "https":
-                scope = {**scope, "headers": [*scope["headers"], (b"x-rustbill-scheme", b"https")]}
+            # Whether browsers reach us over TLS (here, or at a proxy in front: [http] public_url):
+            # the refresh cookie is then Secure. A client cannot claim it.
+            headers = [(k, v) for k, v in scope["headers"] if k != b"x-rustbill-scheme"]
+            if scope.get("scheme") == "https" or public_https:
+                headers.append((b"x-rustbill-scheme", b"https"))
+            scope = {**scope, "headers": headers}
             content_type = _header(scope, b"content-type")
+            if scope["method"] != "POST":
+                await PlainTextResponse(_HOW, status_code=405, headers={"allow": "POST"})(scope, receive, send)
+                return
+            if not content_type.startswith((b"application/json", b"application/proto", b"application/grpc")):
+                await PlainTextResponse(_HOW, status_code=415, headers={"accept-post": _ACCEPT})(scope, receive, send)
+                return
             if content_type.startswith(b"application/grpc-web"):
                 return await grpc_web(scope, receive, send)
             if content_type.startswith(b"application/grpc"):
@@ -385,6 +396,14 @@ def build_app(
         expose_headers=["grpc-status", "grpc-message", "grpc-status-details-bin", "retry-after"],
         max_age=600,
     )  # type: ignore[return-value]
+
+
+_ACCEPT = "application/json, application/proto, application/grpc-web+proto"
+_HOW = (
+    "RPCs are called with POST and one of these content types: application/json (Connect JSON, e.g. "
+    "curl -H 'content-type: application/json' -d '{}'), application/proto (Connect binary) or "
+    "application/grpc-web+proto (gRPC-Web)\n"
+)
 
 
 def _header(scope: dict[str, Any], name: bytes) -> bytes:
