@@ -1,7 +1,7 @@
 """customer balances and their append-only ledger; instances indexed by customer; drift findings
 
 Revision ID: 0007
-Revises: 0006 (0006 is added on another branch; re-chained at merge)
+Revises: 0006
 Create Date: 2026-11-30 10:00:00
 """
 
