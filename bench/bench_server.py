@@ -36,6 +36,8 @@ def client_main(conn: Any, job: dict[str, Any]) -> None:
 
 
 async def _client(job: dict[str, Any]) -> dict[str, Any]:
+    import asyncio
+
     from grpc import aio
 
     from rustbill.pb import common_pb2
@@ -74,6 +76,19 @@ async def _client(job: dict[str, Any]) -> dict[str, Any]:
             if not reply.interface.enabled:
                 raise RuntimeError("created interface is not enabled")
             ids.append(reply.interface.id)
+        # A new interface is health-checked once, at once, in the background: wait for those checks,
+        # so that the replies (whose bytes are compared) do not change mid-measurement.
+        get = rb.unary_unary(
+            SERVICE + "GetPluginInterface",
+            request_serializer=pb.GetPluginInterfaceRequest.SerializeToString,
+            response_deserializer=pb.GetPluginInterfaceResponse.FromString,
+        )
+        for iid in ids:
+            for _ in range(300):
+                got = await get(pb.GetPluginInterfaceRequest(interface_id=iid), metadata=md, timeout=30)
+                if got.interface.HasField("last_check_at"):
+                    break
+                await asyncio.sleep(0.05)
         setup_s = time.perf_counter() - t0
 
         list_providers = c.raw_call(rb, SERVICE + "ListProviders", md)
