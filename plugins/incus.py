@@ -910,7 +910,9 @@ def _ip(state: Any) -> str:
     return ""
 
 
-def _create_body(config: dict[str, Any], spec: dict[str, Any], name: str, request_id: str) -> dict[str, Any]:
+def _create_body(
+    config: dict[str, Any], spec: dict[str, Any], name: str, request_id: str, start: bool
+) -> dict[str, Any]:
     image = dict(_images(config)[spec["os"]])
     source: dict[str, Any] = {"type": "image"}
     if image.get("fingerprint"):
@@ -951,7 +953,7 @@ def _create_body(config: dict[str, Any], spec: dict[str, Any], name: str, reques
         },
         "devices": devices,
         "profiles": list(_cfg(config, "profiles")),
-        "start": bool(_cfg(config, "start_on_create")),
+        "start": start,
     }
 
 
@@ -965,24 +967,83 @@ async def _instance_or_none(conn: _Conn, config: dict[str, Any], name: str) -> d
     return meta if isinstance(meta, dict) else None
 
 
-async def _wait_pending(conn: _Conn, config: dict[str, Any], name: str, timeout_s: int) -> None:
-    """Wait for Incus operations still running on this instance (a retried create finds its first one)."""
+# What Incus (and LXD) call the operation of POST /1.0/instances; older LXD said "container".
+_CREATE_OPS = ("Creating instance", "Creating container")
+# The error of a create that found another operation (another attempt's create) holding the name.
+_BUSY_RE = re.compile(r"Instance is busy running a \"?create\"? operation", re.IGNORECASE)
+
+
+async def _running_ops(
+    conn: _Conn, config: dict[str, Any], name: str, descriptions: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """The operations of these kinds (Incus's descriptions) still running on instance ``name``."""
     try:
         ops = await _get(conn, "/1.0/operations", f"operations of instance {name!r}", _params(config, recursion=1))
     except sdk.PluginError as exc:
         if exc.code in ("NOT_FOUND", "PERMISSION_DENIED"):
-            return
+            return []
         raise
-    if not isinstance(ops, dict):
-        return
     target = _inst_path(name)
-    for group in ops.values():
+    running = []
+    for group in (ops or {}).values() if isinstance(ops, dict) else ():
         for op in group or []:
             if not isinstance(op, dict) or op.get("status_code") in (_FINAL_OK, _FINAL_FAILED, _FINAL_CANCELLED):
                 continue
+            if op.get("description") not in descriptions or not op.get("id"):
+                continue
             urls = (op.get("resources") or {}).get("instances") or []
-            if any(str(u).split("?", 1)[0] == target for u in urls) and op.get("id"):
-                await _wait(conn, f"/1.0/operations/{op['id']}", op, f"creating instance {name!r}", timeout_s)
+            if any(str(u).split("?", 1)[0] == target for u in urls):
+                running.append(op)
+    return running
+
+
+async def _await_ops(
+    conn: _Conn, config: dict[str, Any], name: str, timeout_s: int, descriptions: tuple[str, ...] = _CREATE_OPS
+) -> str:
+    """Wait for the operations of these kinds running on ``name`` — by default the creates (another
+    attempt of the same order). Only these: an admin's stop or start beside a retried order is none
+    of the order's business, and its failure is not the create's. Returns why the last of them
+    failed ("" when none did): a failed create leaves no instance (Incus reverts it), so the caller
+    looks again rather than taking the failure as its own. DEADLINE_EXCEEDED when one still runs
+    after ``timeout_s``."""
+    failed = ""
+    for op in await _running_ops(conn, config, name, descriptions):
+        what = f"{str(op.get('description') or 'operation').lower()} {name!r}"
+        try:
+            await _wait(conn, f"/1.0/operations/{op['id']}", op, what, timeout_s)
+        except sdk.PluginError as exc:
+            if exc.code not in ("FAILED_PRECONDITION", "ABORTED"):
+                raise
+            failed = exc.message
+    return failed
+
+
+async def _has_extension(conn: _Conn, extension: str) -> bool:
+    info = await _get(conn, "/1.0", "server info (GET /1.0)")
+    extensions = info.get("api_extensions") if isinstance(info, dict) else None
+    return isinstance(extensions, list) and extension in extensions
+
+
+async def _start_new(conn: _Conn, config: dict[str, Any], name: str, timeout_s: int) -> None:
+    """Start an instance that was created stopped, as the official clients do on servers without the
+    ``instance_create_start`` extension (LXD 5.0 ignores ``"start": true`` there). Another attempt
+    of the same order may start it at the same moment: its being running is success."""
+    try:
+        await _run(
+            conn,
+            "PUT",
+            _inst_path(name, "/state"),
+            f"starting new instance {name!r}",
+            timeout_s,
+            params=_params(config),
+            body={"action": "start"},
+        )
+    except sdk.PluginError as exc:
+        if exc.code != "FAILED_PRECONDITION":
+            raise
+        await _await_ops(conn, config, name, timeout_s, ("Starting instance",))  # "busy running a start"
+        if _status(await _state(conn, config, name)) != "running":
+            raise
 
 
 async def _state(conn: _Conn, config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -1112,6 +1173,9 @@ def sync_products(config):
 
 
 async def create_instance(config, spec):
+    """Open the instance named after ``request_id``; a second call for the same request (a retry, or
+    a concurrent attempt whose POST lost the race) returns the instance the first one opened, as
+    docs/plugins.md section 10 asks, once that one's create operation has finished."""
     request_id = str(spec.get("request_id") or "").strip()
     if not request_id:
         raise sdk.InvalidArgument("create_instance needs spec['request_id'] (the host sets it)")
@@ -1126,15 +1190,25 @@ async def create_instance(config, spec):
         target = str(_regions(config).get(spec["region"], {}).get("target") or "")
         if target:
             params["target"] = target
-        body = _create_body(config, spec, name, request_id)
+        start_in_post = bool(_cfg(config, "start_on_create")) and await _has_extension(conn, "instance_create_start")
+        body = _create_body(config, spec, name, request_id, start_in_post)
         try:
             await _run(conn, "POST", "/1.0/instances", what, timeout_s, params=params, body=body)
         except sdk.PluginError as exc:
-            # A concurrent or earlier attempt of the same request made it first (409, or 500 from some versions).
-            if exc.code not in ("ALREADY_EXISTS", "UNAVAILABLE") or "already exists" not in exc.message.lower():
+            if exc.code == "NOT_FOUND":  # LXD: a local image alias it does not have (the POST is refused)
+                raise sdk.FailedPrecondition(
+                    f"{exc.message} (check the interface's images, storage_pool and profiles)"
+                ) from None
+            if not _lost_the_race(exc):
                 raise
+            # Another attempt of this order made it first: its create decides, not ours.
+            failed = await _await_ops(conn, config, name, timeout_s)
             existing = await _instance_or_none(conn, config, name)
             if existing is None:
+                if failed:
+                    raise sdk.FailedPrecondition(
+                        f"{what}: another attempt of request {request_id} was creating it, and failed: {failed}"
+                    ) from None
                 raise
     if existing is not None:
         owner = str((existing.get("config") or {}).get("user.rustbill.request_id") or "")
@@ -1142,43 +1216,59 @@ async def create_instance(config, spec):
             raise sdk.AlreadyExists(
                 f"instance name {name!r} is already used in Incus by another instance (request {owner or 'none'})"
             )
-        await _wait_pending(conn, config, name, timeout_s)
+        failed = await _await_ops(conn, config, name, timeout_s)
+        if failed and await _instance_or_none(conn, config, name) is None:
+            raise sdk.FailedPrecondition(f"{what} failed at Incus: {failed}")
         log.info("create_instance: %s already exists for request %s; returning it", name, request_id)
+    result, item = await _described(conn, config, name)
+    if _cfg(config, "start_on_create") and result["status"] == "stopped" and _never_started(item):
+        # created stopped: a server without instance_create_start, or an attempt cut off before its start
+        try:
+            await _start_new(conn, config, name, timeout_s)
+        except sdk.PluginError as exc:
+            if exc.code == "DEADLINE_EXCEEDED":
+                raise
+            # The instance exists and is this order's: recorded as stopped, an operator can see why;
+            # failing the order here would orphan it.
+            log.warning("create_instance: %s was made for request %s but did not start: %s", name, request_id, exc)
+            return result
+        result, item = await _described(conn, config, name)
+    return result
+
+
+async def _described(conn: _Conn, config: dict[str, Any], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The instance as create_instance and find_instance return it, and Incus's record of it."""
     item = await _get(conn, _inst_path(name), f"instance {name!r}", _params(config, recursion=1))
     item = item if isinstance(item, dict) else {}
     state = item["state"] if isinstance(item.get("state"), dict) else await _state(conn, config, name)
-    return {
+    result = {
         "instance_id": name,
         "status": _status(state),
         "ip_address": _ip(state),
         "created_at": _created_at(item.get("created_at")),
     }
+    return result, item
 
 
-async def _creating(conn: _Conn, config: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    """Incus operations still running on instance ``name`` (a create that has not finished yet)."""
-    try:
-        ops = await _get(conn, "/1.0/operations", f"operations of instance {name!r}", _params(config, recursion=1))
-    except sdk.PluginError as exc:
-        if exc.code in ("NOT_FOUND", "PERMISSION_DENIED"):
-            return []
-        raise
-    target = _inst_path(name)
-    running = []
-    for group in (ops or {}).values() if isinstance(ops, dict) else ():
-        for op in group or []:
-            if not isinstance(op, dict) or op.get("status_code") in (_FINAL_OK, _FINAL_FAILED, _FINAL_CANCELLED):
-                continue
-            urls = (op.get("resources") or {}).get("instances") or []
-            if any(str(u).split("?", 1)[0] == target for u in urls) and op.get("id"):
-                running.append(op)
-    return running
+def _never_started(item: dict[str, Any]) -> bool:
+    """Incus and LXD report an instance that never ran with a zero last_used_at (1970 or year 1)."""
+    used = str(item.get("last_used_at") or "")
+    return not used or used.startswith(("1970-01-01T00:00:00", "0001-01-01"))
+
+
+def _lost_the_race(exc: sdk.PluginError) -> bool:
+    """Whether a failed POST /1.0/instances means that another request made the name first: a 409 (a
+    500 from some versions) "already exists", or, when both POSTs were accepted, an operation that
+    failed with "Instance is busy running a "create" operation" (LXD 5.0, Incus)."""
+    if exc.code in ("ALREADY_EXISTS", "UNAVAILABLE") and "already exists" in exc.message.lower():
+        return True
+    return exc.code == "FAILED_PRECONDITION" and bool(_BUSY_RE.search(exc.message))
 
 
 async def find_instance(config, request_id):
     """The instance an order (``request_id``) made — named after it, with the request id in
-    ``user.rustbill.request_id`` — or None when there is none. An operation still running on it (a
-    create whose image is still being fetched) is waited for first, up to operation_timeout_seconds;
+    ``user.rustbill.request_id`` — or None when there is none. A create operation still running on it
+    (its image still being fetched) is waited for first (other operations, such as an admin's stop, are not), up to operation_timeout_seconds;
     if it is still running then, the answer is UNAVAILABLE (ask again later), never None."""
     request_id = str(request_id or "").strip()
     if not request_id:
@@ -1186,32 +1276,22 @@ async def find_instance(config, request_id):
     name = _instance_name(config, request_id)
     timeout_s = int(_cfg(config, "operation_timeout_seconds"))
     conn = _conn(config)
-    for op in await _creating(conn, config, name):
-        try:
-            await _wait(conn, f"/1.0/operations/{op['id']}", op, f"operation on instance {name!r}", timeout_s)
-        except sdk.PluginError as exc:
-            if exc.code == "DEADLINE_EXCEEDED":
-                raise sdk.Unavailable(
-                    f"instance {name!r} is still being made at {conn.where} (operation {op['id']}); ask again later"
-                ) from None
-            if exc.code not in ("FAILED_PRECONDITION", "ABORTED"):  # failed or cancelled: see what is left
-                raise
+    try:
+        await _await_ops(conn, config, name, timeout_s)  # failed or cancelled: see what is left
+    except sdk.PluginError as exc:
+        if exc.code == "DEADLINE_EXCEEDED":
+            raise sdk.Unavailable(
+                f"instance {name!r} is still being made at {conn.where}; ask again later ({exc.message})"
+            ) from None
+        raise
     existing = await _instance_or_none(conn, config, name)
     if existing is None:
         return None
     owner = str((existing.get("config") or {}).get("user.rustbill.request_id") or "")
     if owner != request_id:
         return None  # the name is taken by something else: this order made nothing
-    item = await _get(conn, _inst_path(name), f"instance {name!r}", _params(config, recursion=1))
-    item = item if isinstance(item, dict) else {}
-    state = item["state"] if isinstance(item.get("state"), dict) else await _state(conn, config, name)
     log.info("find_instance: order %s has instance %s at %s", request_id, name, conn.where)
-    return {
-        "instance_id": name,
-        "status": _status(state),
-        "ip_address": _ip(state),
-        "created_at": _created_at(item.get("created_at")),
-    }
+    return (await _described(conn, config, name))[0]
 
 
 async def get_instance_status(config, instance_id):
