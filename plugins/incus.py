@@ -1268,8 +1268,9 @@ def _lost_the_race(exc: sdk.PluginError) -> bool:
 async def find_instance(config, request_id):
     """The instance an order (``request_id``) made — named after it, with the request id in
     ``user.rustbill.request_id`` — or None when there is none. A create operation still running on it
-    (its image still being fetched) is waited for first (other operations, such as an admin's stop, are not), up to operation_timeout_seconds;
-    if it is still running then, the answer is UNAVAILABLE (ask again later), never None."""
+    (its image still being fetched) is waited for first, up to operation_timeout_seconds (other
+    operations, such as an admin's stop, are not); if it is still running then, the answer is
+    UNAVAILABLE (ask again later), never None."""
     request_id = str(request_id or "").strip()
     if not request_id:
         raise sdk.InvalidArgument("find_instance needs the order's request_id")

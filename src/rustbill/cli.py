@@ -17,6 +17,11 @@ from .config import Settings, load_settings
 
 __all__ = ["app", "main"]
 
+# The operator's log of changes made from the command line (users, tokens, keys, secrets, balances):
+# one INFO line each on stderr, in the server's format, saying what changed and who (the OS user)
+# — never a password, token or key.
+log = logging.getLogger("rustbill.audit")  # the server's change log too
+
 app = typer.Typer(
     help="RustBill IntegrationService",
     no_args_is_help=True,
@@ -173,7 +178,8 @@ def _run(coro_fn: Any, *, create_db: bool = False) -> Any:
             err=True,
         )
         raise typer.Exit(1)
-    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    _setup_logging("WARNING", settings.log.format)  # the server's format; only the CLI's own lines at INFO
+    log.setLevel(settings.log.level)
 
     async def go() -> Any:
         db = Database.from_settings(settings)
@@ -207,6 +213,11 @@ def _shown_db(settings: Settings) -> str:
     from .db import redact_url
 
     return redact_url(settings.database_url)
+
+
+def _changed(message: str, *args: Any) -> None:
+    """Log one change made from the command line, naming who made it (see ``log``)."""
+    log.info(message + " by %s", *args, _admin_name())
 
 
 def _auth(db: Any, settings: Settings) -> Any:
@@ -247,6 +258,8 @@ def user_create(
     async def go(db: Any, settings: Settings) -> None:
         user = await _auth(db, settings).create_user(name, role, password=password)
         typer.echo(f"created {user.role} user {user.username} ({user.id})")
+        password_set = "with" if password else "without"
+        _changed("user %s created (role %s, id %s, %s a password)", user.username, user.role, user.id, password_set)
 
     _run(go)
 
@@ -276,6 +289,7 @@ def user_disable(name: Annotated[str, typer.Argument(metavar="NAME", help="user 
     async def go(db: Any, settings: Settings) -> None:
         await _auth(db, settings).set_user_active(name, False)
         typer.echo(f"disabled user {name}")
+        _changed("user %s disabled (their tokens and API keys stop working)", name)
 
     _run(go)
 
@@ -287,6 +301,7 @@ def user_enable(name: Annotated[str, typer.Argument(metavar="NAME", help="user n
     async def go(db: Any, settings: Settings) -> None:
         await _auth(db, settings).set_user_active(name, True)
         typer.echo(f"enabled user {name}")
+        _changed("user %s enabled", name)
 
     _run(go)
 
@@ -309,6 +324,7 @@ def user_passwd(
     async def go(db: Any, settings: Settings) -> None:
         await _auth(db, settings).set_password(name, password)
         typer.echo(f"password of {name} set")
+        _changed("password of user %s changed (their open logins ended)", name)
 
     _run(go)
 
@@ -321,7 +337,9 @@ def token_create(
     """Print a new access token for USER (only the token, for scripts)."""
 
     async def go(db: Any, settings: Settings) -> str:
-        return await _auth(db, settings).create_token(user, ttl)  # type: ignore[no-any-return]
+        token = await _auth(db, settings).create_token(user, ttl)
+        _changed("access token issued to user %s (valid %d s)", user, ttl or settings.jwt.ttl_seconds)
+        return token  # type: ignore[no-any-return]
 
     typer.echo(_run(go))
 
@@ -333,6 +351,7 @@ def token_revoke(user: Annotated[str, typer.Option("--user", help="user name")])
     async def go(db: Any, settings: Settings) -> None:
         await _auth(db, settings).revoke_tokens(user)
         typer.echo(f"revoked all tokens of {user} (servers stop accepting them within auth.cache_seconds)")
+        _changed("every token of user %s revoked", user)
 
     _run(go)
 
@@ -345,7 +364,10 @@ def apikey_create(
     """Print a new API key for USER (only the key; it is stored hashed and cannot be shown again)."""
 
     async def go(db: Any, settings: Settings) -> str:
-        return await _auth(db, settings).create_api_key(user, name)  # type: ignore[no-any-return]
+        auth = _auth(db, settings)
+        key, row = await auth.issue_api_key((await auth.get_user(user)).id, name)
+        _changed("API key %s created for user %s (name %r)", row.key_prefix, user, name)
+        return key  # type: ignore[no-any-return]
 
     typer.echo(_run(go))
 
@@ -382,6 +404,7 @@ def apikey_revoke(prefix: Annotated[str, typer.Argument(metavar="PREFIX", help="
     async def go(db: Any, settings: Settings) -> None:
         await _auth(db, settings).revoke_api_key(prefix)
         typer.echo(f"revoked API key {prefix}")
+        _changed("API key %s revoked", prefix)
 
     _run(go)
 
@@ -413,6 +436,7 @@ def secrets_rotate() -> None:
 
     n = _run(go)
     typer.echo(f"re-encrypted the secrets of {n} interface(s) with the current key")
+    _changed("secrets rotated (the secrets of %d interface(s) re-encrypted with the current key)", n)
 
 
 def _ledger(db: Any, settings: Settings) -> Any:
@@ -461,6 +485,8 @@ def balance_credit(
 
     entry = _run(go)
     typer.echo(f"credited {name} {_money(entry.amount)}; balance {_money(entry.balance_after)} (entry {entry.id})")
+    _changed("balance of %s credited %s (now %s, entry %s)", name, _money(entry.amount), _money(entry.balance_after),
+             entry.id)  # fmt: skip
 
 
 @balance_app.command("debit")
@@ -479,6 +505,8 @@ def balance_debit(
 
     entry = _run(go)
     typer.echo(f"debited {name} {_money(-entry.amount)}; balance {_money(entry.balance_after)} (entry {entry.id})")
+    _changed("balance of %s debited %s (now %s, entry %s)", name, _money(-entry.amount), _money(entry.balance_after),
+             entry.id)  # fmt: skip
 
 
 @balance_app.command("limit")
@@ -495,6 +523,7 @@ def balance_limit(
 
     _run(go)
     typer.echo(f"credit limit of {name} set to {_money(value)}")
+    _changed("credit limit of %s set to %s", name, _money(value))
 
 
 @balance_app.command("show")

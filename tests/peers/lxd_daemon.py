@@ -148,7 +148,8 @@ class LxdDaemon:
     def wait(self, op_id: str, timeout: int = 60) -> Any:
         """Wait for an operation; its final record (status, err) is returned, whether it failed or not."""
         assert self.client is not None
-        resp = self.client.get(f"http://lxd/1.0/operations/{op_id}/wait", params={"timeout": timeout}, timeout=timeout + 5)
+        url = f"http://lxd/1.0/operations/{op_id}/wait"
+        resp = self.client.get(url, params={"timeout": timeout}, timeout=timeout + 5)
         return resp.json().get("metadata")
 
     def operations(self, instance: str) -> list[dict[str, Any]]:
