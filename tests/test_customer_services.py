@@ -449,3 +449,54 @@ def test_api_keys_of_their_owner(server: ServerProcess, services, admin_token: s
 def _db(server: ServerProcess, value: str) -> object:
     # SQLAlchemy's Uuid type stores 32 hex digits on SQLite and a native uuid on PostgreSQL.
     return uuid.UUID(value).hex if server.db_url.startswith("sqlite") else uuid.UUID(value)
+
+
+def test_api_key_last_use_and_expiry(server: ServerProcess, services, admin_token: str) -> None:  # type: ignore[no-untyped-def]
+    """last_used_at is the first use of a minute (not rewritten on every call); a key made with
+    expires_at works until then and is refused after, even from the credential cache."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    name, token = new_customer(server)
+    keys, balance = services["keys"], services["balance"]
+    made = keys.CreateApiKey(downstream_pb2.CreateApiKeyRequest(name="plain"), metadata=md(token))
+    [fresh] = keys.ListApiKeys(downstream_pb2.ListApiKeysRequest(), metadata=md(token)).keys
+    assert fresh.last_used_at == "" and fresh.expires_at == ""  # never used, never expires
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    balance.GetBalance(balance_pb2.GetBalanceRequest(), metadata=md(made.api_key))
+    [used] = keys.ListApiKeys(downstream_pb2.ListApiKeysRequest(), metadata=md(token)).keys
+    first_use = datetime.fromisoformat(used.last_used_at)
+    assert before <= first_use <= datetime.now(UTC) + timedelta(seconds=1)
+    time.sleep(0.6)  # past the credential cache (0.5 s): the key is verified against the database again
+    for _ in range(5):
+        balance.GetBalance(balance_pb2.GetBalanceRequest(), metadata=md(made.api_key))
+    [again] = keys.ListApiKeys(downstream_pb2.ListApiKeysRequest(), metadata=md(token)).keys
+    assert again.last_used_at == used.last_used_at  # within the minute: not written again
+
+    soon = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
+    short = keys.CreateApiKey(
+        downstream_pb2.CreateApiKeyRequest(name="short", expires_at=soon.isoformat().replace("+00:00", "Z")),
+        metadata=md(token),
+    )
+    listed = {k.name: k for k in keys.ListApiKeys(downstream_pb2.ListApiKeysRequest(), metadata=md(token)).keys}
+    assert datetime.fromisoformat(listed["short"].expires_at) == soon
+    while datetime.now(UTC) < soon - timedelta(seconds=1):  # works (and is cached) until its expiry
+        balance.GetBalance(balance_pb2.GetBalanceRequest(), metadata=md(short.api_key))
+        time.sleep(0.1)
+    time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.05)
+    with raises_code(grpc.StatusCode.UNAUTHENTICATED, "API key expired"):
+        balance.GetBalance(balance_pb2.GetBalanceRequest(), metadata=md(short.api_key))
+
+    for bad, message in (
+        ("2020-01-01T00:00:00Z", "expires_at must be in the future"),
+        ("tomorrow", "expires_at is not an RFC 3339 time"),
+        ("2030-01-01T00:00:00", "expires_at must name its UTC offset"),
+    ):
+        with raises_code(grpc.StatusCode.INVALID_ARGUMENT, message):
+            keys.CreateApiKey(downstream_pb2.CreateApiKeyRequest(name="bad", expires_at=bad), metadata=md(token))
+    assert len(keys.ListApiKeys(downstream_pb2.ListApiKeysRequest(), metadata=md(token)).keys) == 2  # none made
+    out = server.cli("apikey", "create", "--user", name, "--name", "cli", "--expires-in-days", "2").stdout.strip()
+    assert out.startswith("rbk_")
+    listed = {k.name: k for k in keys.ListApiKeys(downstream_pb2.ListApiKeysRequest(), metadata=md(token)).keys}
+    left = datetime.fromisoformat(listed["cli"].expires_at) - datetime.now(UTC)
+    assert timedelta(days=2) - timedelta(minutes=5) < left <= timedelta(days=2)
