@@ -259,6 +259,53 @@ def test_a_retried_order_is_one_instance_and_one_debit(server: ServerProcess, st
     assert order(stub, provider.id, token, key="order-7").instance_id == first.instance_id
 
 
+def test_the_order_time_price_is_charged_unless_above_max_price(server: ServerProcess, stub, admin_token: str) -> None:  # type: ignore[no-untyped-def]
+    """A quote is not a reservation: an order is debited the provider's price when it is placed
+    (the ledger shows it). A caller that sent ``max-price`` is refused a higher one, and nothing is
+    opened or debited; a retry of a keyed order is not priced again."""
+    iface = create_interface(stub, admin_token, "t_provider", "{}", unique("repriced"))
+    name, token = new_customer(server, "20")
+    quote = stub.QueryPrice(
+        pb.QueryPriceRequest(interface_id=iface.id, cpu_cores=2, memory_gb=4, disk_gb=50), metadata=md(token)
+    )
+    assert Decimal(quote.amount) == PRICE
+    stub.UpdatePluginInterface(
+        pb.UpdatePluginInterfaceRequest(interface_id=iface.id, config_json=json.dumps({"base_price": "1.60"})),
+        metadata=md(admin_token),
+    )
+    risen = Decimal("3.24")  # 1.60 per core now
+    first = order(stub, iface.id, token, key="quoted-at-2.24")  # no max-price: the price of now
+    tx = ledger(server, name)
+    assert tx[-1][:2] == ("order", -risen)
+
+    def priced(limit: str, key: str | None = None):  # type: ignore[no-untyped-def]
+        meta = md(token) + [("max-price", limit)] + ([("idempotency-key", key)] if key else [])
+        return stub.CreateUpstreamInstance(
+            pb.UpstreamOrderRequest(interface_id=iface.id, server_spec=SPEC), metadata=meta
+        )
+
+    with raises_code(
+        grpc.StatusCode.FAILED_PRECONDITION, r"the price is now 3.24 CNY monthly, above the max-price 2.24"
+    ):
+        priced(str(quote.amount))
+    for bad, message in (
+        ("cheap", "max-price"),
+        ("-1", "max-price must not be negative"),
+        ("1.123456789", "8 decimal"),
+    ):
+        with raises_code(grpc.StatusCode.INVALID_ARGUMENT, message):
+            priced(bad)
+    assert ledger(server, name) == tx  # nothing debited
+    rows = query_db(
+        server.db_url, "SELECT count(*) FROM instances WHERE customer_id = :c", c=_db(server, user_id(server, name))
+    )
+    assert rows == [(1,)]  # nothing opened
+    assert priced("2.00", key="quoted-at-2.24").instance_id == first.instance_id  # a retry: not priced again
+    assert priced("3.24").status == "running"  # at the limit: ordered
+    assert [a for k, a, _ in ledger(server, name) if k == "order"] == [-risen, -risen]
+    assert assert_balance_is_the_ledger(server, name) == 20 - 2 * risen
+
+
 def test_a_failed_order_is_refunded(server: ServerProcess, stub, admin_token: str) -> None:  # type: ignore[no-untyped-def]
     failing = create_interface(stub, admin_token, "t_provider", '{"fail_create": true}')
     name, token = new_customer(server, "5")
