@@ -14,9 +14,11 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
 import grpc
@@ -36,8 +38,8 @@ from helpers import (
 from peers.webhook_receiver import WebhookReceiver, new_secret
 
 from rustbill.console import CONSOLE_CSP, FRAME_CSP, STATIC
+from rustbill.pb import drift_pb2, drift_pb2_grpc, order_pb2, product_pb2
 from rustbill.pb import integration_pb2 as pb
-from rustbill.pb import order_pb2
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 LAPTOP = {"width": 1366, "height": 768}
@@ -865,6 +867,154 @@ def test_upstream_page_of_kvm_balance_not_offered(console: Console, stub: Any, a
     frame.locator("#danger-out[data-state=error]").wait_for()
     assert "Error (not_found)" in frame.locator("#danger-out").inner_text()
     console.shot("kvm-admin-page")
+
+
+def _resell_myself(server: ServerProcess, stub: Any, admin: str) -> tuple[Any, Any, str]:
+    """This server as its own upstream: a t_provider interface with three products, a customer with
+    50 CNY and an API key, and a ``rustbill`` interface reselling the first as that customer (with
+    low_balance 1000). Returns (first-party interface, rustbill interface, the customer's key)."""
+    up = create_interface(stub, admin, "t_provider", json.dumps({"product_count": 3}), unique("drift-up"))
+    stub.SyncProducts(product_pb2.SyncProductsRequest(interface_id=up.id), metadata=md(admin))
+    name = unique("drift-reseller")
+    server.cli("user", "create", name, "--role", "customer")
+    server.cli("balance", "credit", name, "50")
+    key = server.cli("apikey", "create", "--user", name, "--name", "reselling myself").stdout.strip()
+    config = {"upstream_url": server.http_url, "api_key": key, "interface_id": up.id, "low_balance": "1000"}
+    resell = create_interface(stub, admin, "rustbill", json.dumps(config), unique("drift-resell"))
+    return up, resell, key
+
+
+def test_upstream_page_drift_findings_import_and_acknowledge(
+    browser: Any, console_server: ServerProcess, stub: Any, admin: str, shots: Path
+) -> None:
+    """The Upstream page of a ``rustbill`` interface lists what the drift watch found (DriftService
+    over Connect): price changes, a product removed upstream, an orphan (imported from the list), a
+    low balance (a condition: no acknowledge button); at laptop and phone widths, in Chinese too."""
+    up, resell, key = _resell_myself(console_server, stub, admin)
+    drift = drift_pb2_grpc.DriftServiceStub(console_server.channel())
+    first = drift.CheckDrift(drift_pb2.CheckDriftRequest(interface_id=resell.id), metadata=md(admin)).findings
+    assert [f.kind for f in first] == ["low_balance"]  # the first sync: products are as they are
+    # The upstream changes: prices up by 1, Plan 2 gone; the reseller buys there directly.
+    stub.UpdatePluginInterface(
+        pb.UpdatePluginInterfaceRequest(
+            interface_id=up.id, config_json=json.dumps({"product_count": 2, "price_bump": "1"})
+        ),
+        metadata=md(admin),
+    )
+    stub.SyncProducts(product_pb2.SyncProductsRequest(interface_id=up.id), metadata=md(admin))
+    orphan = stub.CreateUpstreamInstance(
+        pb.UpstreamOrderRequest(
+            interface_id=up.id, server_spec=order_pb2.ServerSpec(cpu_cores=2, memory_gb=4, disk_gb=20)
+        ),
+        metadata=md(key),
+    ).instance_id  # the upstream RustBill's id of the instance: what its reseller sees
+
+    c = Console(browser, console_server, shots)
+    try:
+        page = c.page
+        c.signed_in()
+        c.go(f"/upstream/{resell.id}")
+        card = page.locator("section[data-card=drift]")
+        card.locator(".empty, .finding").first.wait_for()
+        assert card.locator(".finding").count() == 1  # only what the last comparison found
+        card.locator("button:has-text('Compare now')").click()
+        card.locator(f".finding[data-key='orphan:{orphan}']").wait_for()
+        kinds = sorted(card.locator(".finding").evaluate_all("els => els.map(e => e.dataset.kind)"))
+        assert kinds == ["low_balance", "orphan", "price", "price", "removed"]
+        assert "'Plan 2' is no longer offered upstream" in card.inner_text()
+        assert re.search(r"2\s*Price changed", _text(page, "section[data-card=drift] .counts"))
+        low = card.locator(".finding[data-kind=low_balance]")
+        assert "below the 1000 set as low_balance" in low.inner_text()
+        assert low.locator("button").count() == 0  # a condition: resolved upstream, not acknowledged
+        c.shot("upstream-drift")
+
+        # The orphan is imported from its finding: it leaves the list, and the instance is recorded.
+        card.locator(f".finding[data-key='orphan:{orphan}'] button:has-text('Import')").click()
+        page.wait_for_selector(f".toast:has-text('Imported {orphan}')")
+        assert card.locator(f".finding[data-key='orphan:{orphan}']").count() == 0
+        with raises_code(grpc.StatusCode.ALREADY_EXISTS):
+            stub.ImportUpstreamInstance(
+                pb.ImportUpstreamInstanceRequest(interface_id=resell.id, instance_id=orphan), metadata=md(admin)
+            )
+        # A price change is acknowledged (keyboard: focus and Enter); it is gone on the server too.
+        price = card.locator(".finding[data-kind=price]").first.get_attribute("data-key")
+        card.locator(f".finding[data-key='{price}'] button:has-text('Acknowledge')").focus()
+        page.keyboard.press("Enter")
+        card.locator(f".finding[data-key='{price}']").wait_for(state="detached")
+        listed = drift.ListDriftFindings(drift_pb2.ListDriftFindingsRequest(interface_id=resell.id), metadata=md(admin))
+        assert sorted(f.kind for f in listed.findings) == ["low_balance", "price", "removed"]
+        assert price not in [f.key for f in listed.findings]
+        c.go("/plugins")
+        c.go(f"/upstream/{resell.id}")
+        card.locator(".finding").first.wait_for()
+        assert card.locator(".finding").count() == 3
+        c.shot("upstream-drift-after")
+    finally:
+        c.close()
+
+    for name, kwargs in (("phone-upstream-drift", {"viewport": PHONE}), ("zh-upstream-drift", {"locale": "zh-CN"})):
+        c = Console(browser, console_server, shots, **kwargs)
+        try:
+            page = c.page
+            c.signed_in()
+            c.go(f"/upstream/{resell.id}")
+            page.locator("section[data-card=drift] .finding").first.wait_for()
+            if name.startswith("zh"):
+                assert page.inner_text("section[data-card=drift] h2") == "漂移"
+                assert "价格已变" in page.inner_text("section[data-card=drift] .counts")
+            else:
+                wide = page.evaluate("document.documentElement.scrollWidth")
+                assert wide <= PHONE["width"], f"the drift card is {wide}px wide on a phone"
+            c.shot(name)
+        finally:
+            c.close()
+
+
+def test_drift_service_refusals(console_server: ServerProcess, stub: Any, admin: str) -> None:
+    """DriftService is for admins; a condition cannot be acknowledged, an unknown finding is
+    NOT_FOUND; only enabled upstream_provider interfaces are compared; bad ids are the caller's."""
+    up, resell, key = _resell_myself(console_server, stub, admin)
+    drift = drift_pb2_grpc.DriftServiceStub(console_server.channel())
+    with raises_code(grpc.StatusCode.PERMISSION_DENIED, "requires the admin role"):
+        drift.ListDriftFindings(drift_pb2.ListDriftFindingsRequest(interface_id=resell.id), metadata=md(key))
+    with raises_code(grpc.StatusCode.UNAUTHENTICATED):
+        drift.ListDriftFindings(drift_pb2.ListDriftFindingsRequest())
+    drift.CheckDrift(drift_pb2.CheckDriftRequest(interface_id=resell.id), metadata=md(admin))
+    with raises_code(grpc.StatusCode.FAILED_PRECONDITION, "is a condition, not an event"):
+        drift.AcknowledgeDriftFinding(
+            drift_pb2.AcknowledgeDriftFindingRequest(interface_id=resell.id, key="low_balance"), metadata=md(admin)
+        )
+    with raises_code(grpc.StatusCode.NOT_FOUND, "no drift finding 'price:nope'"):
+        drift.AcknowledgeDriftFinding(
+            drift_pb2.AcknowledgeDriftFindingRequest(interface_id=resell.id, key="price:nope"), metadata=md(admin)
+        )
+    with raises_code(grpc.StatusCode.INVALID_ARGUMENT, "key is required"):
+        drift.AcknowledgeDriftFinding(
+            drift_pb2.AcknowledgeDriftFindingRequest(interface_id=resell.id), metadata=md(admin)
+        )
+    with raises_code(grpc.StatusCode.FAILED_PRECONDITION, "upstream_provider interfaces only"):
+        drift.CheckDrift(drift_pb2.CheckDriftRequest(interface_id=up.id), metadata=md(admin))
+    with raises_code(grpc.StatusCode.INVALID_ARGUMENT, "interface_id is not a valid UUID"):
+        drift.CheckDrift(drift_pb2.CheckDriftRequest(interface_id="nope"), metadata=md(admin))
+    with raises_code(grpc.StatusCode.NOT_FOUND):
+        drift.CheckDrift(drift_pb2.CheckDriftRequest(interface_id=str(uuid.uuid4())), metadata=md(admin))
+    stub.TogglePluginInterface(
+        pb.TogglePluginInterfaceRequest(interface_id=resell.id, enable=False), metadata=md(admin)
+    )
+    with raises_code(grpc.StatusCode.FAILED_PRECONDITION, "is disabled"):
+        drift.CheckDrift(drift_pb2.CheckDriftRequest(interface_id=resell.id), metadata=md(admin))
+    # Over Connect JSON too (the console's edge): the same refusal, the same words.
+    req = Request(
+        f"{console_server.http_url}/rustbill.integration.DriftService/AcknowledgeDriftFinding",
+        data=json.dumps({"interfaceId": resell.id, "key": "low_balance"}).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {admin}"},
+    )
+    try:
+        urlopen(req, timeout=30)
+        raise AssertionError("acknowledging a condition was accepted")
+    except HTTPError as exc:
+        body = json.loads(exc.read())
+    assert body["code"] == "failed_precondition" and "is a condition" in body["message"]
 
 
 # ---------------------------------------------------------------- server page

@@ -259,6 +259,53 @@ def test_a_retried_order_is_one_instance_and_one_debit(server: ServerProcess, st
     assert order(stub, provider.id, token, key="order-7").instance_id == first.instance_id
 
 
+def test_the_order_time_price_is_charged_unless_above_max_price(server: ServerProcess, stub, admin_token: str) -> None:  # type: ignore[no-untyped-def]
+    """A quote is not a reservation: an order is debited the provider's price when it is placed
+    (the ledger shows it). A caller that sent ``max-price`` is refused a higher one, and nothing is
+    opened or debited; a retry of a keyed order is not priced again."""
+    iface = create_interface(stub, admin_token, "t_provider", "{}", unique("repriced"))
+    name, token = new_customer(server, "20")
+    quote = stub.QueryPrice(
+        pb.QueryPriceRequest(interface_id=iface.id, cpu_cores=2, memory_gb=4, disk_gb=50), metadata=md(token)
+    )
+    assert Decimal(quote.amount) == PRICE
+    stub.UpdatePluginInterface(
+        pb.UpdatePluginInterfaceRequest(interface_id=iface.id, config_json=json.dumps({"base_price": "1.60"})),
+        metadata=md(admin_token),
+    )
+    risen = Decimal("3.24")  # 1.60 per core now
+    first = order(stub, iface.id, token, key="quoted-at-2.24")  # no max-price: the price of now
+    tx = ledger(server, name)
+    assert tx[-1][:2] == ("order", -risen)
+
+    def priced(limit: str, key: str | None = None):  # type: ignore[no-untyped-def]
+        meta = md(token) + [("max-price", limit)] + ([("idempotency-key", key)] if key else [])
+        return stub.CreateUpstreamInstance(
+            pb.UpstreamOrderRequest(interface_id=iface.id, server_spec=SPEC), metadata=meta
+        )
+
+    with raises_code(
+        grpc.StatusCode.FAILED_PRECONDITION, r"the price is now 3.24 CNY monthly, above the max-price 2.24"
+    ):
+        priced(str(quote.amount))
+    for bad, message in (
+        ("cheap", "max-price"),
+        ("-1", "max-price must not be negative"),
+        ("1.123456789", "8 decimal"),
+    ):
+        with raises_code(grpc.StatusCode.INVALID_ARGUMENT, message):
+            priced(bad)
+    assert ledger(server, name) == tx  # nothing debited
+    rows = query_db(
+        server.db_url, "SELECT count(*) FROM instances WHERE customer_id = :c", c=_db(server, user_id(server, name))
+    )
+    assert rows == [(1,)]  # nothing opened
+    assert priced("2.00", key="quoted-at-2.24").instance_id == first.instance_id  # a retry: not priced again
+    assert priced("3.24").status == "running"  # at the limit: ordered
+    assert [a for k, a, _ in ledger(server, name) if k == "order"] == [-risen, -risen]
+    assert assert_balance_is_the_ledger(server, name) == 20 - 2 * risen
+
+
 def test_a_failed_order_is_refunded(server: ServerProcess, stub, admin_token: str) -> None:  # type: ignore[no-untyped-def]
     failing = create_interface(stub, admin_token, "t_provider", '{"fail_create": true}')
     name, token = new_customer(server, "5")
@@ -449,3 +496,54 @@ def test_api_keys_of_their_owner(server: ServerProcess, services, admin_token: s
 def _db(server: ServerProcess, value: str) -> object:
     # SQLAlchemy's Uuid type stores 32 hex digits on SQLite and a native uuid on PostgreSQL.
     return uuid.UUID(value).hex if server.db_url.startswith("sqlite") else uuid.UUID(value)
+
+
+def test_api_key_last_use_and_expiry(server: ServerProcess, services, admin_token: str) -> None:  # type: ignore[no-untyped-def]
+    """last_used_at is the first use of a minute (not rewritten on every call); a key made with
+    expires_at works until then and is refused after, even from the credential cache."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    name, token = new_customer(server)
+    keys, balance = services["keys"], services["balance"]
+    made = keys.CreateApiKey(downstream_pb2.CreateApiKeyRequest(name="plain"), metadata=md(token))
+    [fresh] = keys.ListApiKeys(downstream_pb2.ListApiKeysRequest(), metadata=md(token)).keys
+    assert fresh.last_used_at == "" and fresh.expires_at == ""  # never used, never expires
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    balance.GetBalance(balance_pb2.GetBalanceRequest(), metadata=md(made.api_key))
+    [used] = keys.ListApiKeys(downstream_pb2.ListApiKeysRequest(), metadata=md(token)).keys
+    first_use = datetime.fromisoformat(used.last_used_at)
+    assert before <= first_use <= datetime.now(UTC) + timedelta(seconds=1)
+    time.sleep(0.6)  # past the credential cache (0.5 s): the key is verified against the database again
+    for _ in range(5):
+        balance.GetBalance(balance_pb2.GetBalanceRequest(), metadata=md(made.api_key))
+    [again] = keys.ListApiKeys(downstream_pb2.ListApiKeysRequest(), metadata=md(token)).keys
+    assert again.last_used_at == used.last_used_at  # within the minute: not written again
+
+    soon = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
+    short = keys.CreateApiKey(
+        downstream_pb2.CreateApiKeyRequest(name="short", expires_at=soon.isoformat().replace("+00:00", "Z")),
+        metadata=md(token),
+    )
+    listed = {k.name: k for k in keys.ListApiKeys(downstream_pb2.ListApiKeysRequest(), metadata=md(token)).keys}
+    assert datetime.fromisoformat(listed["short"].expires_at) == soon
+    while datetime.now(UTC) < soon - timedelta(seconds=1):  # works (and is cached) until its expiry
+        balance.GetBalance(balance_pb2.GetBalanceRequest(), metadata=md(short.api_key))
+        time.sleep(0.1)
+    time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.05)
+    with raises_code(grpc.StatusCode.UNAUTHENTICATED, "API key expired"):
+        balance.GetBalance(balance_pb2.GetBalanceRequest(), metadata=md(short.api_key))
+
+    for bad, message in (
+        ("2020-01-01T00:00:00Z", "expires_at must be in the future"),
+        ("tomorrow", "expires_at is not an RFC 3339 time"),
+        ("2030-01-01T00:00:00", "expires_at must name its UTC offset"),
+    ):
+        with raises_code(grpc.StatusCode.INVALID_ARGUMENT, message):
+            keys.CreateApiKey(downstream_pb2.CreateApiKeyRequest(name="bad", expires_at=bad), metadata=md(token))
+    assert len(keys.ListApiKeys(downstream_pb2.ListApiKeysRequest(), metadata=md(token)).keys) == 2  # none made
+    out = server.cli("apikey", "create", "--user", name, "--name", "cli", "--expires-in-days", "2").stdout.strip()
+    assert out.startswith("rbk_")
+    listed = {k.name: k for k in keys.ListApiKeys(downstream_pb2.ListApiKeysRequest(), metadata=md(token)).keys}
+    left = datetime.fromisoformat(listed["cli"].expires_at) - datetime.now(UTC)
+    assert timedelta(days=2) - timedelta(minutes=5) < left <= timedelta(days=2)

@@ -154,7 +154,9 @@ def test_customer_services_use_the_numbers_of_rustbill_clients() -> None:
     assert _numbers(balance_pb2.GetBalanceResponse) == {
         "customer_id": 1, "balance": 2, "credit_limit": 3, "currency": 4,  # 4: beyond the clients
     }  # fmt: skip
-    assert _numbers(downstream_pb2.CreateApiKeyRequest) == {"name": 1, "customer_id": 2}
+    assert _numbers(downstream_pb2.CreateApiKeyRequest) == {
+        "name": 1, "customer_id": 2, "expires_at": 3,  # 3: beyond the clients
+    }  # fmt: skip
     assert _numbers(downstream_pb2.CreateApiKeyResponse) == {"api_key": 1, "key_prefix": 2, "id": 3}
     assert _numbers(downstream_pb2.ApiKeyInfo) == {
         "id": 1, "key_prefix": 2, "name": 3, "enabled": 4, "created_at": 5, "last_used_at": 6, "expires_at": 7,

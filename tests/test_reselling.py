@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from decimal import ROUND_UP, Decimal
@@ -297,6 +298,27 @@ def test_a_lost_reply_is_recovered_by_asking_the_upstream(
     assert a.ledger(reseller)[a_before:] == [("order", -A_PRICE)]
 
 
+def test_a_lost_reply_is_settled_by_the_reconciler_without_a_retry(a: Side, b: Side, reseller: Account) -> None:
+    """Nobody retries: B's reconciler asks A for the order by B's request id (the rustbill plugin's
+    find_instance) and records A's instance; B's customer keeps one debit, A has one order."""
+    slow = create_interface(a.rpc, a.admin, "t_provider", '{"sleep": 5, "regions": ["eu"]}')
+    iface = b.resell(a, reseller, slow.id, MARKUP_B)
+    buyer = b.customer("10")
+    a_before = len(a.ledger(reseller))
+    mark = b.srv.log_mark()
+    with raises_code(grpc.StatusCode.DEADLINE_EXCEEDED):
+        b.order(iface.id, buyer.token, key="nobody-retries")
+    [(row_id,)] = query_db(b.srv.db_url, "SELECT id FROM instances WHERE idempotency_key = 'nobody-retries'")
+    order_id = str(uuid.UUID(str(row_id)))
+    found = b.srv.wait_for_log(rf"order {order_id} settled \(reconciler\): provider \S+ has instance (\S+)", 90, mark)
+    at_a = found.group(1)
+    assert b.local_instances(iface.id) == [(at_a, "running", buyer.id)]
+    at_a_row = a.instances.GetInstance(instance_pb2.GetInstanceRequest(id=at_a), metadata=md(reseller.token)).instance
+    assert at_a_row.order_id == order_id  # found by B's request id, A's idempotency-key
+    assert b.ledger(buyer) == [("credit", Decimal(10)), ("order", -B_PRICE)]
+    assert a.ledger(reseller)[a_before:] == [("order", -A_PRICE)]
+
+
 def test_import_an_instance_opened_on_the_upstream_directly(
     a: Side, b: Side, a_kvm: Any, b_resells_a: Any, reseller: Account
 ) -> None:
@@ -370,6 +392,26 @@ def test_a_revoked_api_key_turns_the_health_check_unhealthy(a: Side, b: Side, a_
     assert account.api_key not in health.error
     with raises_code(grpc.StatusCode.FAILED_PRECONDITION, "refused the API key: API key revoked"):
         b.rpc.GetUpstreamBalance(pb.GetUpstreamBalanceRequest(interface_id=iface.id), metadata=md(b.admin))
+
+
+def test_an_expired_api_key_turns_the_health_check_unhealthy(a: Side, b: Side, a_kvm: Any) -> None:
+    """A key made with expires_at works on B until then; after it, A refuses it and B's health
+    check says so. A's ListApiKeys shows the expiry and that B used the key."""
+    from datetime import UTC, datetime, timedelta
+
+    account = a.customer("5")
+    soon = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
+    key = a.keys.CreateApiKey(
+        downstream_pb2.CreateApiKeyRequest(name="expiring", expires_at=soon.isoformat()), metadata=md(account.token)
+    )
+    iface = b.resell(a, Account(account.name, account.id, account.token, key.api_key), a_kvm.id, MARKUP_B)
+    check = pb.CheckPluginHealthRequest(interface_id=iface.id)
+    assert b.rpc.CheckPluginHealth(check, metadata=md(b.admin)).is_healthy
+    listed = {k.id: k for k in a.keys.ListApiKeys(downstream_pb2.ListApiKeysRequest(), metadata=md(account.token)).keys}
+    assert datetime.fromisoformat(listed[key.id].expires_at) == soon and listed[key.id].last_used_at
+    time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.1)
+    health = b.rpc.CheckPluginHealth(check, metadata=md(b.admin))
+    assert not health.is_healthy and "the upstream refused the API key: API key expired at" in health.error
 
 
 # ---------------------------------------------------------------- C resells B resells A

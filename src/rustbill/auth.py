@@ -2,9 +2,11 @@
 
 A caller sends ``authorization: Bearer <credential>``. A credential is either a JWT (HS256, signed
 with the server's secret, ``sub`` = user id) or an API key (``rbk_<prefix>_<secret>``, stored as a
-sha256 hash). Both are checked against the database: a disabled user, a revoked key or a token
-issued before ``rustbill token revoke`` is refused. Verified credentials are cached for
-``auth.cache_seconds`` so that the hot path does not touch the database on every call.
+sha256 hash). Both are checked against the database: a disabled user, a revoked or expired key or
+a token issued before ``rustbill token revoke`` is refused. Verified credentials are cached for
+``auth.cache_seconds`` (never past a key's expiry) so that the hot path does not touch the database
+on every call; a key's last use is written at most once a minute per key and process, for the same
+reason.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 ROLES = ("admin", "customer")
 API_KEY_PREFIX = "rbk_"
 REFRESH_PREFIX = "rbr_"
+USE_RECORD_SECONDS = 60  # an API key's last_used_at is written at most this often (per process)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +156,10 @@ class AuthService:
         self._db = db
         self._settings = settings
         self._secret: str | None = settings.jwt.secret or None
-        self._cache: dict[str, tuple[float, Principal]] = {}
+        # credential -> (cached until, monotonic; principal; the API key's id or None)
+        self._cache: dict[str, tuple[float, Principal, uuid.UUID | None]] = {}
         self._cache_seconds = settings.auth.cache_seconds
+        self._use_recorded: dict[uuid.UUID, float] = {}  # API key id -> when its use was last written
 
     # ---- set-up ----
 
@@ -363,18 +368,27 @@ class AuthService:
             # iat has one-second resolution: a token issued in this second is revoked too.
             user.tokens_valid_after = utcnow().replace(microsecond=0) + timedelta(seconds=1)
 
-    async def create_api_key(self, username: str, name: str = "") -> str:
+    async def create_api_key(self, username: str, name: str = "", expires_at: datetime | None = None) -> str:
         user = await self.get_user(username)
-        key, _ = await self.issue_api_key(user.id, name)
+        key, _ = await self.issue_api_key(user.id, name, expires_at=expires_at)
         return key
 
-    async def issue_api_key(self, user_id: uuid.UUID, name: str = "") -> tuple[str, ApiKey]:
-        """A new API key of ``user_id``: the key (shown once; only its hash is stored) and its row."""
+    async def issue_api_key(
+        self, user_id: uuid.UUID, name: str = "", *, expires_at: datetime | None = None
+    ) -> tuple[str, ApiKey]:
+        """A new API key of ``user_id``: the key (shown once; only its hash is stored) and its row.
+        ``expires_at`` (optional) must be in the future."""
         if len(name) > 200:
             raise InvalidArgument("the key's name is longer than 200 characters")
+        now = utcnow()
+        if expires_at is not None and expires_at <= now:
+            raise InvalidArgument(f"expires_at must be in the future, got {expires_at.isoformat()}")
         prefix = secrets.token_hex(4)
         key = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
-        row = ApiKey(user_id=user_id, key_prefix=prefix, key_hash=_key_hash(key), name=name, created_at=utcnow())
+        row = ApiKey(
+            user_id=user_id, key_prefix=prefix, key_hash=_key_hash(key), name=name, created_at=now,
+            expires_at=expires_at,
+        )  # fmt: skip
         try:
             async with self._db.write() as s:
                 s.add(row)
@@ -419,16 +433,38 @@ class AuthService:
         now = time.monotonic()
         hit = self._cache.get(credential)
         if hit is not None and hit[0] > now:
-            return hit[1]
-        if credential.startswith(API_KEY_PREFIX):
-            principal = await self._verify_api_key(credential)
+            _, principal, key_id = hit
         else:
-            principal = await self._verify_jwt(credential)
-        if self._cache_seconds > 0:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[credential] = (now + self._cache_seconds, principal)
+            lifetime = float(self._cache_seconds)
+            key_id = None
+            if credential.startswith(API_KEY_PREFIX):
+                principal, key_id, expires_at = await self._verify_api_key(credential)
+                if expires_at is not None:  # not served from the cache past its expiry
+                    lifetime = min(lifetime, (expires_at - utcnow()).total_seconds())
+            else:
+                principal = await self._verify_jwt(credential)
+            if lifetime > 0:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[credential] = (now + lifetime, principal, key_id)
+        if key_id is not None:
+            await self._record_use(key_id, now)
         return principal
+
+    async def _record_use(self, key_id: uuid.UUID, now: float) -> None:
+        """Write the key's last_used_at unless this process did in the last USE_RECORD_SECONDS: one
+        small write a minute per busy key, none per call. A failed write is logged, never refused."""
+        last = self._use_recorded.get(key_id)
+        if last is not None and now - last < USE_RECORD_SECONDS:
+            return
+        if len(self._use_recorded) > 100_000:
+            self._use_recorded.clear()
+        self._use_recorded[key_id] = now
+        try:
+            async with self._db.write() as s:
+                await s.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
+        except Exception as exc:
+            log.warning("could not record the use of API key %s: %s", key_id, exc)
 
     async def _verify_jwt(self, token: str) -> Principal:
         try:
@@ -454,7 +490,8 @@ class AuthService:
                 raise Unauthenticated("token revoked")
         return Principal(user.id, user.username, user.role)
 
-    async def _verify_api_key(self, key: str) -> Principal:
+    async def _verify_api_key(self, key: str) -> tuple[Principal, uuid.UUID, datetime | None]:
+        """The key's principal, its id and its expiry."""
         async with self._db.read() as s:
             row = (
                 await s.execute(
@@ -466,6 +503,8 @@ class AuthService:
         api_key, user = row
         if api_key.revoked_at is not None:
             raise Unauthenticated("API key revoked")
+        if api_key.expires_at is not None and api_key.expires_at <= utcnow():
+            raise Unauthenticated(f"API key expired at {api_key.expires_at.isoformat()}")
         if not user.is_active:
             raise Unauthenticated("API key's user is disabled")
-        return Principal(user.id, user.username, user.role)
+        return Principal(user.id, user.username, user.role), api_key.id, api_key.expires_at

@@ -360,13 +360,22 @@ def token_revoke(user: Annotated[str, typer.Option("--user", help="user name")])
 def apikey_create(
     user: Annotated[str, typer.Option("--user", help="user name")],
     name: Annotated[str, typer.Option("--name", help="a note on what the key is for")] = "",
+    expires_in_days: Annotated[
+        float | None, typer.Option("--expires-in-days", help="the key stops working after this many days", min=0.001)
+    ] = None,
 ) -> None:
     """Print a new API key for USER (only the key; it is stored hashed and cannot be shown again)."""
+    from datetime import timedelta
+
+    from .ids import utcnow
+
+    expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days is not None else None
 
     async def go(db: Any, settings: Settings) -> str:
         auth = _auth(db, settings)
-        key, row = await auth.issue_api_key((await auth.get_user(user)).id, name)
-        _changed("API key %s created for user %s (name %r)", row.key_prefix, user, name)
+        key, row = await auth.issue_api_key((await auth.get_user(user)).id, name, expires_at=expires)
+        until = f", expires {expires.isoformat()}" if expires is not None else ""
+        _changed("API key %s created for user %s (name %r%s)", row.key_prefix, user, name, until)
         return key  # type: ignore[no-any-return]
 
     typer.echo(_run(go))
@@ -376,7 +385,8 @@ def apikey_create(
 def apikey_list(
     user: Annotated[str | None, typer.Option("--user", help="only this user's keys")] = None,
 ) -> None:
-    """List API keys (prefix, user, name, created, revoked); the keys themselves are not stored."""
+    """List API keys (prefix, user, created, revoked, expires, last used, name); the keys
+    themselves are not stored."""
     from sqlalchemy import select
 
     from .db import ApiKey, User
@@ -389,11 +399,15 @@ def apikey_list(
             return list((await s.execute(q)).all())
 
     rows = _run(go)
-    typer.echo(f"{'PREFIX':10} {'USER':20} {'CREATED':17} {'REVOKED':17} NAME")
+
+    def when(t: Any) -> str:
+        return t.strftime("%Y-%m-%d %H:%M") if t else "-"
+
+    typer.echo(f"{'PREFIX':10} {'USER':20} {'CREATED':17} {'REVOKED':17} {'EXPIRES':17} {'LAST USED':17} NAME")
     for key, username in rows:
-        revoked = key.revoked_at.strftime("%Y-%m-%d %H:%M") if key.revoked_at else "-"
         typer.echo(
-            f"{key.key_prefix:10} {username:20} {key.created_at.strftime('%Y-%m-%d %H:%M'):17} {revoked:17} {key.name}"
+            f"{key.key_prefix:10} {username:20} {when(key.created_at):17} {when(key.revoked_at):17} "
+            f"{when(key.expires_at):17} {when(key.last_used_at):17} {key.name}"
         )
 
 

@@ -10,7 +10,7 @@ import uuid6
 from .errors import InvalidArgument
 from .inputs import shown
 
-__all__ = ["new_id", "parse_uuid", "rfc3339", "utcnow"]
+__all__ = ["new_id", "parse_rfc3339", "parse_uuid", "rfc3339", "utcnow"]
 
 
 def new_id() -> uuid.UUID:
@@ -39,3 +39,15 @@ def rfc3339(dt: datetime | None) -> str:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_rfc3339(value: str, field: str) -> datetime:
+    """Parse an RFC 3339 time from a request field (``2027-01-31T00:00:00Z``); it must name its
+    offset, so that nobody's local time is guessed."""
+    try:
+        dt = datetime.fromisoformat(value)
+    except (ValueError, TypeError):
+        raise InvalidArgument(f"{field} is not an RFC 3339 time like 2027-01-31T00:00:00Z: {shown(value)}") from None
+    if dt.tzinfo is None:
+        raise InvalidArgument(f"{field} must name its UTC offset (e.g. a trailing Z): {shown(value)}")
+    return dt.astimezone(UTC)

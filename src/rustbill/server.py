@@ -36,6 +36,7 @@ from .metrics import Metrics
 from .plugins import PluginRegistry, PluginRuntime, PluginScanner
 from .services.customer import ApiKeyServicer, BalanceServicer, InstanceServicer, ProductServicer
 from .services.dispatch import Dispatcher
+from .services.drift import DriftServicer
 from .services.grpc_edge import grpc_handlers
 from .services.http_edge import HttpEdge, build_app
 from .services.identity import IdentityServicer
@@ -177,6 +178,7 @@ class App:
                 "rustbill.instance.InstanceService": InstanceServicer(self.shop),
                 "rustbill.balance.BalanceService": BalanceServicer(self.ledger),
                 "rustbill.downstream.ApiKeyService": ApiKeyServicer(self.auth),
+                "rustbill.integration.DriftService": DriftServicer(self.drift),
             },
             self.metrics,
             table=table,

@@ -343,6 +343,10 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Written at most once a minute per key (not on every call): "about when", not an audit log.
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # None: the key does not expire.
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class RefreshToken(Base):

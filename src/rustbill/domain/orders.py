@@ -5,9 +5,14 @@ The money rules, in order:
 1. A retry of a keyed order (an ``idempotency-key`` this customer already used at this interface)
    is neither priced nor debited again: ``Providers.create_instance`` returns (or resumes) the
    first order.
-2. A new order is priced with the provider's ``query_price`` for the same spec. The price must be
-   in the balance currency (``[billing] currency``), not negative, with at most 8 decimal places;
-   the debit is exactly that amount (no rounding here: a provider that wants cents quotes cents).
+2. A new order is priced with the provider's ``query_price`` for the same spec **when it is
+   placed**: that is what is debited and what the ledger entry's note shows, whatever an earlier
+   QueryPrice said (a quote is not a reservation; the provider may have changed its prices since).
+   A caller that must not pay more than it was quoted sends a ``max-price`` request header (a
+   decimal in the balance currency): a price above it is FAILED_PRECONDITION, with nothing opened
+   and nothing debited. The price must be in the balance currency (``[billing] currency``), not
+   negative, with at most 8 decimal places; the debit is exactly that amount (no rounding here: a
+   provider that wants cents quotes cents).
 3. The debit is written in the same transaction that reserves the instance row (``on_reserve``):
    when the balance does not cover it, FAILED_PRECONDITION, and there is neither a row nor a debit
    and the provider is not asked. One "order" entry per instance row (a database constraint).
@@ -57,13 +62,21 @@ class Orders:
         has_spec: bool,
         idempotency_key: str | None,
         principal: Principal | None,
+        max_price: str | None = None,
     ) -> Instance:
         """Place an order. It runs to its end even when the caller goes away (a reseller whose
         request timed out, a dropped connection): its outcome is then settled, and a retry with the
-        same key finds it instead of an order left half-done."""
+        same key finds it instead of an order left half-done. ``max_price``: the ``max-price``
+        header as sent (rule 2)."""
+        limit = parse_amount(max_price.strip(), "max-price") if max_price is not None else None
+        if limit is not None and limit < 0:
+            raise InvalidArgument(f"max-price must not be negative, got {limit}")
         task = asyncio.ensure_future(
-            self._create(interface_id, spec, has_spec=has_spec, idempotency_key=idempotency_key, principal=principal)
-        )
+            self._create(
+                interface_id, spec, has_spec=has_spec, idempotency_key=idempotency_key, principal=principal,
+                max_price=limit,
+            )
+        )  # fmt: skip
         self._running.add(task)
         task.add_done_callback(self._finished)
         return await asyncio.shield(task)
@@ -87,6 +100,7 @@ class Orders:
         has_spec: bool,
         idempotency_key: str | None,
         principal: Principal | None,
+        max_price: Decimal | None,
     ) -> Instance:
         order = {"has_spec": has_spec, "idempotency_key": idempotency_key}
         if principal is None or principal.is_admin:
@@ -104,6 +118,10 @@ class Orders:
         if not has_spec:
             raise InvalidArgument("server_spec is required")
         amount, quote = await self._price(interface_id, spec)
+        if max_price is not None and amount > max_price:
+            raise FailedPrecondition(
+                f"the price is now {quote}, above the max-price {max_price} you sent: nothing was ordered or debited"
+            )
         reserved: list[uuid.UUID] = []
 
         async def charge(s: AsyncSession, row: Instance) -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from rustbill.pb import common_pb2 as rustbill_dot_pb_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crustbill/pb/downstream.proto\x12\x13rustbill.downstream\x1a\x18rustbill/pb/common.proto\"8\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"G\n\x14\x43reateApiKeyResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x12\n\nkey_prefix\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\"\x89\x01\n\nApiKeyInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nkey_prefix\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12\x12\n\ncreated_at\x18\x05 \x01(\t\x12\x14\n\x0clast_used_at\x18\x06 \x01(\t\x12\x12\n\nexpires_at\x18\x07 \x01(\t\")\n\x12ListApiKeysRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"D\n\x13ListApiKeysResponse\x12-\n\x04keys\x18\x01 \x03(\x0b\x32\x1f.rustbill.downstream.ApiKeyInfo\"!\n\x13RevokeApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t2\xb0\x02\n\rApiKeyService\x12\x63\n\x0c\x43reateApiKey\x12(.rustbill.downstream.CreateApiKeyRequest\x1a).rustbill.downstream.CreateApiKeyResponse\x12`\n\x0bListApiKeys\x12\'.rustbill.downstream.ListApiKeysRequest\x1a(.rustbill.downstream.ListApiKeysResponse\x12X\n\x0cRevokeApiKey\x12(.rustbill.downstream.RevokeApiKeyRequest\x1a\x1e.rustbill.common.EmptyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crustbill/pb/downstream.proto\x12\x13rustbill.downstream\x1a\x18rustbill/pb/common.proto\"L\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\t\"G\n\x14\x43reateApiKeyResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x12\n\nkey_prefix\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\"\x89\x01\n\nApiKeyInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nkey_prefix\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12\x12\n\ncreated_at\x18\x05 \x01(\t\x12\x14\n\x0clast_used_at\x18\x06 \x01(\t\x12\x12\n\nexpires_at\x18\x07 \x01(\t\")\n\x12ListApiKeysRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"D\n\x13ListApiKeysResponse\x12-\n\x04keys\x18\x01 \x03(\x0b\x32\x1f.rustbill.downstream.ApiKeyInfo\"!\n\x13RevokeApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t2\xb0\x02\n\rApiKeyService\x12\x63\n\x0c\x43reateApiKey\x12(.rustbill.downstream.CreateApiKeyRequest\x1a).rustbill.downstream.CreateApiKeyResponse\x12`\n\x0bListApiKeys\x12\'.rustbill.downstream.ListApiKeysRequest\x1a(.rustbill.downstream.ListApiKeysResponse\x12X\n\x0cRevokeApiKey\x12(.rustbill.downstream.RevokeApiKeyRequest\x1a\x1e.rustbill.common.EmptyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,17 +33,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rustbill.pb.downstream_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEAPIKEYREQUEST']._serialized_start=79
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=135
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=137
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=208
-  _globals['_APIKEYINFO']._serialized_start=211
-  _globals['_APIKEYINFO']._serialized_end=348
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=350
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=391
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=393
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=461
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=463
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=496
-  _globals['_APIKEYSERVICE']._serialized_start=499
-  _globals['_APIKEYSERVICE']._serialized_end=803
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=155
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=157
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=228
+  _globals['_APIKEYINFO']._serialized_start=231
+  _globals['_APIKEYINFO']._serialized_end=368
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=370
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=411
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=413
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=481
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=483
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=516
+  _globals['_APIKEYSERVICE']._serialized_start=519
+  _globals['_APIKEYSERVICE']._serialized_end=823
 # @@protoc_insertion_point(module_scope)

@@ -8,12 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateApiKeyRequest(_message.Message):
-    __slots__ = ("name", "customer_id")
+    __slots__ = ("name", "customer_id", "expires_at")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     customer_id: str
-    def __init__(self, name: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
+    expires_at: str
+    def __init__(self, name: _Optional[str] = ..., customer_id: _Optional[str] = ..., expires_at: _Optional[str] = ...) -> None: ...
 
 class CreateApiKeyResponse(_message.Message):
     __slots__ = ("api_key", "key_prefix", "id")

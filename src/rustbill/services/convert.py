@@ -181,4 +181,6 @@ def api_key_info(k: ApiKey) -> downstream_pb2.ApiKeyInfo:
         name=k.name,
         enabled=k.revoked_at is None,
         created_at=rfc3339(k.created_at),
+        last_used_at=rfc3339(k.last_used_at),
+        expires_at=rfc3339(k.expires_at),
     )

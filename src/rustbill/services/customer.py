@@ -12,7 +12,7 @@ from ..auth import AuthService, Principal
 from ..domain.ledger import Ledger
 from ..domain.paging import Page
 from ..domain.shop import Shop, customer_scope
-from ..ids import parse_uuid
+from ..ids import parse_rfc3339, parse_uuid
 from ..pb import balance_pb2, common_pb2, downstream_pb2, instance_pb2, product_service_pb2
 from . import convert
 from .dispatch import Call
@@ -118,7 +118,8 @@ class ApiKeyServicer:
         self, request: downstream_pb2.CreateApiKeyRequest, call: Call
     ) -> downstream_pb2.CreateApiKeyResponse:
         owner = _whose(call, request.customer_id)
-        key, row = await self._auth.issue_api_key(owner, request.name)
+        expires = parse_rfc3339(request.expires_at, "expires_at") if request.expires_at else None
+        key, row = await self._auth.issue_api_key(owner, request.name, expires_at=expires)
         audit.info("API key %s created for user %s by %s", row.key_prefix, owner, _who(call).username)
         return downstream_pb2.CreateApiKeyResponse(api_key=key, key_prefix=row.key_prefix, id=str(row.id))
 

@@ -389,6 +389,7 @@ def build_app(
             "x-user-agent",
             "grpc-timeout",
             "idempotency-key",
+            "max-price",
             "connect-protocol-version",
             "connect-timeout-ms",
             "connect-accept-encoding",

@@ -18,6 +18,7 @@ from ..errors import PermissionDenied
 from ..pb import (
     balance_pb2,
     downstream_pb2,
+    drift_pb2,
     identity_pb2,
     instance_pb2,
     integration_pb2,
@@ -46,6 +47,7 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
     instance_pb2.DESCRIPTOR.services_by_name["InstanceService"],
     balance_pb2.DESCRIPTOR.services_by_name["BalanceService"],
     downstream_pb2.DESCRIPTOR.services_by_name["ApiKeyService"],
+    drift_pb2.DESCRIPTOR.services_by_name["DriftService"],
 )
 ACCESS: dict[str, dict[str, Access]] = {
     "rustbill.integration.IntegrationService": {
@@ -65,6 +67,8 @@ ACCESS: dict[str, dict[str, Access]] = {
     "rustbill.instance.InstanceService": {"ListInstances": _U, "GetInstance": _U},
     "rustbill.balance.BalanceService": {"GetBalance": _U, "ListBalanceTransactions": _U},
     "rustbill.downstream.ApiKeyService": {"CreateApiKey": _U, "ListApiKeys": _U, "RevokeApiKey": _U},
+    # The drift watch's findings at the upstream interfaces (the console's Upstream page).
+    "rustbill.integration.DriftService": {"ListDriftFindings": _A, "CheckDrift": _A, "AcknowledgeDriftFinding": _A},
 }  # fmt: skip
 
 

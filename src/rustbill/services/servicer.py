@@ -191,6 +191,7 @@ class IntegrationServicer:
             has_spec=request.HasField("server_spec"),
             idempotency_key=call.metadata.get("idempotency-key"),
             principal=call.principal,
+            max_price=call.metadata.get("max-price"),
         )
         return pb.UpstreamOrderResponse(
             provider_instance_id=inst.provider_instance_id,

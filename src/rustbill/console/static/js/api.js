@@ -12,6 +12,7 @@ import { t } from "./i18n.js";
 export const INTEGRATION = "rustbill.integration.IntegrationService";
 export const IDENTITY = "rustbill.identity.IdentityService";
 export const SYSTEM = "rustbill.system.SystemService";
+export const DRIFT = "rustbill.integration.DriftService";
 
 const DEFAULT_TIMEOUT_MS = 90_000;
 const REFRESH_MARGIN_S = 60;
@@ -154,6 +155,7 @@ export async function call(service, method, body = {}, options = {}) {
 
 export const integration = (method, body, options) => call(INTEGRATION, method, body, options);
 export const system = (method, body, options) => call(SYSTEM, method, body, options);
+export const drift = (method, body, options) => call(DRIFT, method, body, options);
 
 // ---------------------------------------------------------------- sign-in, refresh, sign-out
 

@@ -1,9 +1,10 @@
 // The Upstream page: per provider interface, its products, a price calculator driven by its spec
-// template, its upstream instances (with import), its balance and an instance status lookup.
+// template, its upstream instances (with import), its balance and an instance status lookup; for an
+// upstream provider also what the drift watch found (with import of orphans).
 
-import { integration } from "../api.js";
+import { integration, drift } from "../api.js";
 import { h, clear, badge, fmtTime, notice, errorNotice, errorState, toast, busy, loading, nextId, errorTitle } from "../dom.js";
-import { t } from "../i18n.js";
+import { t, N_ } from "../i18n.js";
 
 // QueryPriceRequest's own fields; every other spec field goes into extra_specs.
 const SPEC_FIELDS = { cpu_cores: "cpuCores", memory_gb: "memoryGb", disk_gb: "diskGb", bandwidth_mbps: "bandwidthMbps",
@@ -69,6 +70,7 @@ export async function render(main, params, { navigate }) {
               h("code", { class: "break" }, p.interfaceId), " · ",
               h("a", { href: `#/interfaces/${p.interfaceId}` }, t("Interface settings")))),
           balanceBox(p)),
+        p.providerType === "upstream" ? driftCard(p) : null,
         productsCard(p),
         priceCard(p),
         instancesCard(p),
@@ -100,6 +102,95 @@ function balanceBox(p) {
   refresh.addEventListener("click", load);
   load();
   return box;
+}
+
+// ---------------------------------------------------------------- drift
+
+// Per kind: label and badge. Events wait for an acknowledgement; conditions leave by themselves.
+const DRIFT_KINDS = {
+  price: [N_("Price changed"), "warn"],
+  removed: [N_("Removed upstream"), "error"],
+  offered_again: [N_("Offered again"), "info"],
+  new: [N_("New product"), "info"],
+  orphan: [N_("Orphan"), "warn"],
+  gone: [N_("Unknown upstream"), "error"],
+  low_balance: [N_("Low balance"), "error"],
+};
+
+function driftCard(p) {
+  const out = h("div", { "aria-live": "polite" }, loading(t("Reading drift findings…")));
+  const btn = h("button", { type: "button", class: "btn" }, t("Compare now"));
+  function show(findings) {
+    if (!findings.length) {
+      clear(out, h("p", { class: "empty" }, t("No open findings: products, prices, instances and balance match the upstream.")));
+      return;
+    }
+    const counts = {};
+    for (const f of findings) counts[f.kind] = (counts[f.kind] || 0) + 1;
+    clear(out,
+      h("div", { class: "counts" }, Object.entries(DRIFT_KINDS).filter(([k]) => counts[k])
+        .map(([k, [label, kind]]) => count(t(label), counts[k], kind === "error" ? "warn" : kind))),
+      h("ul", { class: "findings" }, findings.map((f) => findingItem(p, f, () => {
+        findings = findings.filter((x) => x.key !== f.key);
+        show(findings);
+      }))));
+  }
+  async function load(fn) {
+    try {
+      const r = await fn();
+      show(r.findings || []);
+    } catch (err) {
+      clear(out, err.code === "unimplemented" ? notice("info", t("This provider cannot be compared: {detail}", { detail: err.message }))
+        : errorNotice(err));
+    }
+  }
+  btn.addEventListener("click", () => load(() => busy(btn, () => drift("CheckDrift", { interfaceId: p.interfaceId }))));
+  load(() => drift("ListDriftFindings", { interfaceId: p.interfaceId }));
+  return h("section", { class: "card", "data-card": "drift" },
+    h("div", { class: "card-head" }, h("h2", {}, t("Drift")), btn),
+    h("p", { class: "muted" }, t("What the drift watch found when it compared this upstream with this RustBill. Events stay until you acknowledge them; conditions leave the list once they are resolved.")),
+    out);
+}
+
+function findingItem(p, f, removed) {
+  const [label, kind] = DRIFT_KINDS[f.kind] || [f.kind, "muted"];
+  const actions = h("div", { class: "row-actions" });
+  const item = h("li", { class: "finding", "data-key": f.key, "data-kind": f.kind },
+    h("div", { class: "finding-head" }, badge(kind, t(label)), h("span", { class: "muted small" }, fmtTime(f.createdAt))),
+    h("p", { class: "finding-message" }, f.message), actions);
+  if (f.kind === "orphan") {
+    const b = h("button", { type: "button", class: "btn btn-small btn-primary" }, t("Import"));
+    b.addEventListener("click", async () => {
+      try {
+        const r = await busy(b, () => integration("ImportUpstreamInstance", { interfaceId: p.interfaceId, instanceId: f.subject }));
+        toast(t("Imported {id}", { id: f.subject }));
+        imported.get(p.interfaceId)?.set(f.subject, { fresh: true, localId: r.instanceId });
+        removed();
+      } catch (err) {
+        if (err.code === "already_exists") {
+          removed();
+          toast(t("Already imported"));
+        } else {
+          clear(actions, b, h("p", { class: "field-error", role: "alert" }, `${errorTitle(err)}: ${err.message}`));
+        }
+      }
+    });
+    actions.append(b);
+  }
+  if (f.acknowledgeable) {
+    const b = h("button", { type: "button", class: "btn btn-small" }, t("Acknowledge"));
+    b.addEventListener("click", async () => {
+      try {
+        await busy(b, () => drift("AcknowledgeDriftFinding", { interfaceId: p.interfaceId, key: f.key }));
+        removed();
+      } catch (err) {
+        if (err.code === "not_found") removed();
+        else clear(actions, b, h("p", { class: "field-error", role: "alert" }, `${errorTitle(err)}: ${err.message}`));
+      }
+    });
+    actions.append(b);
+  }
+  return item;
 }
 
 // ---------------------------------------------------------------- products

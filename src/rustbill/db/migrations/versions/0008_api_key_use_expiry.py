@@ -1,0 +1,28 @@
+"""API keys: when a key was last used (recorded at most once a minute) and an optional expiry
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-11-30 12:00:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("api_keys") as batch:
+        batch.add_column(sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("api_keys") as batch:
+        batch.drop_column("expires_at")
+        batch.drop_column("last_used_at")
