@@ -39,7 +39,6 @@ import tempfile
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
 
@@ -51,8 +50,6 @@ PLUGIN_TYPE = "first_party_provider"
 
 log = sdk.logger(__name__)
 
-_CENT = Decimal("0.01")
-_DECIMAL = r"^\d{1,12}(\.\d{1,8})?$"
 _PEM_CERT = r"^\s*-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----\s*$"
 _PEM_KEY = r"^\s*-----BEGIN ([A-Z]+ )?PRIVATE KEY-----[\s\S]+-----END ([A-Z]+ )?PRIVATE KEY-----\s*$"
 _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -87,111 +84,59 @@ DEFAULTS: dict[str, Any] = {
     "start_on_create": True,
     "operation_timeout_seconds": 20,
     "request_timeout_seconds": 10,
-    "currency": "CNY",
-    "billing_cycle": "monthly",
-    "billing_cycles": {"monthly": "1"},
-    "price_base": "0",
-    "price_per_core": "10.00",
-    "price_per_gb_memory": "5.00",
-    "price_per_gb_disk": "0.20",
-    "price_per_mbps": "0",
-    "regions": {},
-    "plans": [],
-    "max_cpu_cores": 32,
-    "max_memory_gb": 128,
-    "min_disk_gb": 5,
-    "max_disk_gb": 2000,
-    "max_bandwidth_mbps": 1000,
+    **sdk.PRICING_DEFAULTS,
 }
+
+
+# Price rules, plans, regions, OS images and spec limits: docs/plugins.md, "Selling servers".
+PRICING = sdk.ServerPricing(DEFAULTS, unit="instance", cpu="CPU core", disk="root disk")
+_regions, _images, _check_spec = PRICING.regions, PRICING.images, PRICING.check_spec  # used by create_instance
 
 
 def version():
     return "1.1.0"
 
 
-def _prop(type_: Any, title: str, description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": type_, "title": title, "description": description, **extra}
-
-
-def _money_prop(title: str, description: str, key: str) -> dict[str, Any]:
-    return _prop("string", title, description + " Decimal string.", pattern=_DECIMAL, default=DEFAULTS[key])
-
-
 def config_schema():
-    image = {
-        "type": "object",
-        "title": "Image source",
-        "description": "Where the image for this OS comes from (InstanceSource of type image).",
-        "additionalProperties": False,
-        "properties": {
-            "alias": _prop("string", "Image alias", "Image alias, e.g. debian/12.", minLength=1),
-            "fingerprint": _prop(
+    image = sdk.object_schema(
+        "Image source",
+        "Where the image for this OS comes from (InstanceSource of type image).",
+        {
+            "alias": sdk.prop("string", "Image alias", "Image alias, e.g. debian/12.", minLength=1),
+            "fingerprint": sdk.prop(
                 "string", "Image fingerprint", "Image fingerprint (instead of an alias).", pattern=r"^[0-9a-f]{12,64}$"
             ),
-            "server": _prop(
+            "server": sdk.prop(
                 "string",
                 "Image server",
                 "Remote image server URL, e.g. https://images.linuxcontainers.org. Empty: the server's local images.",
                 pattern=r"^(https://\S+)?$",
             ),
-            "protocol": _prop(
+            "protocol": sdk.prop(
                 "string",
                 "Image server protocol",
                 "simplestreams (default when a server is given), incus or oci.",
                 enum=["simplestreams", "incus", "oci"],
             ),
-            "instance_type": _prop(
+            "instance_type": sdk.prop(
                 "string",
                 "Instance type for this OS",
                 "Overrides the interface's instance_type for this OS (e.g. an OS only offered as a VM).",
                 enum=["container", "virtual-machine"],
             ),
         },
-        "anyOf": [{"required": ["alias"]}, {"required": ["fingerprint"]}],
-    }
-    region = {
-        "type": "object",
-        "title": "Region",
-        "description": "A region customers may choose.",
-        "additionalProperties": False,
-        "properties": {
-            "label": _prop("string", "Label", "Name shown to customers.", maxLength=100),
-            "target": _prop(
-                "string",
-                "Cluster member or group",
-                "Incus 'target' for instances in this region (a cluster member, or @group). Empty: the server chooses.",
-                pattern=r"^[A-Za-z0-9@._-]{0,100}$",
-            ),
-            "price_extra": _prop(
-                "string", "Surcharge", "Added to the monthly price in this region. Decimal string.", pattern=_DECIMAL
-            ),
-        },
-    }
-    plan = {
-        "type": "object",
-        "title": "Plan",
-        "description": "A fixed product offered through SyncProducts.",
-        "additionalProperties": False,
-        "required": ["id", "name", "cpu_cores", "memory_gb", "disk_gb"],
-        "properties": {
-            "id": _prop("string", "Plan id", "Stable product id.", pattern=r"^[A-Za-z0-9._-]{1,64}$"),
-            "name": _prop("string", "Name", "Product name.", minLength=1, maxLength=200),
-            "description": _prop("string", "Description", "Product description.", maxLength=2000),
-            "group_id": _prop("string", "Group", "Product group id (default: the plan's region).", maxLength=64),
-            "cpu_cores": _prop("integer", "CPU cores", "limits.cpu.", minimum=1, maximum=1024),
-            "memory_gb": _prop("integer", "Memory (GiB)", "limits.memory in GiB.", minimum=1, maximum=65536),
-            "disk_gb": _prop("integer", "Disk (GiB)", "Root disk size in GiB.", minimum=1, maximum=1000000),
-            "bandwidth_mbps": _prop("integer", "Bandwidth (Mbit/s)", "NIC ingress/egress limit.", minimum=0),
-            "region": _prop("string", "Region", "One of the configured regions.", maxLength=100),
-            "os": _prop("string", "OS", "One of the configured images.", maxLength=100),
-            "price": _prop(
-                "string",
-                "Monthly price",
-                "Fixed monthly price; empty: computed from the price rules. Decimal string.",
-                pattern=r"^(\d{1,12}(\.\d{1,8})?)?$",
-            ),
-        },
-    }
+        anyOf=[{"required": ["alias"]}, {"required": ["fingerprint"]}],
+    )
+    region = sdk.region_schema(
+        "A region customers may choose.",
+        target=sdk.prop(
+            "string",
+            "Cluster member or group",
+            "Incus 'target' for instances in this region (a cluster member, or @group). Empty: the server chooses.",
+            pattern=r"^[A-Za-z0-9@._-]{0,100}$",
+        ),
+        price_extra=sdk.money_prop("Surcharge", "Added to the monthly price in this region."),
+    )
     return {
         "type": "object",
         "title": "Incus",
@@ -202,75 +147,75 @@ def config_schema():
         "if": {"required": ["url"], "properties": {"url": {"minLength": 1}}},
         "then": {"required": ["client_cert", "client_key"]},
         "properties": {
-            "url": _prop(
+            "url": sdk.prop(
                 "string",
                 "Server URL",
                 "https://host:8443 — the Incus API over HTTPS (core.https_address). Leave empty when "
                 "socket_path is used.",
                 pattern=r"^(https://[^\s/?#]+)?/?$",
             ),
-            "socket_path": _prop(
+            "socket_path": sdk.prop(
                 "string",
                 "Unix socket",
                 "Path of the local Incus socket, e.g. /var/lib/incus/unix.socket (some distributions: "
                 "/run/incus/unix.socket). Used instead of url; no certificate is needed.",
                 pattern=r"^(/\S{1,200})?$",
             ),
-            "client_cert": _prop(
+            "client_cert": sdk.prop(
                 "string",
                 "Client certificate (PEM)",
                 "The TLS client certificate Incus trusts (incus config trust add-certificate).",
                 pattern=_PEM_CERT,
             ),
-            "client_key": _prop(
+            "client_key": sdk.prop(
                 "string",
                 "Client key (PEM)",
                 "The unencrypted private key of the client certificate. Secret.",
                 format="password",
                 pattern=_PEM_KEY,
             ),
-            "server_cert": _prop(
+            "server_cert": sdk.prop(
                 "string",
                 "Server certificate (PEM)",
                 "The Incus server's certificate (/var/lib/incus/server.crt) or the CA that issued it; the "
                 "server must present it (or a certificate it issued). Empty: the system CA store.",
                 pattern=r"^(\s*-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----\s*)?$",
             ),
-            "tls_server_name": _prop(
+            "tls_server_name": sdk.prop(
                 "string",
                 "TLS server name",
                 "With server_cert: also check that the server's certificate is for this name (and send it "
                 "as SNI). Empty: the pinned certificate alone is checked, as the incus client does.",
                 pattern=r"^[A-Za-z0-9.-]{0,253}$",
             ),
-            "insecure_skip_verify": _prop(
+            "insecure_skip_verify": sdk.prop(
                 "boolean",
                 "Skip server verification (insecure)",
                 "Accept any server certificate. Only for tests; anyone on the path can then impersonate the server.",
                 default=False,
             ),
-            "project": _prop(
+            "project": sdk.prop(
                 "string",
                 "Project",
                 "Incus project of the instances.",
                 pattern=r"^[A-Za-z0-9._-]{1,63}$",
                 default="default",
             ),
-            "storage_pool": _prop(
+            "storage_pool": sdk.prop(
                 "string",
                 "Storage pool",
                 "Pool of the root disk.",
                 pattern=r"^[A-Za-z0-9._-]{1,63}$",
                 default="default",
             ),
-            "profiles": _prop(
+            "profiles": sdk.prop(
                 "array",
                 "Profiles",
                 "Profiles applied to new instances.",
                 items={"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,63}$"},
                 default=["default"],
             ),
-            "network": _prop(
+            "network": sdk.prop(
                 "string",
                 "Network for the NIC",
                 "Managed network of the NIC that carries the bandwidth limits (limits.ingress/egress). "
@@ -278,45 +223,35 @@ def config_schema():
                 pattern=r"^[A-Za-z0-9._-]{0,63}$",
                 default="incusbr0",
             ),
-            "nic_name": _prop(
+            "nic_name": sdk.prop(
                 "string",
                 "NIC device name",
                 "Device name of that NIC (replaces the profile's device of the same name).",
                 pattern=r"^[A-Za-z0-9._-]{1,63}$",
                 default="eth0",
             ),
-            "instance_type": _prop(
+            "instance_type": sdk.prop(
                 "string",
                 "Instance type",
                 "container or virtual-machine.",
                 enum=["container", "virtual-machine"],
                 default="container",
             ),
-            "name_prefix": _prop(
+            "name_prefix": sdk.prop(
                 "string",
                 "Instance name prefix",
                 "New instances are named prefix + the order's request id.",
                 pattern=r"^[a-z][a-z0-9-]{0,19}$",
                 default="rb-",
             ),
-            "images": {
-                "type": "object",
-                "title": "Images per OS",
-                "description": "OS name (the ServerSpec's os) → image source. Default: debian-12 and ubuntu-24.04 "
-                "from images.linuxcontainers.org.",
-                "propertyNames": {"pattern": r"^[A-Za-z0-9._-]{1,100}$"},
-                "additionalProperties": image,
-                "minProperties": 1,
-            },
-            "default_os": _prop(
-                "string",
-                "Default OS",
-                "Used when the order names no OS. Empty: the first of images.",
-                maxLength=100,
-                default="",
+            **PRICING.images_properties(
+                image,
+                "OS name (the ServerSpec's os) → image source. Default: debian-12 and ubuntu-24.04 from "
+                "images.linuxcontainers.org.",
+                minProperties=1,
             ),
-            "start_on_create": _prop("boolean", "Start on create", "Start new instances.", default=True),
-            "operation_timeout_seconds": _prop(
+            "start_on_create": sdk.prop("boolean", "Start on create", "Start new instances.", default=True),
+            "operation_timeout_seconds": sdk.prop(
                 "integer",
                 "Operation timeout (s)",
                 "How long to wait for an Incus background operation (create, start, stop, delete). Keep it "
@@ -325,7 +260,7 @@ def config_schema():
                 maximum=3600,
                 default=20,
             ),
-            "request_timeout_seconds": _prop(
+            "request_timeout_seconds": sdk.prop(
                 "number",
                 "Request timeout (s)",
                 "Timeout of each ordinary API request.",
@@ -333,71 +268,13 @@ def config_schema():
                 maximum=300,
                 default=10,
             ),
-            "currency": _prop(
-                "string", "Currency", "ISO 4217 code of the prices.", pattern=r"^[A-Z]{3}$", default="CNY"
-            ),
-            "billing_cycle": _prop(
-                "string",
-                "Billing cycle of QueryPrice",
-                "One of billing_cycles.",
-                pattern=r"^[a-z_]{1,32}$",
-                default="monthly",
-            ),
-            "billing_cycles": {
-                "type": "object",
-                "title": "Billing cycles",
-                "description": 'Cycle → multiplier of the monthly price (e.g. quarterly: "3", yearly: "10").',
-                "propertyNames": {"pattern": r"^[a-z_]{1,32}$"},
-                "additionalProperties": {"type": "string", "pattern": _DECIMAL},
-                "default": {"monthly": "1"},
-            },
-            "price_base": _money_prop("Base price", "Monthly price of every instance.", "price_base"),
-            "price_per_core": _money_prop("Price per core", "Monthly, per CPU core.", "price_per_core"),
-            "price_per_gb_memory": _money_prop("Price per GiB memory", "Monthly, per GiB.", "price_per_gb_memory"),
-            "price_per_gb_disk": _money_prop(
-                "Price per GiB disk", "Monthly, per GiB of root disk.", "price_per_gb_disk"
-            ),
-            "price_per_mbps": _money_prop("Price per Mbit/s", "Monthly, per Mbit/s of bandwidth.", "price_per_mbps"),
-            "regions": {
-                "type": "object",
-                "title": "Regions",
-                "description": "Region name → {label, target, price_extra}. Empty: no region choice.",
-                "propertyNames": {"pattern": r"^[A-Za-z0-9._-]{1,100}$"},
-                "additionalProperties": region,
-                "default": {},
-            },
-            "plans": {
-                "type": "array",
-                "title": "Plans",
-                "description": "Products for SyncProducts.",
-                "items": plan,
-                "default": [],
-            },
-            "max_cpu_cores": _prop(
-                "integer", "Max CPU cores", "Largest cpu_cores accepted.", minimum=1, maximum=1024, default=32
-            ),
-            "max_memory_gb": _prop(
-                "integer", "Max memory (GiB)", "Largest memory_gb accepted.", minimum=1, maximum=65536, default=128
-            ),
-            "min_disk_gb": _prop("integer", "Min disk (GiB)", "Smallest disk_gb accepted.", minimum=1, default=5),
-            "max_disk_gb": _prop(
-                "integer", "Max disk (GiB)", "Largest disk_gb accepted.", minimum=1, maximum=1000000, default=2000
-            ),
-            "max_bandwidth_mbps": _prop(
-                "integer",
-                "Max bandwidth (Mbit/s)",
-                "Largest bandwidth_mbps accepted.",
-                minimum=0,
-                maximum=1000000,
-                default=1000,
-            ),
+            **PRICING.properties(region),
         },
     }
 
 
 def _cfg(config: dict[str, Any], key: str) -> Any:
-    value = config.get(key)
-    return DEFAULTS[key] if value is None else value
+    return sdk.setting(config, DEFAULTS, key)
 
 
 # ---------------------------------------------------------------- connection
@@ -773,98 +650,6 @@ def _instance_name(config: dict[str, Any], request_id: str) -> str:
     return _name(name, "instance name")
 
 
-def _dec(config: dict[str, Any], key: str, value: Any = None) -> Decimal:
-    raw = _cfg(config, key) if value is None else value
-    if isinstance(raw, float):
-        raise sdk.InvalidArgument(f"{key} must be a decimal string, not a float")
-    try:
-        d = Decimal(str(raw))
-    except InvalidOperation:
-        raise sdk.InvalidArgument(f"{key} is not a decimal number: {raw!r}") from None
-    if not d.is_finite() or d < 0:
-        raise sdk.InvalidArgument(f"{key} must be a non-negative number")
-    return d
-
-
-def _int(spec: dict[str, Any], key: str) -> int:
-    v = spec.get(key, 0)
-    if isinstance(v, bool) or not isinstance(v, int):
-        try:
-            v = int(str(v))
-        except ValueError:
-            raise sdk.InvalidArgument(f"{key} must be an integer") from None
-    return v
-
-
-def _regions(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    regions = _cfg(config, "regions")
-    return regions if isinstance(regions, dict) else {}
-
-
-def _images(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    images = _cfg(config, "images")
-    return images if isinstance(images, dict) and images else DEFAULT_IMAGES
-
-
-def _default_os(config: dict[str, Any]) -> str:
-    return str(_cfg(config, "default_os")) or next(iter(_images(config)))
-
-
-def _check_spec(config: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec's numbers within this provider's limits, its region and OS known; normalised."""
-    out = {
-        "cpu_cores": _int(spec, "cpu_cores"),
-        "memory_gb": _int(spec, "memory_gb"),
-        "disk_gb": _int(spec, "disk_gb"),
-        "bandwidth_mbps": _int(spec, "bandwidth_mbps"),
-        "region": str(spec.get("region") or ""),
-        "os": str(spec.get("os") or "") or _default_os(config),
-    }
-    bounds = {
-        "cpu_cores": (1, int(_cfg(config, "max_cpu_cores"))),
-        "memory_gb": (1, int(_cfg(config, "max_memory_gb"))),
-        "disk_gb": (int(_cfg(config, "min_disk_gb")), int(_cfg(config, "max_disk_gb"))),
-        "bandwidth_mbps": (0, int(_cfg(config, "max_bandwidth_mbps"))),
-    }
-    for key, (lo, hi) in bounds.items():
-        if not lo <= out[key] <= hi:
-            raise sdk.InvalidArgument(f"{key} must be between {lo} and {hi}, got {out[key]}")
-    regions = _regions(config)
-    if regions:
-        if out["region"] not in regions:
-            raise sdk.InvalidArgument(f"region must be one of {', '.join(regions)}; got {out['region']!r}")
-    elif out["region"]:
-        raise sdk.InvalidArgument(f"this provider offers no region choice; got region {out['region']!r}")
-    if out["os"] not in _images(config):
-        raise sdk.InvalidArgument(f"os must be one of {', '.join(_images(config))}; got {out['os']!r}")
-    return out
-
-
-def _monthly(config: dict[str, Any], spec: dict[str, Any]) -> Decimal:
-    total = (
-        _dec(config, "price_base")
-        + _dec(config, "price_per_core") * spec["cpu_cores"]
-        + _dec(config, "price_per_gb_memory") * spec["memory_gb"]
-        + _dec(config, "price_per_gb_disk") * spec["disk_gb"]
-        + _dec(config, "price_per_mbps") * spec["bandwidth_mbps"]
-    )
-    region = _regions(config).get(spec.get("region") or "")
-    if region and region.get("price_extra"):
-        total += _dec(config, "price_extra", region["price_extra"])
-    return total
-
-
-def _cycles(config: dict[str, Any]) -> dict[str, Decimal]:
-    cycles = _cfg(config, "billing_cycles")
-    if not isinstance(cycles, dict) or not cycles:
-        cycles = {"monthly": "1"}
-    return {str(k): _dec(config, f"billing_cycles[{k!r}]", v) for k, v in cycles.items()}
-
-
-def _amount(monthly: Decimal, multiplier: Decimal) -> Decimal:
-    return (monthly * multiplier).quantize(_CENT, rounding=ROUND_HALF_UP)
-
-
 def _created_at(value: Any) -> str:
     """An RFC 3339 UTC time ("...Z") from Incus's timestamps (nanoseconds, offsets); "" when unset."""
     text = str(value or "")
@@ -1000,115 +785,19 @@ async def _state(conn: _Conn, config: dict[str, Any], name: str) -> dict[str, An
 # ---------------------------------------------------------------- provider contract
 
 
+# Prices, plans and the spec template come from the config alone (sdk.ServerPricing).
+
+
 def spec_template(config):
-    regions = _regions(config)
-    images = _images(config)
-    fields = [
-        {
-            "key": "cpu_cores",
-            "label": "CPU cores",
-            "field_type": "Integer",
-            "required": True,
-            "min": 1,
-            "max": int(_cfg(config, "max_cpu_cores")),
-            "default_value": "1",
-        },
-        {
-            "key": "memory_gb",
-            "label": "Memory (GiB)",
-            "field_type": "Integer",
-            "required": True,
-            "min": 1,
-            "max": int(_cfg(config, "max_memory_gb")),
-            "default_value": "1",
-        },
-        {
-            "key": "disk_gb",
-            "label": "Disk (GiB)",
-            "field_type": "Integer",
-            "required": True,
-            "min": int(_cfg(config, "min_disk_gb")),
-            "max": int(_cfg(config, "max_disk_gb")),
-            "default_value": str(max(10, int(_cfg(config, "min_disk_gb")))),
-        },
-        {
-            "key": "bandwidth_mbps",
-            "label": "Bandwidth (Mbit/s)",
-            "field_type": "Integer",
-            "required": False,
-            "min": 0,
-            "max": int(_cfg(config, "max_bandwidth_mbps")),
-            "default_value": "0",
-        },
-        {
-            "key": "os",
-            "label": "Operating system",
-            "field_type": "OsOptions",
-            "required": False,
-            "options": list(images),
-            "default_value": _default_os(config),
-        },
-    ]
-    if regions:
-        fields.append(
-            {
-                "key": "region",
-                "label": "Region",
-                "field_type": "Region",
-                "required": True,
-                "options": list(regions),
-                "default_value": next(iter(regions)),
-            }
-        )
-    groups = [
-        {"key": "compute", "label": "Compute", "field_keys": ["cpu_cores", "memory_gb"]},
-        {"key": "storage", "label": "Storage", "field_keys": ["disk_gb"]},
-        {"key": "network", "label": "Network", "field_keys": ["bandwidth_mbps"] + (["region"] if regions else [])},
-        {"key": "system", "label": "System", "field_keys": ["os"]},
-    ]
-    return {"fields": fields, "groups": groups}
+    return PRICING.spec_template(config)
 
 
 def query_price(config, spec):
-    spec = _check_spec(config, spec)
-    cycle = str(_cfg(config, "billing_cycle"))
-    cycles = _cycles(config)
-    if cycle not in cycles:
-        raise sdk.FailedPrecondition(f"billing_cycle {cycle!r} is not one of billing_cycles ({', '.join(cycles)})")
-    return {
-        "amount": _amount(_monthly(config, spec), cycles[cycle]),
-        "currency": str(_cfg(config, "currency")),
-        "billing_cycle": cycle,
-    }
+    return PRICING.quote(config, spec)
 
 
 def sync_products(config):
-    cycles = _cycles(config)
-    cycle = str(_cfg(config, "billing_cycle"))
-    if cycle not in cycles:
-        raise sdk.FailedPrecondition(f"billing_cycle {cycle!r} is not one of billing_cycles ({', '.join(cycles)})")
-    products = []
-    for i, plan in enumerate(_cfg(config, "plans") or []):
-        try:
-            spec = _check_spec(config, plan)
-        except sdk.PluginError as exc:
-            why = exc.message
-            raise sdk.FailedPrecondition(f"plan {plan.get('id', i)!r} does not fit this provider: {why}") from None
-        price = plan.get("price")
-        monthly = _dec(config, f"plans[{i}].price", price) if price not in (None, "") else _monthly(config, spec)
-        products.append(
-            {
-                "id": str(plan["id"]),
-                "name": str(plan["name"]),
-                "description": str(plan.get("description") or ""),
-                "group_id": str(plan.get("group_id") or spec["region"]),
-                "currency": str(_cfg(config, "currency")),
-                "price": _amount(monthly, cycles[cycle]),
-                "billing_cycles": {c: _amount(monthly, m) for c, m in cycles.items()},
-                "specs": {k: str(v) for k, v in spec.items() if v not in ("", None)},
-            }
-        )
-    return products
+    return PRICING.products(config)
 
 
 async def create_instance(config, spec):

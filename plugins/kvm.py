@@ -43,7 +43,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -115,10 +114,10 @@ META_NS = "https://rustbill.dev/xmlns/libvirt/instance/1.0"
 ET.register_namespace("rb", META_NS)
 _UUID_NS = uuid.UUID("5f0c7a52-3d7e-4c59-9a43-2b1e6d2f9a10")  # domain UUID = uuid5(_UUID_NS, request_id)
 _GIB = 1024**3
-_CENT = Decimal("0.01")
-_DECIMAL = r"^\d{1,12}(\.\d{1,8})?$"
 _NAME_RE = re.compile(r"^[^/\s\x00-\x1f\x7f](?:[^/\x00-\x1f\x7f]{0,198}[^/\s\x00-\x1f\x7f])?$")
 _OBJ_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,99}$"
+_OPT_OBJ_NAME = r"^([A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,99})?$"
+_BRIDGE = r"^([A-Za-z0-9_.:-]{1,15})?$"
 
 DEFAULTS: dict[str, Any] = {
     "uri": "",
@@ -143,54 +142,31 @@ DEFAULTS: dict[str, Any] = {
     "start_on_create": True,
     "autostart": True,
     "address_sources": ["lease", "arp"],
-    "currency": "CNY",
-    "billing_cycle": "monthly",
-    "billing_cycles": {"monthly": "1"},
-    "price_base": "0",
-    "price_per_core": "10.00",
-    "price_per_gb_memory": "5.00",
-    "price_per_gb_disk": "0.20",
-    "price_per_mbps": "0",
-    "regions": {},
-    "plans": [],
-    "max_cpu_cores": 32,
-    "max_memory_gb": 128,
-    "min_disk_gb": 5,
-    "max_disk_gb": 2000,
-    "max_bandwidth_mbps": 1000,
+    **sdk.PRICING_DEFAULTS,
 }
+
+
+# Price rules, plans, regions, OS images and spec limits: docs/plugins.md, "Selling servers".
+PRICING = sdk.ServerPricing(DEFAULTS, unit="domain", cpu="vCPU", disk="root volume")
+_regions, _images, _check_spec = PRICING.regions, PRICING.images, PRICING.check_spec  # used by create_instance
 
 
 def version():
     return "1.1.0"
 
 
-def _prop(type_: Any, title: str, description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": type_, "title": title, "description": description, **extra}
-
-
-def _money_prop(title: str, description: str, key: str) -> dict[str, Any]:
-    return _prop("string", title, description + " Decimal string.", pattern=_DECIMAL, default=DEFAULTS[key])
-
-
 def config_schema():
-    image = {
-        "type": "object",
-        "title": "OS image",
-        "description": "A storage volume holding an installed OS disk, used for the root disk of new domains.",
-        "additionalProperties": False,
-        "required": ["volume"],
-        "properties": {
-            "volume": _prop(
+    image = sdk.object_schema(
+        "OS image",
+        "A storage volume holding an installed OS disk, used for the root disk of new domains.",
+        {
+            "volume": sdk.prop(
                 "string", "Image volume", "Name of the image's volume (e.g. debian-12.qcow2).", pattern=_OBJ_NAME
             ),
-            "pool": _prop(
-                "string",
-                "Image pool",
-                "Storage pool of the image volume. Empty: storage_pool.",
-                pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,99})?$",
+            "pool": sdk.prop(
+                "string", "Image pool", "Storage pool of the image volume. Empty: storage_pool.", pattern=_OPT_OBJ_NAME
             ),
-            "mode": _prop(
+            "mode": sdk.prop(
                 "string",
                 "Disk mode",
                 "overlay: a qcow2 volume backed by the image (fast, the image must stay); clone: a full copy "
@@ -198,74 +174,28 @@ def config_schema():
                 enum=["overlay", "clone"],
                 default="overlay",
             ),
-            "label": _prop("string", "Label", "Name shown to customers.", maxLength=100),
-            "price_extra": _prop(
-                "string",
-                "Surcharge",
-                "Added to the monthly price for this OS (e.g. a licence). Decimal string.",
-                pattern=_DECIMAL,
-            ),
+            "label": sdk.prop("string", "Label", "Name shown to customers.", maxLength=100),
+            "price_extra": sdk.money_prop("Surcharge", "Added to the monthly price for this OS (e.g. a licence)."),
         },
-    }
-    region = {
-        "type": "object",
-        "title": "Region",
-        "description": "A region customers may choose; prices are multiplied and/or raised in it.",
-        "additionalProperties": False,
-        "properties": {
-            "label": _prop("string", "Label", "Name shown to customers.", maxLength=100),
-            "price_multiplier": _prop(
-                "string",
-                "Price multiplier",
-                "The monthly price is multiplied by this (default 1). Decimal string.",
-                pattern=_DECIMAL,
-            ),
-            "price_extra": _prop(
-                "string",
-                "Surcharge",
-                "Added to the monthly price after the multiplier. Decimal string.",
-                pattern=_DECIMAL,
-            ),
-            "network": _prop(
-                "string",
-                "Network",
-                "libvirt network of domains in this region (instead of the interface's network).",
-                pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,99})?$",
-            ),
-            "bridge": _prop(
-                "string",
-                "Bridge",
-                "Host bridge of domains in this region (instead of the interface's network/bridge).",
-                pattern=r"^([A-Za-z0-9_.:-]{1,15})?$",
-            ),
-        },
-    }
-    plan = {
-        "type": "object",
-        "title": "Plan",
-        "description": "A fixed product offered through SyncProducts.",
-        "additionalProperties": False,
-        "required": ["id", "name", "cpu_cores", "memory_gb", "disk_gb"],
-        "properties": {
-            "id": _prop("string", "Plan id", "Stable product id.", pattern=r"^[A-Za-z0-9._-]{1,64}$"),
-            "name": _prop("string", "Name", "Product name.", minLength=1, maxLength=200),
-            "description": _prop("string", "Description", "Product description.", maxLength=2000),
-            "group_id": _prop("string", "Group", "Product group id (default: the plan's region).", maxLength=64),
-            "cpu_cores": _prop("integer", "vCPUs", "Number of virtual CPUs.", minimum=1, maximum=1024),
-            "memory_gb": _prop("integer", "Memory (GiB)", "Guest memory in GiB.", minimum=1, maximum=65536),
-            "disk_gb": _prop("integer", "Disk (GiB)", "Root volume size in GiB.", minimum=1, maximum=1000000),
-            "bandwidth_mbps": _prop("integer", "Bandwidth (Mbit/s)", "NIC inbound/outbound limit.", minimum=0),
-            "region": _prop("string", "Region", "One of the configured regions.", maxLength=100),
-            "os": _prop("string", "OS", "One of the configured images.", maxLength=100),
-            "price": _prop(
-                "string",
-                "Monthly price",
-                "Fixed monthly price; empty: computed from the price rules. Decimal string.",
-                pattern=r"^(\d{1,12}(\.\d{1,8})?)?$",
-            ),
-        },
-    }
-    obj_name = r"^([A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,99})?$"
+        required=["volume"],
+    )
+    region = sdk.region_schema(
+        "A region customers may choose; prices are multiplied and/or raised in it.",
+        price_multiplier=sdk.money_prop("Price multiplier", "The monthly price is multiplied by this (default 1)."),
+        price_extra=sdk.money_prop("Surcharge", "Added to the monthly price after the multiplier."),
+        network=sdk.prop(
+            "string",
+            "Network",
+            "libvirt network of domains in this region (instead of the interface's network).",
+            pattern=_OPT_OBJ_NAME,
+        ),
+        bridge=sdk.prop(
+            "string",
+            "Bridge",
+            "Host bridge of domains in this region (instead of the interface's network/bridge).",
+            pattern=_BRIDGE,
+        ),
+    )
     return {
         "type": "object",
         "title": "KVM (libvirt)",
@@ -273,7 +203,7 @@ def config_schema():
         "additionalProperties": False,
         "required": ["uri"],
         "properties": {
-            "uri": _prop(
+            "uri": sdk.prop(
                 "string",
                 "Connection URI",
                 "libvirt URI of the host, e.g. qemu:///system (this machine), qemu+ssh://root@host/system (SSH "
@@ -282,14 +212,14 @@ def config_schema():
                 pattern=r"^[a-z][a-z0-9+.-]*:[^\s]*$",
                 maxLength=1000,
             ),
-            "username": _prop(
+            "username": sdk.prop(
                 "string",
                 "Username",
                 "User name for libvirt authentication (SASL, or the test driver's <auth>), when the URI asks for one.",
                 maxLength=200,
                 default="",
             ),
-            "password": _prop(
+            "password": sdk.prop(
                 "string",
                 "Password",
                 "Password for libvirt authentication, when the URI asks for one. Secret.",
@@ -297,7 +227,7 @@ def config_schema():
                 maxLength=1000,
                 default="",
             ),
-            "connect_timeout_seconds": _prop(
+            "connect_timeout_seconds": sdk.prop(
                 "number",
                 "Connect timeout (s)",
                 "How long to wait for the connection to open (libvirt has no timeout of its own). Keep it below "
@@ -306,7 +236,7 @@ def config_schema():
                 maximum=300,
                 default=10,
             ),
-            "keepalive_interval_seconds": _prop(
+            "keepalive_interval_seconds": sdk.prop(
                 "integer",
                 "Keepalive interval (s)",
                 "libvirt keepalive on daemon connections: a probe every N seconds of silence; 0 turns it off.",
@@ -314,7 +244,7 @@ def config_schema():
                 maximum=600,
                 default=5,
             ),
-            "keepalive_count": _prop(
+            "keepalive_count": sdk.prop(
                 "integer",
                 "Keepalive count",
                 "Unanswered probes after which the connection counts as dead (calls then fail instead of hanging).",
@@ -322,94 +252,86 @@ def config_schema():
                 maximum=100,
                 default=3,
             ),
-            "storage_pool": _prop(
+            "storage_pool": sdk.prop(
                 "string",
                 "Storage pool",
                 "Pool of the root volumes of new domains.",
                 pattern=_OBJ_NAME,
                 default="default",
             ),
-            "volume_format": _prop(
+            "volume_format": sdk.prop(
                 "string",
                 "Volume format",
                 "Format of blank and cloned root volumes (overlays are always qcow2).",
                 enum=["qcow2", "raw"],
                 default="qcow2",
             ),
-            "network": _prop(
+            "network": sdk.prop(
                 "string",
                 "Network",
                 "libvirt network the NIC is attached to (virsh net-list). Ignored when bridge is set.",
-                pattern=obj_name,
+                pattern=_OPT_OBJ_NAME,
                 default="default",
             ),
-            "bridge": _prop(
+            "bridge": sdk.prop(
                 "string",
                 "Bridge",
                 "A host bridge (e.g. br0) to attach the NIC to instead of a libvirt network. Empty: use network.",
-                pattern=r"^([A-Za-z0-9_.:-]{1,15})?$",
+                pattern=_BRIDGE,
                 default="",
             ),
-            "nic_model": _prop(
+            "nic_model": sdk.prop(
                 "string", "NIC model", "Guest NIC model.", enum=["virtio", "e1000", "rtl8139"], default="virtio"
             ),
-            "domain_type": _prop(
+            "domain_type": sdk.prop(
                 "string",
                 "Domain type",
                 "kvm (hardware virtualisation), qemu (emulation, slow) or test (only for libvirt's test driver).",
                 enum=["kvm", "qemu", "test"],
                 default="kvm",
             ),
-            "arch": _prop(
+            "arch": sdk.prop(
                 "string",
                 "Architecture",
                 "Guest architecture (e.g. x86_64, aarch64).",
                 pattern=r"^[a-z0-9_]{1,20}$",
                 default="x86_64",
             ),
-            "machine": _prop(
+            "machine": sdk.prop(
                 "string",
                 "Machine type",
                 "Guest machine type (e.g. q35). Empty: the hypervisor's default.",
                 pattern=r"^[A-Za-z0-9_.-]{0,64}$",
                 default="",
             ),
-            "cpu_mode": _prop(
+            "cpu_mode": sdk.prop(
                 "string",
                 "CPU mode",
                 "Guest CPU model: host-passthrough, host-model, or empty for the hypervisor's default.",
                 enum=["host-passthrough", "host-model", ""],
                 default="host-passthrough",
             ),
-            "vnc": _prop(
+            "vnc": sdk.prop(
                 "boolean", "VNC console", "Add a VNC console listening on the host's 127.0.0.1.", default=True
             ),
-            "name_prefix": _prop(
+            "name_prefix": sdk.prop(
                 "string",
                 "Domain name prefix",
                 "New domains are named prefix + the order's request id.",
                 pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,19}$",
                 default="rb-",
             ),
-            "images": {
-                "type": "object",
-                "title": "Images per OS",
-                "description": "OS name (the ServerSpec's os) → image volume. Empty: root disks are blank and "
-                "orders must not name an OS.",
-                "propertyNames": {"pattern": r"^[A-Za-z0-9._-]{1,100}$"},
-                "additionalProperties": image,
-                "default": {},
-            },
-            "default_os": _prop(
-                "string",
-                "Default OS",
-                "Used when an order names no OS. Empty: the first of images.",
-                maxLength=100,
-                default="",
+            **PRICING.images_properties(
+                image,
+                "OS name (the ServerSpec's os) → image volume. Empty: root disks are blank and orders must not "
+                "name an OS.",
+                default={},
             ),
-            "start_on_create": _prop("boolean", "Start on create", "Start new domains.", default=True),
-            "autostart": _prop("boolean", "Autostart", "Mark new domains to start when the host boots.", default=True),
-            "address_sources": _prop(
+            "start_on_create": sdk.prop("boolean", "Start on create", "Start new domains.", default=True),
+            "autostart": sdk.prop(
+                "boolean", "Autostart", "Mark new domains to start when the host boots.", default=True
+            ),
+            "address_sources": sdk.prop(
                 "array",
                 "IP address sources",
                 "Where a running domain's IP address is read from, in order: lease (libvirt network DHCP), arp "
@@ -417,72 +339,13 @@ def config_schema():
                 items={"type": "string", "enum": ["lease", "arp", "agent"]},
                 default=["lease", "arp"],
             ),
-            "currency": _prop(
-                "string", "Currency", "ISO 4217 code of the prices.", pattern=r"^[A-Z]{3}$", default="CNY"
-            ),
-            "billing_cycle": _prop(
-                "string",
-                "Billing cycle of QueryPrice",
-                "One of billing_cycles.",
-                pattern=r"^[a-z_]{1,32}$",
-                default="monthly",
-            ),
-            "billing_cycles": {
-                "type": "object",
-                "title": "Billing cycles",
-                "description": 'Cycle → multiplier of the monthly price (e.g. quarterly: "3", yearly: "10").',
-                "propertyNames": {"pattern": r"^[a-z_]{1,32}$"},
-                "additionalProperties": {"type": "string", "pattern": _DECIMAL},
-                "default": {"monthly": "1"},
-            },
-            "price_base": _money_prop("Base price", "Monthly price of every domain.", "price_base"),
-            "price_per_core": _money_prop("Price per vCPU", "Monthly, per virtual CPU.", "price_per_core"),
-            "price_per_gb_memory": _money_prop("Price per GiB memory", "Monthly, per GiB.", "price_per_gb_memory"),
-            "price_per_gb_disk": _money_prop(
-                "Price per GiB disk", "Monthly, per GiB of root volume.", "price_per_gb_disk"
-            ),
-            "price_per_mbps": _money_prop("Price per Mbit/s", "Monthly, per Mbit/s of bandwidth.", "price_per_mbps"),
-            "regions": {
-                "type": "object",
-                "title": "Regions",
-                "description": "Region name → {label, price_multiplier, price_extra, network, bridge}. Empty: no "
-                "region choice.",
-                "propertyNames": {"pattern": r"^[A-Za-z0-9._-]{1,100}$"},
-                "additionalProperties": region,
-                "default": {},
-            },
-            "plans": {
-                "type": "array",
-                "title": "Plans",
-                "description": "Products for SyncProducts.",
-                "items": plan,
-                "default": [],
-            },
-            "max_cpu_cores": _prop(
-                "integer", "Max vCPUs", "Largest cpu_cores accepted.", minimum=1, maximum=1024, default=32
-            ),
-            "max_memory_gb": _prop(
-                "integer", "Max memory (GiB)", "Largest memory_gb accepted.", minimum=1, maximum=65536, default=128
-            ),
-            "min_disk_gb": _prop("integer", "Min disk (GiB)", "Smallest disk_gb accepted.", minimum=1, default=5),
-            "max_disk_gb": _prop(
-                "integer", "Max disk (GiB)", "Largest disk_gb accepted.", minimum=1, maximum=1000000, default=2000
-            ),
-            "max_bandwidth_mbps": _prop(
-                "integer",
-                "Max bandwidth (Mbit/s)",
-                "Largest bandwidth_mbps accepted.",
-                minimum=0,
-                maximum=1000000,
-                default=1000,
-            ),
+            **PRICING.properties(region),
         },
     }
 
 
 def _cfg(config: dict[str, Any], key: str) -> Any:
-    value = config.get(key)
-    return DEFAULTS[key] if value is None else value
+    return sdk.setting(config, DEFAULTS, key)
 
 
 # ---------------------------------------------------------------- libvirt and the connection cache
@@ -895,191 +758,20 @@ def _list(entry: _Entry, config: dict[str, Any], *, full: bool = False) -> list[
     return sorted(out, key=lambda s: s["name"])
 
 
-# ---------------------------------------------------------------- pricing and spec checks
-
-
-def _dec(key: str, raw: Any) -> Decimal:
-    if isinstance(raw, float):
-        raise sdk.InvalidArgument(f"{key} must be a decimal string, not a float")
-    try:
-        d = Decimal(str(raw))
-    except InvalidOperation:
-        raise sdk.InvalidArgument(f"{key} is not a decimal number: {raw!r}") from None
-    if not d.is_finite() or d < 0:
-        raise sdk.InvalidArgument(f"{key} must be a non-negative number")
-    return d
-
-
-def _int(spec: dict[str, Any], key: str) -> int:
-    v = spec.get(key, 0)
-    if v is None:
-        return 0
-    if isinstance(v, bool) or isinstance(v, float) or not isinstance(v, (int, str)):
-        raise sdk.InvalidArgument(f"{key} must be an integer")
-    try:
-        return int(v)
-    except ValueError:
-        raise sdk.InvalidArgument(f"{key} must be an integer") from None
-
-
-def _regions(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    regions = _cfg(config, "regions")
-    return regions if isinstance(regions, dict) else {}
-
-
-def _images(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    images = _cfg(config, "images")
-    return images if isinstance(images, dict) else {}
-
-
-def _default_os(config: dict[str, Any]) -> str:
-    images = _images(config)
-    return str(_cfg(config, "default_os") or "") or (next(iter(images)) if images else "")
-
-
-def _check_spec(config: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec's numbers within this provider's limits, its region and OS known; normalised."""
-    if not isinstance(spec, dict):
-        raise sdk.InvalidArgument("spec must be an object")
-    out = {
-        "cpu_cores": _int(spec, "cpu_cores"),
-        "memory_gb": _int(spec, "memory_gb"),
-        "disk_gb": _int(spec, "disk_gb"),
-        "bandwidth_mbps": _int(spec, "bandwidth_mbps"),
-        "region": str(spec.get("region") or ""),
-        "os": str(spec.get("os") or "") or _default_os(config),
-    }
-    bounds = {
-        "cpu_cores": (1, int(_cfg(config, "max_cpu_cores"))),
-        "memory_gb": (1, int(_cfg(config, "max_memory_gb"))),
-        "disk_gb": (int(_cfg(config, "min_disk_gb")), int(_cfg(config, "max_disk_gb"))),
-        "bandwidth_mbps": (0, int(_cfg(config, "max_bandwidth_mbps"))),
-    }
-    for key, (lo, hi) in bounds.items():
-        if not lo <= out[key] <= hi:
-            raise sdk.InvalidArgument(f"{key} must be between {lo} and {hi}, got {out[key]}")
-    regions = _regions(config)
-    if regions:
-        if out["region"] not in regions:
-            raise sdk.InvalidArgument(f"region must be one of {', '.join(regions)}; got {out['region']!r}")
-    elif out["region"]:
-        raise sdk.InvalidArgument(f"this provider offers no region choice; got region {out['region']!r}")
-    images = _images(config)
-    if images and out["os"] not in images:
-        raise sdk.InvalidArgument(f"os must be one of {', '.join(images)}; got {out['os']!r}")
-    if not images and out["os"]:
-        raise sdk.InvalidArgument(f"this provider has no OS images (root disks are blank); got os {out['os']!r}")
-    return out
-
-
-def _monthly(config: dict[str, Any], spec: dict[str, Any]) -> Decimal:
-    total = (
-        _dec("price_base", _cfg(config, "price_base"))
-        + _dec("price_per_core", _cfg(config, "price_per_core")) * spec["cpu_cores"]
-        + _dec("price_per_gb_memory", _cfg(config, "price_per_gb_memory")) * spec["memory_gb"]
-        + _dec("price_per_gb_disk", _cfg(config, "price_per_gb_disk")) * spec["disk_gb"]
-        + _dec("price_per_mbps", _cfg(config, "price_per_mbps")) * spec["bandwidth_mbps"]
-    )
-    image = _images(config).get(spec.get("os") or "")
-    if image and image.get("price_extra"):
-        total += _dec(f"images[{spec['os']!r}].price_extra", image["price_extra"])
-    region = _regions(config).get(spec.get("region") or "")
-    if region:
-        total *= _dec(f"regions[{spec['region']!r}].price_multiplier", region.get("price_multiplier") or "1")
-        total += _dec(f"regions[{spec['region']!r}].price_extra", region.get("price_extra") or "0")
-    return total
-
-
-def _cycles(config: dict[str, Any]) -> dict[str, Decimal]:
-    cycles = _cfg(config, "billing_cycles")
-    if not isinstance(cycles, dict) or not cycles:
-        cycles = {"monthly": "1"}
-    return {str(k): _dec(f"billing_cycles[{k!r}]", v) for k, v in cycles.items()}
-
-
-def _cycle(config: dict[str, Any]) -> tuple[str, dict[str, Decimal]]:
-    cycles = _cycles(config)
-    cycle = str(_cfg(config, "billing_cycle"))
-    if cycle not in cycles:
-        raise sdk.FailedPrecondition(f"billing_cycle {cycle!r} is not one of billing_cycles ({', '.join(cycles)})")
-    return cycle, cycles
-
-
-def _amount(monthly: Decimal, multiplier: Decimal) -> Decimal:
-    return (monthly * multiplier).quantize(_CENT, rounding=ROUND_HALF_UP)
-
-
 # ---------------------------------------------------------------- provider contract: catalogue
+# Prices, plans and the spec template come from the config alone (sdk.ServerPricing), without libvirt.
 
 
 def spec_template(config):
-    regions = _regions(config)
-    images = _images(config)
-    fields: list[dict[str, Any]] = [
-        {"key": "cpu_cores", "label": "vCPUs", "field_type": "Integer", "required": True, "min": 1,
-         "max": int(_cfg(config, "max_cpu_cores")), "default_value": "1"},
-        {"key": "memory_gb", "label": "Memory (GiB)", "field_type": "Integer", "required": True, "min": 1,
-         "max": int(_cfg(config, "max_memory_gb")), "default_value": "1"},
-        {"key": "disk_gb", "label": "Disk (GiB)", "field_type": "Integer", "required": True,
-         "min": int(_cfg(config, "min_disk_gb")), "max": int(_cfg(config, "max_disk_gb")),
-         "default_value": str(max(10, int(_cfg(config, "min_disk_gb"))))},
-        {"key": "bandwidth_mbps", "label": "Bandwidth (Mbit/s)", "field_type": "Integer", "required": False,
-         "min": 0, "max": int(_cfg(config, "max_bandwidth_mbps")), "default_value": "0"},
-    ]  # fmt: skip
-    groups = [
-        {"key": "compute", "label": "Compute", "field_keys": ["cpu_cores", "memory_gb"]},
-        {"key": "storage", "label": "Storage", "field_keys": ["disk_gb"]},
-        {"key": "network", "label": "Network", "field_keys": ["bandwidth_mbps"] + (["region"] if regions else [])},
-    ]
-    if images:
-        fields.append(
-            {"key": "os", "label": "Operating system", "field_type": "OsOptions", "required": False,
-             "options": list(images), "default_value": _default_os(config)}
-        )  # fmt: skip
-        groups.append({"key": "system", "label": "System", "field_keys": ["os"]})
-    if regions:
-        fields.append(
-            {"key": "region", "label": "Region", "field_type": "Region", "required": True,
-             "options": list(regions), "default_value": next(iter(regions))}
-        )  # fmt: skip
-    return {"fields": fields, "groups": groups}
+    return PRICING.spec_template(config)
 
 
 def query_price(config, spec):
-    spec = _check_spec(config, spec)
-    cycle, cycles = _cycle(config)
-    return {
-        "amount": _amount(_monthly(config, spec), cycles[cycle]),
-        "currency": str(_cfg(config, "currency")),
-        "billing_cycle": cycle,
-    }
+    return PRICING.quote(config, spec)
 
 
 def sync_products(config):
-    cycle, cycles = _cycle(config)
-    products = []
-    for i, plan in enumerate(_cfg(config, "plans") or []):
-        try:
-            spec = _check_spec(config, plan)
-        except sdk.PluginError as exc:
-            raise sdk.FailedPrecondition(
-                f"plan {plan.get('id', i)!r} does not fit this provider: {exc.message}"
-            ) from None
-        price = plan.get("price")
-        monthly = _dec(f"plans[{i}].price", price) if price not in (None, "") else _monthly(config, spec)
-        products.append(
-            {
-                "id": str(plan["id"]),
-                "name": str(plan["name"]),
-                "description": str(plan.get("description") or ""),
-                "group_id": str(plan.get("group_id") or spec["region"]),
-                "currency": str(_cfg(config, "currency")),
-                "price": _amount(monthly, cycles[cycle]),
-                "billing_cycles": {c: _amount(monthly, m) for c, m in cycles.items()},
-                "specs": {k: str(v) for k, v in spec.items() if v not in ("", None)},
-            }
-        )
-    return products
+    return PRICING.products(config)
 
 
 def get_upstream_balance(config):
