@@ -56,36 +56,19 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _OP_PATH_RE = re.compile(r"^/1\.0/operations/[A-Za-z0-9-]{1,100}$")
 _FINAL_OK, _FINAL_FAILED, _FINAL_CANCELLED = 200, 400, 401
 
+_IMAGE_SERVER = {"server": "https://images.linuxcontainers.org", "protocol": "simplestreams"}
 DEFAULT_IMAGES = {
-    "debian-12": {"alias": "debian/12", "server": "https://images.linuxcontainers.org", "protocol": "simplestreams"},
-    "ubuntu-24.04": {
-        "alias": "ubuntu/24.04",
-        "server": "https://images.linuxcontainers.org",
-        "protocol": "simplestreams",
-    },
+    "debian-12": {"alias": "debian/12", **_IMAGE_SERVER},
+    "ubuntu-24.04": {"alias": "ubuntu/24.04", **_IMAGE_SERVER},
 }
+# What an interface's config means when a key is left out (the schema below shows the same defaults).
 DEFAULTS: dict[str, Any] = {
-    "url": "",
-    "socket_path": "",
-    "client_cert": "",
-    "client_key": "",
-    "server_cert": "",
-    "tls_server_name": "",
-    "insecure_skip_verify": False,
-    "project": "default",
-    "storage_pool": "default",
-    "profiles": ["default"],
-    "network": "incusbr0",
-    "nic_name": "eth0",
-    "instance_type": "container",
-    "name_prefix": "rb-",
-    "images": DEFAULT_IMAGES,
-    "default_os": "",
-    "start_on_create": True,
-    "operation_timeout_seconds": 20,
-    "request_timeout_seconds": 10,
-    **sdk.PRICING_DEFAULTS,
-}
+    "url": "", "socket_path": "", "client_cert": "", "client_key": "", "server_cert": "", "tls_server_name": "",
+    "insecure_skip_verify": False, "project": "default", "storage_pool": "default", "profiles": ["default"],
+    "network": "incusbr0", "nic_name": "eth0", "instance_type": "container", "name_prefix": "rb-",
+    "images": DEFAULT_IMAGES, "default_os": "", "start_on_create": True, "operation_timeout_seconds": 20,
+    "request_timeout_seconds": 10, **sdk.PRICING_DEFAULTS,
+}  # fmt: skip
 
 
 # Price rules, plans, regions, OS images and spec limits: docs/plugins.md, "Selling servers".
@@ -98,45 +81,26 @@ def version():
 
 
 def config_schema():
-    image = sdk.object_schema(
-        "Image source",
-        "Where the image for this OS comes from (InstanceSource of type image).",
-        {
-            "alias": sdk.prop("string", "Image alias", "Image alias, e.g. debian/12.", minLength=1),
-            "fingerprint": sdk.prop(
-                "string", "Image fingerprint", "Image fingerprint (instead of an alias).", pattern=r"^[0-9a-f]{12,64}$"
-            ),
-            "server": sdk.prop(
-                "string",
-                "Image server",
-                "Remote image server URL, e.g. https://images.linuxcontainers.org. Empty: the server's local images.",
-                pattern=r"^(https://\S+)?$",
-            ),
-            "protocol": sdk.prop(
-                "string",
-                "Image server protocol",
-                "simplestreams (default when a server is given), incus or oci.",
-                enum=["simplestreams", "incus", "oci"],
-            ),
-            "instance_type": sdk.prop(
-                "string",
-                "Instance type for this OS",
-                "Overrides the interface's instance_type for this OS (e.g. an OS only offered as a VM).",
-                enum=["container", "virtual-machine"],
-            ),
-        },
-        anyOf=[{"required": ["alias"]}, {"required": ["fingerprint"]}],
-    )
+    # One property a line or two (fmt: skip keeps them so): the descriptions are what the console shows.
+    p, name = sdk.prop, r"^[A-Za-z0-9._-]{1,63}$"
+    image = sdk.object_schema("Image source", "Where the image for this OS comes from (InstanceSource of type "
+                              "image).", {
+        "alias": p("string", "Image alias", "Image alias, e.g. debian/12.", minLength=1),
+        "fingerprint": p("string", "Image fingerprint", "Image fingerprint (instead of an alias).",
+                         pattern=r"^[0-9a-f]{12,64}$"),
+        "server": p("string", "Image server", "Remote image server URL, e.g. https://images.linuxcontainers.org. "
+                    "Empty: the server's local images.", pattern=r"^(https://\S+)?$"),
+        "protocol": p("string", "Image server protocol", "simplestreams (default when a server is given), incus or "
+                      "oci.", enum=["simplestreams", "incus", "oci"]),
+        "instance_type": p("string", "Instance type for this OS", "Overrides the interface's instance_type for this "
+                           "OS (e.g. an OS only offered as a VM).", enum=["container", "virtual-machine"]),
+    }, anyOf=[{"required": ["alias"]}, {"required": ["fingerprint"]}])  # fmt: skip
     region = sdk.region_schema(
         "A region customers may choose.",
-        target=sdk.prop(
-            "string",
-            "Cluster member or group",
-            "Incus 'target' for instances in this region (a cluster member, or @group). Empty: the server chooses.",
-            pattern=r"^[A-Za-z0-9@._-]{0,100}$",
-        ),
+        target=p("string", "Cluster member or group", "Incus 'target' for instances in this region (a cluster member, "
+                 "or @group). Empty: the server chooses.", pattern=r"^[A-Za-z0-9@._-]{0,100}$"),
         price_extra=sdk.money_prop("Surcharge", "Added to the monthly price in this region."),
-    )
+    )  # fmt: skip
     return {
         "type": "object",
         "title": "Incus",
@@ -147,130 +111,49 @@ def config_schema():
         "if": {"required": ["url"], "properties": {"url": {"minLength": 1}}},
         "then": {"required": ["client_cert", "client_key"]},
         "properties": {
-            "url": sdk.prop(
-                "string",
-                "Server URL",
-                "https://host:8443 — the Incus API over HTTPS (core.https_address). Leave empty when "
-                "socket_path is used.",
-                pattern=r"^(https://[^\s/?#]+)?/?$",
-            ),
-            "socket_path": sdk.prop(
-                "string",
-                "Unix socket",
-                "Path of the local Incus socket, e.g. /var/lib/incus/unix.socket (some distributions: "
-                "/run/incus/unix.socket). Used instead of url; no certificate is needed.",
-                pattern=r"^(/\S{1,200})?$",
-            ),
-            "client_cert": sdk.prop(
-                "string",
-                "Client certificate (PEM)",
-                "The TLS client certificate Incus trusts (incus config trust add-certificate).",
-                pattern=_PEM_CERT,
-            ),
-            "client_key": sdk.prop(
-                "string",
-                "Client key (PEM)",
-                "The unencrypted private key of the client certificate. Secret.",
-                format="password",
-                pattern=_PEM_KEY,
-            ),
-            "server_cert": sdk.prop(
-                "string",
-                "Server certificate (PEM)",
-                "The Incus server's certificate (/var/lib/incus/server.crt) or the CA that issued it; the "
-                "server must present it (or a certificate it issued). Empty: the system CA store.",
-                pattern=r"^(\s*-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----\s*)?$",
-            ),
-            "tls_server_name": sdk.prop(
-                "string",
-                "TLS server name",
-                "With server_cert: also check that the server's certificate is for this name (and send it "
-                "as SNI). Empty: the pinned certificate alone is checked, as the incus client does.",
-                pattern=r"^[A-Za-z0-9.-]{0,253}$",
-            ),
-            "insecure_skip_verify": sdk.prop(
-                "boolean",
-                "Skip server verification (insecure)",
-                "Accept any server certificate. Only for tests; anyone on the path can then impersonate the server.",
-                default=False,
-            ),
-            "project": sdk.prop(
-                "string",
-                "Project",
-                "Incus project of the instances.",
-                pattern=r"^[A-Za-z0-9._-]{1,63}$",
-                default="default",
-            ),
-            "storage_pool": sdk.prop(
-                "string",
-                "Storage pool",
-                "Pool of the root disk.",
-                pattern=r"^[A-Za-z0-9._-]{1,63}$",
-                default="default",
-            ),
-            "profiles": sdk.prop(
-                "array",
-                "Profiles",
-                "Profiles applied to new instances.",
-                items={"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,63}$"},
-                default=["default"],
-            ),
-            "network": sdk.prop(
-                "string",
-                "Network for the NIC",
-                "Managed network of the NIC that carries the bandwidth limits (limits.ingress/egress). "
-                "Empty: the profiles' NIC is used and bandwidth is not limited.",
-                pattern=r"^[A-Za-z0-9._-]{0,63}$",
-                default="incusbr0",
-            ),
-            "nic_name": sdk.prop(
-                "string",
-                "NIC device name",
-                "Device name of that NIC (replaces the profile's device of the same name).",
-                pattern=r"^[A-Za-z0-9._-]{1,63}$",
-                default="eth0",
-            ),
-            "instance_type": sdk.prop(
-                "string",
-                "Instance type",
-                "container or virtual-machine.",
-                enum=["container", "virtual-machine"],
-                default="container",
-            ),
-            "name_prefix": sdk.prop(
-                "string",
-                "Instance name prefix",
-                "New instances are named prefix + the order's request id.",
-                pattern=r"^[a-z][a-z0-9-]{0,19}$",
-                default="rb-",
-            ),
-            **PRICING.images_properties(
-                image,
-                "OS name (the ServerSpec's os) → image source. Default: debian-12 and ubuntu-24.04 from "
-                "images.linuxcontainers.org.",
-                minProperties=1,
-            ),
-            "start_on_create": sdk.prop("boolean", "Start on create", "Start new instances.", default=True),
-            "operation_timeout_seconds": sdk.prop(
-                "integer",
-                "Operation timeout (s)",
-                "How long to wait for an Incus background operation (create, start, stop, delete). Keep it "
-                "below the host's create_instance call timeout.",
-                minimum=1,
-                maximum=3600,
-                default=20,
-            ),
-            "request_timeout_seconds": sdk.prop(
-                "number",
-                "Request timeout (s)",
-                "Timeout of each ordinary API request.",
-                minimum=1,
-                maximum=300,
-                default=10,
-            ),
+            "url": p("string", "Server URL", "https://host:8443 — the Incus API over HTTPS (core.https_address). "
+                     "Leave empty when socket_path is used.", pattern=r"^(https://[^\s/?#]+)?/?$"),
+            "socket_path": p("string", "Unix socket", "Path of the local Incus socket, e.g. /var/lib/incus/unix.socket "
+                             "(some distributions: /run/incus/unix.socket). Used instead of url; no certificate is "
+                             "needed.", pattern=r"^(/\S{1,200})?$"),
+            "client_cert": p("string", "Client certificate (PEM)", "The TLS client certificate Incus trusts (incus "
+                             "config trust add-certificate).", pattern=_PEM_CERT),
+            "client_key": p("string", "Client key (PEM)", "The unencrypted private key of the client certificate. "
+                            "Secret.", format="password", pattern=_PEM_KEY),
+            "server_cert": p("string", "Server certificate (PEM)", "The Incus server's certificate "
+                             "(/var/lib/incus/server.crt) or the CA that issued it; the server must present it (or a "
+                             "certificate it issued). Empty: the system CA store.",
+                             pattern=r"^(\s*-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----\s*)?$"),
+            "tls_server_name": p("string", "TLS server name", "With server_cert: also check that the server's "
+                                 "certificate is for this name (and send it as SNI). Empty: the pinned certificate "
+                                 "alone is checked, as the incus client does.", pattern=r"^[A-Za-z0-9.-]{0,253}$"),
+            "insecure_skip_verify": p("boolean", "Skip server verification (insecure)", "Accept any server "
+                                      "certificate. Only for tests; anyone on the path can then impersonate the "
+                                      "server.", default=False),
+            "project": p("string", "Project", "Incus project of the instances.", pattern=name, default="default"),
+            "storage_pool": p("string", "Storage pool", "Pool of the root disk.", pattern=name, default="default"),
+            "profiles": p("array", "Profiles", "Profiles applied to new instances.",
+                          items={"type": "string", "pattern": name}, default=["default"]),
+            "network": p("string", "Network for the NIC", "Managed network of the NIC that carries the bandwidth "
+                         "limits (limits.ingress/egress). Empty: the profiles' NIC is used and bandwidth is not "
+                         "limited.", pattern=r"^[A-Za-z0-9._-]{0,63}$", default="incusbr0"),
+            "nic_name": p("string", "NIC device name", "Device name of that NIC (replaces the profile's device of the "
+                          "same name).", pattern=name, default="eth0"),
+            "instance_type": p("string", "Instance type", "container or virtual-machine.",
+                               enum=["container", "virtual-machine"], default="container"),
+            "name_prefix": p("string", "Instance name prefix", "New instances are named prefix + the order's request "
+                             "id.", pattern=r"^[a-z][a-z0-9-]{0,19}$", default="rb-"),
+            **PRICING.images_properties(image, "OS name (the ServerSpec's os) → image source. Default: debian-12 and "
+                                        "ubuntu-24.04 from images.linuxcontainers.org.", minProperties=1),
+            "start_on_create": p("boolean", "Start on create", "Start new instances.", default=True),
+            "operation_timeout_seconds": p("integer", "Operation timeout (s)", "How long to wait for an Incus "
+                                           "background operation (create, start, stop, delete). Keep it below the "
+                                           "host's create_instance call timeout.", minimum=1, maximum=3600, default=20),
+            "request_timeout_seconds": p("number", "Request timeout (s)", "Timeout of each ordinary API request.",
+                                         minimum=1, maximum=300, default=10),
             **PRICING.properties(region),
         },
-    }
+    }  # fmt: skip
 
 
 def _cfg(config: dict[str, Any], key: str) -> Any:
@@ -1044,15 +927,8 @@ async def _change_state(config: dict[str, Any], action: str) -> dict[str, Any]:
         body["force"] = bool(config.get("force", False))
         body["timeout"] = int(config.get("timeout", 30))
     timeout_s = int(_cfg(config, "operation_timeout_seconds"))
-    await _run(
-        conn,
-        "PUT",
-        _inst_path(name, "/state"),
-        f"{action} of instance {name!r}",
-        timeout_s,
-        params=_params(config),
-        body=body,
-    )
+    what = f"{action} of instance {name!r}"
+    await _run(conn, "PUT", _inst_path(name, "/state"), what, timeout_s, params=_params(config), body=body)
     state = await _state(conn, config, name)
     return {"name": name, "action": action, "status": _status(state), "ip_address": _ip(state)}
 
@@ -1081,15 +957,9 @@ async def admin_delete(config):
     if _status(state) != "stopped":
         if not config.get("force"):
             raise sdk.FailedPrecondition(f'instance {name!r} is {_status(state)}; stop it first or pass "force": true')
-        await _run(
-            conn,
-            "PUT",
-            _inst_path(name, "/state"),
-            f"stop of instance {name!r}",
-            timeout_s,
-            params=_params(config),
-            body={"action": "stop", "force": True},
-        )
+        stop = {"action": "stop", "force": True}
+        what = f"stop of instance {name!r}"
+        await _run(conn, "PUT", _inst_path(name, "/state"), what, timeout_s, params=_params(config), body=stop)
     await _run(conn, "DELETE", _inst_path(name), f"deleting instance {name!r}", timeout_s, params=_params(config))
     return {"name": name, "action": "delete", "status": "deleted"}
 
@@ -1102,12 +972,6 @@ _ROW_ACTIONS = {
     "frozen": (("admin_stop", "Stop"),),
     "error": (("admin_start", "Start"), ("admin_stop", "Stop")),
 }
-_PAGE_STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
-    "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.error{color:#a00}"
-    "pre{background:#f5f5f5;padding:.6em;white-space:pre-wrap}button{margin:0 .2em .2em 0}"
-    "form{margin:.5em 0}input{margin:0 .4em .4em 0}"
-)
 _PAGE_SCRIPT = """<script>
 document.querySelectorAll("button[data-action]").forEach(function (b) {
   rustbill.bind(b, b.dataset.action, {name: b.dataset.name}, "action-out");
@@ -1127,62 +991,31 @@ async def admin_page(config):
         error = ""
     except sdk.PluginError as exc:
         server, instances, error = {}, [], exc.message
-    rows = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{e(str(v))}</td>"
-            for v in (
-                i["name"],
-                i["type"],
-                i["status"],
-                ", ".join(i["addresses"]),
-                i["limits_cpu"],
-                i["limits_memory"],
-                i["root_size"],
-                i["created_at"],
-                i["request_id"],
-            )
-        )
-        + "<td>"
-        + "".join(
-            f'<button type="button" data-action="{a}" data-name="{e(i["name"])}">{label}</button>'
-            for a, label in _ROW_ACTIONS.get(i["status"], ())
-        )
-        + "</td></tr>"
-        for i in instances
-    )
-    where = e(server.get("endpoint") or str(_cfg(config, "url") or _cfg(config, "socket_path")))
-    parts = [
-        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>Incus</title>'
-        f"<style>{_PAGE_STYLE}</style></head><body>",
-        f"<h1>Incus — {where}</h1>",
-    ]
+    where = server.get("endpoint") or str(_cfg(config, "url") or _cfg(config, "socket_path"))
     if error:
-        parts.append(f'<p class="error"><strong>Cannot reach Incus:</strong> {e(error)}</p>')
+        parts = [f'<p class="error"><strong>Cannot reach Incus:</strong> {e(error)}</p>']
     else:
-        parts.append(
-            "<p>"
-            f"{e(server.get('server') or 'incus')} {e(server.get('server_version'))} on "
+        headers = ("Name", "Type", "Status", "Addresses", "CPU", "Memory", "Root disk", "Created", "RustBill request")
+        table = sdk.item_table(headers, instances, lambda i: (
+            i["name"], i["type"], i["status"], ", ".join(i["addresses"]), i["limits_cpu"], i["limits_memory"],
+            i["root_size"], i["created_at"], i["request_id"],
+        ), _ROW_ACTIONS)  # fmt: skip
+        parts = [
+            f"<p>{e(server.get('server') or 'incus')} {e(server.get('server_version'))} on "
             f"{e(server.get('server_name'))}, REST API {e(server.get('api_version'))}, auth "
-            f"{e(server.get('auth'))}, project <code>{e(server.get('project'))}</code>"
-            "</p>"
-        )
-        parts.append(
-            "<table><thead><tr><th>Name</th><th>Type</th><th>Status</th><th>Addresses</th><th>CPU</th>"
-            "<th>Memory</th><th>Root disk</th><th>Created</th><th>RustBill request</th><th>Actions</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>"
-            f"<p>{len(instances)} instance(s). Reload the page to see new states.</p>"
+            f"{e(server.get('auth'))}, project <code>{e(server.get('project'))}</code></p>",
+            f"{table}<p>{len(instances)} instance(s). Reload the page to see new states.</p>"
             '<pre id="action-out"></pre>'
             "<h2>Delete an instance</h2>"
             '<form id="delete"><input name="instance" placeholder="Instance name (type it to confirm)" required>'
             '<label><input type="checkbox" name="force"> stop it first if it runs</label> '
-            '<button type="submit">Delete</button></form><pre id="delete-out"></pre>'
-        )
+            '<button type="submit">Delete</button></form><pre id="delete-out"></pre>',
+        ]
     parts.append(
         '<p>Actions (CallPluginAction, args_json <code>{"name": "…"}</code>): <code>admin_start</code>, '
         "<code>admin_stop</code>, <code>admin_restart</code> (<code>force</code>, <code>timeout</code>), "
         "<code>admin_delete</code> (<code>force</code> stops a running instance first), "
         "<code>admin_instance</code>, <code>admin_list_instances</code>, <code>admin_server_info</code>.</p>"
     )
-    parts.append(sdk.admin_bridge_script() + _PAGE_SCRIPT + "</body></html>")
-    return {"title": "Incus", "html": "\n".join(parts)}
+    page = sdk.admin_html("Incus", f"Incus — {where}", parts, sdk.admin_bridge_script() + _PAGE_SCRIPT)
+    return {"title": "Incus", "html": page}

@@ -13,6 +13,8 @@
   in ``async def`` functions. ``add`` inserts only when the key is absent (a once-only guard).
 - ``sdk.admin_bridge_script()`` — the ``<script>`` an ``admin_page`` includes to run its
   ``admin_*`` actions through the admin console: ``rustbill.call(function, args)`` → Promise.
+- ``sdk.admin_html(title, heading, parts, scripts)`` / ``sdk.item_table(...)`` — the frame of an admin
+  page and a table of items with per-status action buttons (``sdk/pages.py``).
 - ``sdk.ServerPricing`` and the schema helpers (``sdk.prop``, ``sdk.money_prop``, ...) — price rules,
   plans, regions, OS images and spec limits of a provider that sells servers (``sdk/pricing.py``).
 """
@@ -43,10 +45,12 @@ __all__ = [
     "State",
     "Unavailable",
     "admin_bridge_script",
+    "admin_html",
     "cycle_amount",
     "decimal",
     "http",
     "http_sync",
+    "item_table",
     "logger",
     "map_prop",
     "money",
@@ -314,6 +318,7 @@ def admin_bridge_script() -> str:
 
 
 # Last, because pricing raises the errors defined above.
+from .pages import admin_html, item_table  # noqa: E402
 from .pricing import (  # noqa: E402
     DECIMAL_PATTERN,
     PRICING_DEFAULTS,
