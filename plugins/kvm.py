@@ -119,31 +119,14 @@ _OBJ_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,99}$"
 _OPT_OBJ_NAME = r"^([A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,99})?$"
 _BRIDGE = r"^([A-Za-z0-9_.:-]{1,15})?$"
 
+# What an interface's config means when a key is left out (the schema below shows the same defaults).
 DEFAULTS: dict[str, Any] = {
-    "uri": "",
-    "username": "",
-    "password": "",
-    "connect_timeout_seconds": 10,
-    "keepalive_interval_seconds": 5,
-    "keepalive_count": 3,
-    "storage_pool": "default",
-    "volume_format": "qcow2",
-    "network": "default",
-    "bridge": "",
-    "nic_model": "virtio",
-    "domain_type": "kvm",
-    "arch": "x86_64",
-    "machine": "",
-    "cpu_mode": "host-passthrough",
-    "vnc": True,
-    "name_prefix": "rb-",
-    "images": {},
-    "default_os": "",
-    "start_on_create": True,
-    "autostart": True,
-    "address_sources": ["lease", "arp"],
-    **sdk.PRICING_DEFAULTS,
-}
+    "uri": "", "username": "", "password": "", "connect_timeout_seconds": 10, "keepalive_interval_seconds": 5,
+    "keepalive_count": 3, "storage_pool": "default", "volume_format": "qcow2", "network": "default", "bridge": "",
+    "nic_model": "virtio", "domain_type": "kvm", "arch": "x86_64", "machine": "", "cpu_mode": "host-passthrough",
+    "vnc": True, "name_prefix": "rb-", "images": {}, "default_os": "", "start_on_create": True, "autostart": True,
+    "address_sources": ["lease", "arp"], **sdk.PRICING_DEFAULTS,
+}  # fmt: skip
 
 
 # Price rules, plans, regions, OS images and spec limits: docs/plugins.md, "Selling servers".
@@ -156,46 +139,28 @@ def version():
 
 
 def config_schema():
-    image = sdk.object_schema(
-        "OS image",
-        "A storage volume holding an installed OS disk, used for the root disk of new domains.",
-        {
-            "volume": sdk.prop(
-                "string", "Image volume", "Name of the image's volume (e.g. debian-12.qcow2).", pattern=_OBJ_NAME
-            ),
-            "pool": sdk.prop(
-                "string", "Image pool", "Storage pool of the image volume. Empty: storage_pool.", pattern=_OPT_OBJ_NAME
-            ),
-            "mode": sdk.prop(
-                "string",
-                "Disk mode",
-                "overlay: a qcow2 volume backed by the image (fast, the image must stay); clone: a full copy "
-                "of the image (virStorageVolCreateXMLFrom).",
-                enum=["overlay", "clone"],
-                default="overlay",
-            ),
-            "label": sdk.prop("string", "Label", "Name shown to customers.", maxLength=100),
-            "price_extra": sdk.money_prop("Surcharge", "Added to the monthly price for this OS (e.g. a licence)."),
-        },
-        required=["volume"],
-    )
+    # One property a line or two (fmt: skip keeps them so): the descriptions are what the console shows.
+    p = sdk.prop
+    image = sdk.object_schema("OS image", "A storage volume holding an installed OS disk, used for the root disk of "
+                              "new domains.", {
+        "volume": p("string", "Image volume", "Name of the image's volume (e.g. debian-12.qcow2).", pattern=_OBJ_NAME),
+        "pool": p("string", "Image pool", "Storage pool of the image volume. Empty: storage_pool.",
+                  pattern=_OPT_OBJ_NAME),
+        "mode": p("string", "Disk mode", "overlay: a qcow2 volume backed by the image (fast, the image must stay); "
+                  "clone: a full copy of the image (virStorageVolCreateXMLFrom).", enum=["overlay", "clone"],
+                  default="overlay"),
+        "label": p("string", "Label", "Name shown to customers.", maxLength=100),
+        "price_extra": sdk.money_prop("Surcharge", "Added to the monthly price for this OS (e.g. a licence)."),
+    }, required=["volume"])  # fmt: skip
     region = sdk.region_schema(
         "A region customers may choose; prices are multiplied and/or raised in it.",
         price_multiplier=sdk.money_prop("Price multiplier", "The monthly price is multiplied by this (default 1)."),
         price_extra=sdk.money_prop("Surcharge", "Added to the monthly price after the multiplier."),
-        network=sdk.prop(
-            "string",
-            "Network",
-            "libvirt network of domains in this region (instead of the interface's network).",
-            pattern=_OPT_OBJ_NAME,
-        ),
-        bridge=sdk.prop(
-            "string",
-            "Bridge",
-            "Host bridge of domains in this region (instead of the interface's network/bridge).",
-            pattern=_BRIDGE,
-        ),
-    )
+        network=p("string", "Network", "libvirt network of domains in this region (instead of the interface's "
+                  "network).", pattern=_OPT_OBJ_NAME),
+        bridge=p("string", "Bridge", "Host bridge of domains in this region (instead of the interface's "
+                 "network/bridge).", pattern=_BRIDGE),
+    )  # fmt: skip
     return {
         "type": "object",
         "title": "KVM (libvirt)",
@@ -203,145 +168,55 @@ def config_schema():
         "additionalProperties": False,
         "required": ["uri"],
         "properties": {
-            "uri": sdk.prop(
-                "string",
-                "Connection URI",
-                "libvirt URI of the host, e.g. qemu:///system (this machine), qemu+ssh://root@host/system (SSH "
-                "keys of the user running RustBill), qemu+tls://host/system, or test:///default for libvirt's "
-                "test driver.",
-                pattern=r"^[a-z][a-z0-9+.-]*:[^\s]*$",
-                maxLength=1000,
-            ),
-            "username": sdk.prop(
-                "string",
-                "Username",
-                "User name for libvirt authentication (SASL, or the test driver's <auth>), when the URI asks for one.",
-                maxLength=200,
-                default="",
-            ),
-            "password": sdk.prop(
-                "string",
-                "Password",
-                "Password for libvirt authentication, when the URI asks for one. Secret.",
-                format="password",
-                maxLength=1000,
-                default="",
-            ),
-            "connect_timeout_seconds": sdk.prop(
-                "number",
-                "Connect timeout (s)",
-                "How long to wait for the connection to open (libvirt has no timeout of its own). Keep it below "
-                "the host's call timeouts.",
-                minimum=0.1,
-                maximum=300,
-                default=10,
-            ),
-            "keepalive_interval_seconds": sdk.prop(
-                "integer",
-                "Keepalive interval (s)",
-                "libvirt keepalive on daemon connections: a probe every N seconds of silence; 0 turns it off.",
-                minimum=0,
-                maximum=600,
-                default=5,
-            ),
-            "keepalive_count": sdk.prop(
-                "integer",
-                "Keepalive count",
-                "Unanswered probes after which the connection counts as dead (calls then fail instead of hanging).",
-                minimum=1,
-                maximum=100,
-                default=3,
-            ),
-            "storage_pool": sdk.prop(
-                "string",
-                "Storage pool",
-                "Pool of the root volumes of new domains.",
-                pattern=_OBJ_NAME,
-                default="default",
-            ),
-            "volume_format": sdk.prop(
-                "string",
-                "Volume format",
-                "Format of blank and cloned root volumes (overlays are always qcow2).",
-                enum=["qcow2", "raw"],
-                default="qcow2",
-            ),
-            "network": sdk.prop(
-                "string",
-                "Network",
-                "libvirt network the NIC is attached to (virsh net-list). Ignored when bridge is set.",
-                pattern=_OPT_OBJ_NAME,
-                default="default",
-            ),
-            "bridge": sdk.prop(
-                "string",
-                "Bridge",
-                "A host bridge (e.g. br0) to attach the NIC to instead of a libvirt network. Empty: use network.",
-                pattern=_BRIDGE,
-                default="",
-            ),
-            "nic_model": sdk.prop(
-                "string", "NIC model", "Guest NIC model.", enum=["virtio", "e1000", "rtl8139"], default="virtio"
-            ),
-            "domain_type": sdk.prop(
-                "string",
-                "Domain type",
-                "kvm (hardware virtualisation), qemu (emulation, slow) or test (only for libvirt's test driver).",
-                enum=["kvm", "qemu", "test"],
-                default="kvm",
-            ),
-            "arch": sdk.prop(
-                "string",
-                "Architecture",
-                "Guest architecture (e.g. x86_64, aarch64).",
-                pattern=r"^[a-z0-9_]{1,20}$",
-                default="x86_64",
-            ),
-            "machine": sdk.prop(
-                "string",
-                "Machine type",
-                "Guest machine type (e.g. q35). Empty: the hypervisor's default.",
-                pattern=r"^[A-Za-z0-9_.-]{0,64}$",
-                default="",
-            ),
-            "cpu_mode": sdk.prop(
-                "string",
-                "CPU mode",
-                "Guest CPU model: host-passthrough, host-model, or empty for the hypervisor's default.",
-                enum=["host-passthrough", "host-model", ""],
-                default="host-passthrough",
-            ),
-            "vnc": sdk.prop(
-                "boolean", "VNC console", "Add a VNC console listening on the host's 127.0.0.1.", default=True
-            ),
-            "name_prefix": sdk.prop(
-                "string",
-                "Domain name prefix",
-                "New domains are named prefix + the order's request id.",
-                pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,19}$",
-                default="rb-",
-            ),
-            **PRICING.images_properties(
-                image,
-                "OS name (the ServerSpec's os) → image volume. Empty: root disks are blank and orders must not "
-                "name an OS.",
-                default={},
-            ),
-            "start_on_create": sdk.prop("boolean", "Start on create", "Start new domains.", default=True),
-            "autostart": sdk.prop(
-                "boolean", "Autostart", "Mark new domains to start when the host boots.", default=True
-            ),
-            "address_sources": sdk.prop(
-                "array",
-                "IP address sources",
-                "Where a running domain's IP address is read from, in order: lease (libvirt network DHCP), arp "
-                "(host ARP table), agent (QEMU guest agent).",
-                items={"type": "string", "enum": ["lease", "arp", "agent"]},
-                default=["lease", "arp"],
-            ),
+            "uri": p("string", "Connection URI", "libvirt URI of the host, e.g. qemu:///system (this machine), "
+                     "qemu+ssh://root@host/system (SSH keys of the user running RustBill), qemu+tls://host/system, "
+                     "or test:///default for libvirt's test driver.", pattern=r"^[a-z][a-z0-9+.-]*:[^\s]*$",
+                     maxLength=1000),
+            "username": p("string", "Username", "User name for libvirt authentication (SASL, or the test driver's "
+                          "<auth>), when the URI asks for one.", maxLength=200, default=""),
+            "password": p("string", "Password", "Password for libvirt authentication, when the URI asks for one. "
+                          "Secret.", format="password", maxLength=1000, default=""),
+            "connect_timeout_seconds": p("number", "Connect timeout (s)", "How long to wait for the connection to "
+                                         "open (libvirt has no timeout of its own). Keep it below the host's call "
+                                         "timeouts.", minimum=0.1, maximum=300, default=10),
+            "keepalive_interval_seconds": p("integer", "Keepalive interval (s)", "libvirt keepalive on daemon "
+                                            "connections: a probe every N seconds of silence; 0 turns it off.",
+                                            minimum=0, maximum=600, default=5),
+            "keepalive_count": p("integer", "Keepalive count", "Unanswered probes after which the connection counts "
+                                 "as dead (calls then fail instead of hanging).", minimum=1, maximum=100, default=3),
+            "storage_pool": p("string", "Storage pool", "Pool of the root volumes of new domains.", pattern=_OBJ_NAME,
+                              default="default"),
+            "volume_format": p("string", "Volume format", "Format of blank and cloned root volumes (overlays are "
+                               "always qcow2).", enum=["qcow2", "raw"], default="qcow2"),
+            "network": p("string", "Network", "libvirt network the NIC is attached to (virsh net-list). Ignored when "
+                         "bridge is set.", pattern=_OPT_OBJ_NAME, default="default"),
+            "bridge": p("string", "Bridge", "A host bridge (e.g. br0) to attach the NIC to instead of a libvirt "
+                        "network. Empty: use network.", pattern=_BRIDGE, default=""),
+            "nic_model": p("string", "NIC model", "Guest NIC model.", enum=["virtio", "e1000", "rtl8139"],
+                           default="virtio"),
+            "domain_type": p("string", "Domain type", "kvm (hardware virtualisation), qemu (emulation, slow) or test "
+                             "(only for libvirt's test driver).", enum=["kvm", "qemu", "test"], default="kvm"),
+            "arch": p("string", "Architecture", "Guest architecture (e.g. x86_64, aarch64).",
+                      pattern=r"^[a-z0-9_]{1,20}$", default="x86_64"),
+            "machine": p("string", "Machine type", "Guest machine type (e.g. q35). Empty: the hypervisor's default.",
+                         pattern=r"^[A-Za-z0-9_.-]{0,64}$", default=""),
+            "cpu_mode": p("string", "CPU mode", "Guest CPU model: host-passthrough, host-model, or empty for the "
+                          "hypervisor's default.", enum=["host-passthrough", "host-model", ""],
+                          default="host-passthrough"),
+            "vnc": p("boolean", "VNC console", "Add a VNC console listening on the host's 127.0.0.1.", default=True),
+            "name_prefix": p("string", "Domain name prefix", "New domains are named prefix + the order's request id.",
+                             pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,19}$", default="rb-"),
+            **PRICING.images_properties(image, "OS name (the ServerSpec's os) → image volume. Empty: root disks are "
+                                        "blank and orders must not name an OS.", default={}),
+            "start_on_create": p("boolean", "Start on create", "Start new domains.", default=True),
+            "autostart": p("boolean", "Autostart", "Mark new domains to start when the host boots.", default=True),
+            "address_sources": p("array", "IP address sources", "Where a running domain's IP address is read from, "
+                                 "in order: lease (libvirt network DHCP), arp (host ARP table), agent (QEMU guest "
+                                 "agent).", items={"type": "string", "enum": ["lease", "arp", "agent"]},
+                                 default=["lease", "arp"]),
             **PRICING.properties(region),
         },
-    }
+    }  # fmt: skip
 
 
 def _cfg(config: dict[str, Any], key: str) -> Any:
@@ -1478,12 +1353,6 @@ _ROW_ACTIONS = {
     "stopped": (("admin_start", "Start"),),
     "crashed": (("admin_start", "Start"),),
 }
-_PAGE_STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
-    "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.error{color:#a00}"
-    "pre{background:#f5f5f5;padding:.6em;white-space:pre-wrap}button{margin:0 .2em .2em 0}"
-    "form{margin:.5em 0}input,select{margin:0 .4em .4em 0}"
-)
 # Row buttons run their action on their domain; the form runs a destructive action once the
 # domain's name is typed into it.
 _PAGE_SCRIPT = """<script>
@@ -1510,46 +1379,21 @@ def admin_page(config):
         error = ""
     except sdk.PluginError as exc:
         server, domains, error = {}, [], exc.message
-    parts = [
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>KVM</title><style>{_PAGE_STYLE}</style></head><body>',
-        f"<h1>KVM — {e(str(_cfg(config, 'uri')))}</h1>",
-    ]
     if error:
-        parts.append(f'<p class="error"><strong>Cannot reach libvirt:</strong> {e(error)}</p>')
+        parts = [f'<p class="error"><strong>Cannot reach libvirt:</strong> {e(error)}</p>']
     else:
-        parts.append(
+        headers = ("Name", "State", "vCPUs", "Memory", "IP address", "Autostart", "Persistent", "Created",
+                   "RustBill request")  # fmt: skip
+        table = sdk.item_table(headers, domains, lambda d: (
+            d["name"], d["status"], d["vcpus"], f"{d['memory_mib']} MiB", d["ip_address"],
+            "yes" if d.get("autostart") else "no", "yes" if d.get("persistent") else "no", d["created_at"],
+            d["request_id"],
+        ), _ROW_ACTIONS)  # fmt: skip
+        parts = [
             f"<p>{e(server['driver'])} {e(server['hypervisor_version'])} on {e(server['hostname'] or '?')} "
             f"({e(server['host_arch'])}, {server['host_cpus']} CPUs, {server['host_memory_mib']} MiB), libvirt "
-            f"{e(server['libvirt_version'])} (client {e(server['client_libvirt_version'])})</p>"
-        )
-        rows = "".join(
-            "<tr>"
-            + "".join(
-                f"<td>{e(str(v))}</td>"
-                for v in (
-                    d["name"],
-                    d["status"],
-                    d["vcpus"],
-                    f"{d['memory_mib']} MiB",
-                    d["ip_address"],
-                    "yes" if d.get("autostart") else "no",
-                    "yes" if d.get("persistent") else "no",
-                    d["created_at"],
-                    d["request_id"],
-                )
-            )
-            + "<td>"
-            + "".join(
-                f'<button type="button" data-action="{a}" data-name="{e(d["name"])}">{label}</button>'
-                for a, label in _ROW_ACTIONS.get(d["status"], ())
-            )
-            + "</td></tr>"
-            for d in domains
-        )
-        parts.append(
-            "<table><thead><tr><th>Name</th><th>State</th><th>vCPUs</th><th>Memory</th><th>IP address</th>"
-            "<th>Autostart</th><th>Persistent</th><th>Created</th><th>RustBill request</th><th>Actions</th></tr>"
-            f"</thead><tbody>{rows}</tbody></table><p>{len(domains)} domain(s). Reload the page to see new states.</p>"
+            f"{e(server['libvirt_version'])} (client {e(server['client_libvirt_version'])})</p>",
+            f"{table}<p>{len(domains)} domain(s). Reload the page to see new states.</p>"
             '<pre id="action-out"></pre>'
             "<h2>Force off or delete a domain</h2>"
             '<form id="danger"><input name="domain" placeholder="Domain name (type it to confirm)" required>'
@@ -1557,8 +1401,8 @@ def admin_page(config):
             '<option value="admin_delete">Delete, with its volumes</option>'
             '<option value="admin_delete_keep">Delete, keep its volumes</option></select>'
             '<label><input type="checkbox" name="force"> even if running</label> '
-            '<button type="submit">Run</button></form><pre id="danger-out"></pre>'
-        )
+            '<button type="submit">Run</button></form><pre id="danger-out"></pre>',
+        ]
     parts.append(
         '<p>Actions (CallPluginAction, args_json <code>{"name": "…"}</code>): <code>admin_start</code>, '
         "<code>admin_stop</code> (<code>timeout</code>, <code>force</code>), <code>admin_reboot</code>, "
@@ -1567,5 +1411,6 @@ def admin_page(config):
         "<code>admin_list_domains</code>, <code>admin_list_volumes</code> (<code>pool</code>), "
         "<code>admin_server_info</code>.</p>"
     )
-    parts.append(sdk.admin_bridge_script() + _PAGE_SCRIPT + "</body></html>")
-    return {"title": "KVM (libvirt)", "html": "\n".join(parts)}
+    heading = f"KVM — {_cfg(config, 'uri')}"
+    page = sdk.admin_html("KVM", heading, parts, sdk.admin_bridge_script() + _PAGE_SCRIPT)
+    return {"title": "KVM (libvirt)", "html": page}
