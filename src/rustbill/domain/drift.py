@@ -21,20 +21,20 @@ lock).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select
 
 from ..db import Database, DriftFinding, Instance, PluginInterface, Product
 from ..errors import RustBillError
 from ..ids import utcnow
 from ..money import money_text
 from ..plugins import PluginRuntime
+from .background import every
 from .channels import Channels
 from .providers import Providers
 
@@ -243,26 +243,4 @@ class DriftWatch:
                 log.error("drift findings of %r not sent through notifier %s: %s", name, target, exc.message)
 
     async def run(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._locked_round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("drift round failed")
-
-    async def _locked_round(self) -> None:
-        if self._db.is_sqlite:
-            await self.round()
-            return
-        async with self._db.engine.connect() as conn:
-            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _DRIFT_LOCK})).scalar()
-            await conn.commit()
-            if not got:
-                return
-            try:
-                await self.round()
-            finally:
-                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _DRIFT_LOCK})
-                await conn.commit()
+        await every(interval, lambda: self._db.one_at_a_time(_DRIFT_LOCK, self.round), "drift round", first_now=False)

@@ -8,13 +8,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from ..db import Database, PluginInterface
 from ..errors import RustBillError
 from ..ids import utcnow
 from ..plugins import PluginRuntime
 from ..plugins.contract import check_health_result
+from .background import every
 from .catalog import Catalog
 
 __all__ = ["HealthResult", "HealthService"]
@@ -126,26 +127,4 @@ class HealthService:
     async def run(self, interval: float) -> None:
         """Check all enabled interfaces every ``interval`` seconds. With PostgreSQL, only one
         process does a round at a time (advisory lock)."""
-        while True:
-            try:
-                await self._round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("background health round failed")
-            await asyncio.sleep(interval)
-
-    async def _round(self) -> None:
-        if self._db.is_sqlite:
-            await self.check_all()
-            return
-        async with self._db.engine.connect() as conn:
-            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _HEALTH_LOCK})).scalar()
-            await conn.commit()
-            if not got:
-                return
-            try:
-                await self.check_all()
-            finally:
-                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _HEALTH_LOCK})
-                await conn.commit()
+        await every(interval, lambda: self._db.one_at_a_time(_HEALTH_LOCK, self.check_all), "background health round")
