@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from ..db import Database, PluginInterface
-from ..errors import RustBillError
+from ..errors import FailedPrecondition, InterfaceDisabled, Internal, NotFound, RustBillError
 from ..ids import utcnow
 from ..plugins import PluginRuntime
 from ..plugins.contract import check_health_result
@@ -72,20 +72,21 @@ class HealthService:
         return result
 
     async def _run(self, interface_id: uuid.UUID) -> HealthResult:
-        binding = None
+        """Unknown (NotFound) and disabled (InterfaceDisabled) interfaces are errors; an interface
+        that cannot be bound (its plugin not loaded, its secrets or stored config unreadable) is
+        unhealthy, with why: that is what an admin looking at its health must see."""
         try:
-            binding = await self._runtime.bind(interface_id)
-        except RustBillError as exc:
-            if exc.code.name != "FAILED_PRECONDITION" or "disabled" in exc.message:
-                raise
-            error: str | None = exc.message  # plugin not loaded: unhealthy, with why
-        if binding is not None:
-            error = None
-            if self._runtime.has(binding, "health_check"):
-                try:
-                    error = await self._runtime.call(binding, "health_check", check=check_health_result)
-                except RustBillError as exc:
-                    error = exc.message
+            binding = await self._runtime.bind(interface_id, require_enabled=False)
+        except (FailedPrecondition, Internal) as exc:
+            return HealthResult(False, exc.message, utcnow())
+        if not binding.enabled:
+            raise InterfaceDisabled(binding.display_name)
+        error = None
+        if self._runtime.has(binding, "health_check"):
+            try:
+                error = await self._runtime.call(binding, "health_check", check=check_health_result)
+            except RustBillError as exc:
+                error = exc.message
         return HealthResult(error is None, error, utcnow())
 
     async def _store(self, results: dict[uuid.UUID, HealthResult]) -> None:
@@ -114,7 +115,7 @@ class HealthService:
             async with sem:
                 try:
                     results[iid] = await self._run(iid)
-                except RustBillError:
+                except (NotFound, InterfaceDisabled):
                     pass  # deleted or disabled meanwhile
                 except Exception:
                     log.exception("health check of interface %s failed", iid)
