@@ -462,11 +462,13 @@ def _post(name: str, amount: str, note: str, debit: bool) -> None:
     typer.echo(f"{verb} {name} {_money(moved)}; balance {_money(entry.balance_after)} (entry {entry.id})")
 
 
+_CREDIT = typer.Argument(metavar="AMOUNT", help="decimal amount to add, e.g. 100.00")
+_DEBIT = typer.Argument(metavar="AMOUNT", help="decimal amount to take, e.g. 5.00")
+
+
 @balance_app.command("credit")
 def balance_credit(
-    name: Annotated[str, _CUSTOMER],
-    amount: Annotated[str, typer.Argument(metavar="AMOUNT", help="decimal amount to add, e.g. 100.00")],
-    note: Annotated[str, _NOTE] = "",
+    name: Annotated[str, _CUSTOMER], amount: Annotated[str, _CREDIT], note: Annotated[str, _NOTE] = ""
 ) -> None:
     """Add AMOUNT to customer NAME's balance (one ledger entry); prints the new balance."""
     _post(name, amount, note, debit=False)
@@ -474,9 +476,7 @@ def balance_credit(
 
 @balance_app.command("debit")
 def balance_debit(
-    name: Annotated[str, _CUSTOMER],
-    amount: Annotated[str, typer.Argument(metavar="AMOUNT", help="decimal amount to take, e.g. 5.00")],
-    note: Annotated[str, _NOTE] = "",
+    name: Annotated[str, _CUSTOMER], amount: Annotated[str, _DEBIT], note: Annotated[str, _NOTE] = ""
 ) -> None:
     """Take AMOUNT from customer NAME's balance (a correction; not below the credit limit)."""
     _post(name, amount, note, debit=True)
