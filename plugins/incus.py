@@ -312,6 +312,13 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     return _cause(exc, ssl.SSLError)  # type: ignore[no-any-return]
 
 
+# OpenSSL's words for: the server does not speak TLS 1.3; the server refused our client certificate.
+_NOT_TLS13 = ("PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE", "WRONG_VERSION_NUMBER",
+              "VERSION TOO LOW")  # fmt: skip
+_CERT_REFUSED = ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA", "CERTIFICATE_UNKNOWN", "ACCESS_DENIED",
+                 "HANDSHAKE_FAILURE", "DECRYPT_ERROR", "CERTIFICATE_REVOKED", "CERTIFICATE_EXPIRED")  # fmt: skip
+
+
 def _transport_error(conn: _Conn, exc: Exception) -> sdk.PluginError:
     """A clear status for a failure below HTTP: TLS problems are named as such."""
     # first: a timeout's chain may hold an SSLWantReadError from the TLS layer, which is no TLS problem
@@ -334,34 +341,12 @@ def _transport_error(conn: _Conn, exc: Exception) -> sdk.PluginError:
             f"TLS error: the certificate of {conn.where} is not the one configured ({detail}); set server_cert to "
             "the server's certificate (/var/lib/incus/server.crt) or the CA that issued it"
         )
-    if any(
-        s in upper
-        for s in (
-            "PROTOCOL_VERSION",
-            "UNSUPPORTED_PROTOCOL",
-            "NO_PROTOCOLS_AVAILABLE",
-            "WRONG_VERSION_NUMBER",
-            "VERSION TOO LOW",
-        )
-    ):
+    if any(s in upper for s in _NOT_TLS13):
         return sdk.FailedPrecondition(
             f"TLS error: {conn.where} does not speak TLS 1.3, which Incus requires ({text}); is this an "
             "Incus API endpoint?"
         )
-    if any(
-        s in upper
-        for s in (
-            "CERTIFICATE_REQUIRED",
-            "BAD_CERTIFICATE",
-            "UNKNOWN_CA",
-            "CERTIFICATE_UNKNOWN",
-            "ACCESS_DENIED",
-            "HANDSHAKE_FAILURE",
-            "DECRYPT_ERROR",
-            "CERTIFICATE_REVOKED",
-            "CERTIFICATE_EXPIRED",
-        )
-    ):
+    if any(s in upper for s in _CERT_REFUSED):
         return sdk.PermissionDenied(
             f"TLS error: {conn.where} rejected the client certificate (SHA-256 fingerprint {conn.fingerprint}) "
             f"during the handshake ({text})"
@@ -669,18 +654,9 @@ async def _state(conn: _Conn, config: dict[str, Any], name: str) -> dict[str, An
 
 
 # Prices, plans and the spec template come from the config alone (sdk.ServerPricing).
-
-
-def spec_template(config):
-    return PRICING.spec_template(config)
-
-
-def query_price(config, spec):
-    return PRICING.quote(config, spec)
-
-
-def sync_products(config):
-    return PRICING.products(config)
+spec_template = PRICING.spec_template  # spec_template(config)
+query_price = PRICING.quote  # query_price(config, spec)
+sync_products = PRICING.products  # sync_products(config)
 
 
 async def create_instance(config, spec):
@@ -822,6 +798,23 @@ def get_upstream_balance(config):
 # ---------------------------------------------------------------- health
 
 
+def _server_summary(conn: _Conn, config: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """What GET /1.0 says about the server, for the admin page and the health check's log."""
+    env = info.get("environment") or {}
+    return {
+        "endpoint": conn.where,
+        "auth": str(info.get("auth") or ""),
+        "api_version": str(info.get("api_version") or ""),
+        "api_status": str(info.get("api_status") or ""),
+        "server": str(env.get("server") or ""),
+        "server_version": str(env.get("server_version") or ""),
+        "server_name": str(env.get("server_name") or ""),
+        "server_clustered": bool(env.get("server_clustered")),
+        "client_fingerprint": conn.fingerprint,
+        "project": str(_cfg(config, "project")),
+    }
+
+
 async def health_check(config):
     conn = _conn(config)
     info = await _get(conn, "/1.0", "server info (GET /1.0)")
@@ -849,20 +842,12 @@ async def health_check(config):
         if exc.code == "NOT_FOUND":
             return f"{conn.where}: {exc.message} (check the interface's project, storage_pool, network and profiles)"
         raise
-    env = info.get("environment") or {}
+    srv = _server_summary(conn, config, info)
+    name, version = srv["server"] or "incus", srv["server_version"]
     log.info(
-        "health_check: %s is %s %s (API %s), server %s",
-        conn.where,
-        env.get("server") or "incus",
-        env.get("server_version") or "?",
-        info.get("api_version"),
-        env.get("server_name") or "?",
+        "health_check: %s is %s %s (API 1.0), server %s", conn.where, name, version or "?", srv["server_name"] or "?"
     )
-    return {
-        "healthy": True,
-        "server_version": str(env.get("server_version") or ""),
-        "api_version": str(info.get("api_version")),
-    }
+    return {"healthy": True, "server_version": version, "api_version": srv["api_version"]}
 
 
 # ---------------------------------------------------------------- admin page and actions
@@ -896,20 +881,7 @@ async def admin_list_instances(config):
 async def admin_server_info(config):
     conn = _conn(config)
     info = await _get(conn, "/1.0", "server info (GET /1.0)")
-    info = info if isinstance(info, dict) else {}
-    env = info.get("environment") or {}
-    return {
-        "endpoint": conn.where,
-        "auth": str(info.get("auth") or ""),
-        "api_version": str(info.get("api_version") or ""),
-        "api_status": str(info.get("api_status") or ""),
-        "server": str(env.get("server") or ""),
-        "server_version": str(env.get("server_version") or ""),
-        "server_name": str(env.get("server_name") or ""),
-        "server_clustered": bool(env.get("server_clustered")),
-        "client_fingerprint": conn.fingerprint,
-        "project": str(_cfg(config, "project")),
-    }
+    return _server_summary(conn, config, info if isinstance(info, dict) else {})
 
 
 async def admin_instance(config):

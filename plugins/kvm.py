@@ -131,7 +131,6 @@ DEFAULTS: dict[str, Any] = {
 
 # Price rules, plans, regions, OS images and spec limits: docs/plugins.md, "Selling servers".
 PRICING = sdk.ServerPricing(DEFAULTS, unit="domain", cpu="vCPU", disk="root volume")
-_regions, _images, _check_spec = PRICING.regions, PRICING.images, PRICING.check_spec  # used by create_instance
 
 
 def version():
@@ -635,18 +634,9 @@ def _list(entry: _Entry, config: dict[str, Any], *, full: bool = False) -> list[
 
 # ---------------------------------------------------------------- provider contract: catalogue
 # Prices, plans and the spec template come from the config alone (sdk.ServerPricing), without libvirt.
-
-
-def spec_template(config):
-    return PRICING.spec_template(config)
-
-
-def query_price(config, spec):
-    return PRICING.quote(config, spec)
-
-
-def sync_products(config):
-    return PRICING.products(config)
+spec_template = PRICING.spec_template  # spec_template(config)
+query_price = PRICING.quote  # query_price(config, spec)
+sync_products = PRICING.products  # sync_products(config)
 
 
 def get_upstream_balance(config):
@@ -717,7 +707,7 @@ def _root_volume(
     """The root volume of the domain ``name`` (made now, or found from an earlier attempt), its
     (pool, name, format) and whether this call made it."""
     pool_name = str(_cfg(config, "storage_pool"))
-    image = _images(config).get(spec["os"]) if spec["os"] else None
+    image = PRICING.images(config).get(spec["os"]) if spec["os"] else None
     mode = str((image or {}).get("mode") or "overlay")
     fmt = "qcow2" if image and mode == "overlay" else str(_cfg(config, "volume_format"))
     vol_name = f"{name}.{'qcow2' if fmt == 'qcow2' else 'img'}"
@@ -822,7 +812,7 @@ def _domain_xml(
         ET.SubElement(disk, "driver", {"name": "qemu", "type": vol[2]})
         ET.SubElement(disk, "source", {"pool": vol[0], "volume": vol[1]})
         ET.SubElement(disk, "target", {"dev": "vda", "bus": "virtio"})
-    region = _regions(config).get(spec["region"]) or {}
+    region = PRICING.regions(config).get(spec["region"]) or {}
     bridge = str(region.get("bridge") or ("" if region.get("network") else _cfg(config, "bridge")) or "")
     network = str(region.get("network") or _cfg(config, "network") or "")
     if bridge or network:
@@ -901,7 +891,7 @@ def create_instance(config, spec):
     request_id = str(spec.get("request_id") or "").strip() if isinstance(spec, dict) else ""
     if not request_id:
         raise sdk.InvalidArgument("create_instance needs spec['request_id'] (the host sets it)")
-    spec = _check_spec(config, spec)
+    spec = PRICING.check_spec(config, spec)
     name = _domain_name(config, request_id)
     dom_uuid = str(uuid.uuid5(_UUID_NS, request_id))
     entry = _connect(config)
@@ -1076,7 +1066,7 @@ def _problems(entry: _Entry, config: dict[str, Any]) -> list[str]:
     conn = entry.conn
     pools: dict[str, Any] = {}
     pool_names = [str(_cfg(config, "storage_pool"))] + [
-        str(i.get("pool")) for i in _images(config).values() if isinstance(i, dict) and i.get("pool")
+        str(i.get("pool")) for i in PRICING.images(config).values() if isinstance(i, dict) and i.get("pool")
     ]
     for name in dict.fromkeys(pool_names):
         with _calls(entry, f"storage pool {name!r}"):
@@ -1094,7 +1084,7 @@ def _problems(entry: _Entry, config: dict[str, Any]) -> list[str]:
                 problems.append(f"storage pool {name!r} is not active (virsh pool-start {name})")
                 continue
             pools[name] = pool
-    for os_name, image in _images(config).items():
+    for os_name, image in PRICING.images(config).items():
         pool = pools.get(str(image.get("pool") or _cfg(config, "storage_pool")))
         if pool is None:
             continue
@@ -1104,7 +1094,9 @@ def _problems(entry: _Entry, config: dict[str, Any]) -> list[str]:
                     f"image volume {image.get('volume')!r} of os {os_name!r} does not exist in pool {pool.name()!r}"
                 )
     networks = [str(_cfg(config, "network"))] if _cfg(config, "network") and not _cfg(config, "bridge") else []
-    networks += [str(r["network"]) for r in _regions(config).values() if isinstance(r, dict) and r.get("network")]
+    networks += [
+        str(r["network"]) for r in PRICING.regions(config).values() if isinstance(r, dict) and r.get("network")
+    ]
     for name in dict.fromkeys(networks):
         with _calls(entry, f"network {name!r}"):
             try:
