@@ -3,7 +3,7 @@
 Layout of a benchmark run (both scripts):
 
 - the *main* process never creates a gRPC object: it starts the servers (``python -m rustbill
-  serve`` through ``subprocess``, the bare server through ``multiprocessing`` with ``spawn``),
+  serve`` through the test suite's ``ServerProcess``, tests/helpers.py; the bare server through ``multiprocessing`` with ``spawn``),
   mints a token with the CLI, and spawns one *client* process that does all gRPC work and sends
   its figures back through a pipe;
 - every process started here is stopped in ``finally`` blocks (also on Ctrl-C and SIGTERM).
@@ -22,7 +22,6 @@ import re
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -32,12 +31,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_PLUGINS = ROOT / "plugins"
-TEST_PLUGINS = ROOT / "tests" / "plugins"
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import SHIPPED_PLUGINS as SHIPPED_PLUGINS  # noqa: E402  (re-exported for the benchmarks)
+from helpers import TEST_PLUGINS as TEST_PLUGINS  # noqa: E402
+from helpers import ServerProcess  # noqa: E402  (the test suite's helpers)
+
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432"
-_LISTEN_RE = re.compile(r"listening on (\S+):(\d+)")
-_HTTP_RE = re.compile(r"HTTP \(.*\) on http://(\S+):(\d+)")
 
 # Hard bounds so that no loop of a benchmark can run away.
 MAX_CALLS_PER_RUN = 2_000_000
@@ -140,8 +140,11 @@ class PgDatabase:
 # ---------------------------------------------------------------- the RustBill server process
 
 
-class RustBillServer:
-    """``python -m rustbill serve`` on an OS-chosen port, its log in ``workdir/server.log``."""
+class RustBillServer(ServerProcess):
+    """The test suite's server process (tests/helpers.py) with the benchmarks' settings: the
+    server's own defaults (not the tests' fast plugin rescans and short auth cache), no inherited
+    ``RUSTBILL_*`` variables (they would make runs incomparable), no background health round in the
+    middle of a measurement, a 2 s shutdown grace, uvloop and the log level as asked."""
 
     def __init__(
         self,
@@ -153,101 +156,22 @@ class RustBillServer:
         log_level: str = "INFO",
         extra_env: dict[str, str] | None = None,
     ) -> None:
-        self.workdir = workdir
-        self.db_url = db_url
-        self.plugins_dir = workdir / "plugins"
-        self.plugins_dir.mkdir(parents=True, exist_ok=True)
-        for p in plugins:
-            shutil.copy(p, self.plugins_dir / p.name)
-        self.log_path = workdir / "server.log"
-        # Inherited RUSTBILL_* settings (e.g. RUSTBILL_CONFIG) would make runs incomparable.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RUSTBILL_")}
-        self.env = {
-            **env,
-            "RUSTBILL_DB__URL": db_url,
-            "RUSTBILL_SERVER__LISTEN": "127.0.0.1:0",
-            "RUSTBILL_HTTP__LISTEN": "127.0.0.1:0",
+        env = {
             "RUSTBILL_SERVER__GRACE_SECONDS": "2",
             "RUSTBILL_SERVER__UVLOOP": "true" if uvloop else "false",
-            "RUSTBILL_PLUGINS__DIR": str(self.plugins_dir),
-            # No background health round in the middle of a measurement.
-            "RUSTBILL_PLUGINS__HEALTH_INTERVAL_SECONDS": "0",
-            "RUSTBILL_DATA__DIR": str(workdir / "data"),
             "RUSTBILL_BOOTSTRAP__ADMIN_PASSWORD": secrets.token_urlsafe(18),
             "RUSTBILL_LOG__LEVEL": log_level,
-            "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }
-        self.argv = [sys.executable, "-m", "rustbill", "serve"]
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port: int | None = None
-        self.http_port: int | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        base = {k: v for k, v in os.environ.items() if not k.startswith("RUSTBILL_")}
+        super().__init__(workdir, db_url, plugins=list(plugins), env=env, base_env=base)
+        for test_setting in ("RUSTBILL_PLUGINS__RESCAN_SECONDS", "RUSTBILL_AUTH__CACHE_SECONDS"):
+            if test_setting not in env:
+                del self.env[test_setting]
 
     def start(self, timeout: float = 90.0) -> RustBillServer:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=self.workdir,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # Its own session: Ctrl-C reaches only the main process, which then stops it cleanly.
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log_path.read_text(errors="replace")
-            m = _LISTEN_RE.search(text)
-            h = _HTTP_RE.search(text)
-            if m and (h or not self.env["RUSTBILL_HTTP__LISTEN"]):
-                self.port = int(m.group(2))
-                self.http_port = int(h.group(2)) if h else None
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; log:\n{self.log_tail()}")
-            time.sleep(0.05)
-        raise RuntimeError(f"server did not report 'listening on' within {timeout:g}s; log:\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "".join(self.log_path.read_text(errors="replace").splitlines(True)[-n:])
-        except OSError:
-            return "(no log)"
-
-    def cli(self, *args: str) -> str:
-        res = subprocess.run(
-            [sys.executable, "-m", "rustbill", *args],
-            cwd=self.workdir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-        )
-        if res.returncode != 0:
-            raise RuntimeError(f"rustbill {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
-        return res.stdout
-
-    def token(self, user: str = "admin") -> str:
-        return self.cli("token", "create", "--user", user).strip()
-
-    def stop(self, timeout: float = 20.0) -> None:
-        p = self.proc
-        if p is None or p.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                p.kill()
-            p.wait(10)
+        super().start(timeout)
+        return self
 
 
 # ---------------------------------------------------------------- spawned helper processes

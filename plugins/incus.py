@@ -39,7 +39,6 @@ import tempfile
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
 
@@ -51,147 +50,57 @@ PLUGIN_TYPE = "first_party_provider"
 
 log = sdk.logger(__name__)
 
-_CENT = Decimal("0.01")
-_DECIMAL = r"^\d{1,12}(\.\d{1,8})?$"
 _PEM_CERT = r"^\s*-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----\s*$"
 _PEM_KEY = r"^\s*-----BEGIN ([A-Z]+ )?PRIVATE KEY-----[\s\S]+-----END ([A-Z]+ )?PRIVATE KEY-----\s*$"
 _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _OP_PATH_RE = re.compile(r"^/1\.0/operations/[A-Za-z0-9-]{1,100}$")
 _FINAL_OK, _FINAL_FAILED, _FINAL_CANCELLED = 200, 400, 401
 
+_IMAGE_SERVER = {"server": "https://images.linuxcontainers.org", "protocol": "simplestreams"}
 DEFAULT_IMAGES = {
-    "debian-12": {"alias": "debian/12", "server": "https://images.linuxcontainers.org", "protocol": "simplestreams"},
-    "ubuntu-24.04": {
-        "alias": "ubuntu/24.04",
-        "server": "https://images.linuxcontainers.org",
-        "protocol": "simplestreams",
-    },
+    "debian-12": {"alias": "debian/12", **_IMAGE_SERVER},
+    "ubuntu-24.04": {"alias": "ubuntu/24.04", **_IMAGE_SERVER},
 }
+# What an interface's config means when a key is left out (the schema below shows the same defaults).
 DEFAULTS: dict[str, Any] = {
-    "url": "",
-    "socket_path": "",
-    "client_cert": "",
-    "client_key": "",
-    "server_cert": "",
-    "tls_server_name": "",
-    "insecure_skip_verify": False,
-    "project": "default",
-    "storage_pool": "default",
-    "profiles": ["default"],
-    "network": "incusbr0",
-    "nic_name": "eth0",
-    "instance_type": "container",
-    "name_prefix": "rb-",
-    "images": DEFAULT_IMAGES,
-    "default_os": "",
-    "start_on_create": True,
-    "operation_timeout_seconds": 20,
-    "request_timeout_seconds": 10,
-    "currency": "CNY",
-    "billing_cycle": "monthly",
-    "billing_cycles": {"monthly": "1"},
-    "price_base": "0",
-    "price_per_core": "10.00",
-    "price_per_gb_memory": "5.00",
-    "price_per_gb_disk": "0.20",
-    "price_per_mbps": "0",
-    "regions": {},
-    "plans": [],
-    "max_cpu_cores": 32,
-    "max_memory_gb": 128,
-    "min_disk_gb": 5,
-    "max_disk_gb": 2000,
-    "max_bandwidth_mbps": 1000,
-}
+    "url": "", "socket_path": "", "client_cert": "", "client_key": "", "server_cert": "", "tls_server_name": "",
+    "insecure_skip_verify": False, "project": "default", "storage_pool": "default", "profiles": ["default"],
+    "network": "incusbr0", "nic_name": "eth0", "instance_type": "container", "name_prefix": "rb-",
+    "images": DEFAULT_IMAGES, "default_os": "", "start_on_create": True, "operation_timeout_seconds": 20,
+    "request_timeout_seconds": 10, **sdk.PRICING_DEFAULTS,
+}  # fmt: skip
+
+
+# Price rules, plans, regions, OS images and spec limits: docs/plugins.md, "Selling servers".
+PRICING = sdk.ServerPricing(DEFAULTS, unit="instance", cpu="CPU core", disk="root disk")
+_regions, _images, _check_spec = PRICING.regions, PRICING.images, PRICING.check_spec  # used by create_instance
 
 
 def version():
     return "1.1.0"
 
 
-def _prop(type_: Any, title: str, description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": type_, "title": title, "description": description, **extra}
-
-
-def _money_prop(title: str, description: str, key: str) -> dict[str, Any]:
-    return _prop("string", title, description + " Decimal string.", pattern=_DECIMAL, default=DEFAULTS[key])
-
-
 def config_schema():
-    image = {
-        "type": "object",
-        "title": "Image source",
-        "description": "Where the image for this OS comes from (InstanceSource of type image).",
-        "additionalProperties": False,
-        "properties": {
-            "alias": _prop("string", "Image alias", "Image alias, e.g. debian/12.", minLength=1),
-            "fingerprint": _prop(
-                "string", "Image fingerprint", "Image fingerprint (instead of an alias).", pattern=r"^[0-9a-f]{12,64}$"
-            ),
-            "server": _prop(
-                "string",
-                "Image server",
-                "Remote image server URL, e.g. https://images.linuxcontainers.org. Empty: the server's local images.",
-                pattern=r"^(https://\S+)?$",
-            ),
-            "protocol": _prop(
-                "string",
-                "Image server protocol",
-                "simplestreams (default when a server is given), incus or oci.",
-                enum=["simplestreams", "incus", "oci"],
-            ),
-            "instance_type": _prop(
-                "string",
-                "Instance type for this OS",
-                "Overrides the interface's instance_type for this OS (e.g. an OS only offered as a VM).",
-                enum=["container", "virtual-machine"],
-            ),
-        },
-        "anyOf": [{"required": ["alias"]}, {"required": ["fingerprint"]}],
-    }
-    region = {
-        "type": "object",
-        "title": "Region",
-        "description": "A region customers may choose.",
-        "additionalProperties": False,
-        "properties": {
-            "label": _prop("string", "Label", "Name shown to customers.", maxLength=100),
-            "target": _prop(
-                "string",
-                "Cluster member or group",
-                "Incus 'target' for instances in this region (a cluster member, or @group). Empty: the server chooses.",
-                pattern=r"^[A-Za-z0-9@._-]{0,100}$",
-            ),
-            "price_extra": _prop(
-                "string", "Surcharge", "Added to the monthly price in this region. Decimal string.", pattern=_DECIMAL
-            ),
-        },
-    }
-    plan = {
-        "type": "object",
-        "title": "Plan",
-        "description": "A fixed product offered through SyncProducts.",
-        "additionalProperties": False,
-        "required": ["id", "name", "cpu_cores", "memory_gb", "disk_gb"],
-        "properties": {
-            "id": _prop("string", "Plan id", "Stable product id.", pattern=r"^[A-Za-z0-9._-]{1,64}$"),
-            "name": _prop("string", "Name", "Product name.", minLength=1, maxLength=200),
-            "description": _prop("string", "Description", "Product description.", maxLength=2000),
-            "group_id": _prop("string", "Group", "Product group id (default: the plan's region).", maxLength=64),
-            "cpu_cores": _prop("integer", "CPU cores", "limits.cpu.", minimum=1, maximum=1024),
-            "memory_gb": _prop("integer", "Memory (GiB)", "limits.memory in GiB.", minimum=1, maximum=65536),
-            "disk_gb": _prop("integer", "Disk (GiB)", "Root disk size in GiB.", minimum=1, maximum=1000000),
-            "bandwidth_mbps": _prop("integer", "Bandwidth (Mbit/s)", "NIC ingress/egress limit.", minimum=0),
-            "region": _prop("string", "Region", "One of the configured regions.", maxLength=100),
-            "os": _prop("string", "OS", "One of the configured images.", maxLength=100),
-            "price": _prop(
-                "string",
-                "Monthly price",
-                "Fixed monthly price; empty: computed from the price rules. Decimal string.",
-                pattern=r"^(\d{1,12}(\.\d{1,8})?)?$",
-            ),
-        },
-    }
+    # One property a line or two (fmt: skip keeps them so): the descriptions are what the console shows.
+    p, name = sdk.prop, r"^[A-Za-z0-9._-]{1,63}$"
+    image = sdk.object_schema("Image source", "Where the image for this OS comes from (InstanceSource of type "
+                              "image).", {
+        "alias": p("string", "Image alias", "Image alias, e.g. debian/12.", minLength=1),
+        "fingerprint": p("string", "Image fingerprint", "Image fingerprint (instead of an alias).",
+                         pattern=r"^[0-9a-f]{12,64}$"),
+        "server": p("string", "Image server", "Remote image server URL, e.g. https://images.linuxcontainers.org. "
+                    "Empty: the server's local images.", pattern=r"^(https://\S+)?$"),
+        "protocol": p("string", "Image server protocol", "simplestreams (default when a server is given), incus or "
+                      "oci.", enum=["simplestreams", "incus", "oci"]),
+        "instance_type": p("string", "Instance type for this OS", "Overrides the interface's instance_type for this "
+                           "OS (e.g. an OS only offered as a VM).", enum=["container", "virtual-machine"]),
+    }, anyOf=[{"required": ["alias"]}, {"required": ["fingerprint"]}])  # fmt: skip
+    region = sdk.region_schema(
+        "A region customers may choose.",
+        target=p("string", "Cluster member or group", "Incus 'target' for instances in this region (a cluster member, "
+                 "or @group). Empty: the server chooses.", pattern=r"^[A-Za-z0-9@._-]{0,100}$"),
+        price_extra=sdk.money_prop("Surcharge", "Added to the monthly price in this region."),
+    )  # fmt: skip
     return {
         "type": "object",
         "title": "Incus",
@@ -202,202 +111,53 @@ def config_schema():
         "if": {"required": ["url"], "properties": {"url": {"minLength": 1}}},
         "then": {"required": ["client_cert", "client_key"]},
         "properties": {
-            "url": _prop(
-                "string",
-                "Server URL",
-                "https://host:8443 — the Incus API over HTTPS (core.https_address). Leave empty when "
-                "socket_path is used.",
-                pattern=r"^(https://[^\s/?#]+)?/?$",
-            ),
-            "socket_path": _prop(
-                "string",
-                "Unix socket",
-                "Path of the local Incus socket, e.g. /var/lib/incus/unix.socket (some distributions: "
-                "/run/incus/unix.socket). Used instead of url; no certificate is needed.",
-                pattern=r"^(/\S{1,200})?$",
-            ),
-            "client_cert": _prop(
-                "string",
-                "Client certificate (PEM)",
-                "The TLS client certificate Incus trusts (incus config trust add-certificate).",
-                pattern=_PEM_CERT,
-            ),
-            "client_key": _prop(
-                "string",
-                "Client key (PEM)",
-                "The unencrypted private key of the client certificate. Secret.",
-                format="password",
-                pattern=_PEM_KEY,
-            ),
-            "server_cert": _prop(
-                "string",
-                "Server certificate (PEM)",
-                "The Incus server's certificate (/var/lib/incus/server.crt) or the CA that issued it; the "
-                "server must present it (or a certificate it issued). Empty: the system CA store.",
-                pattern=r"^(\s*-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----\s*)?$",
-            ),
-            "tls_server_name": _prop(
-                "string",
-                "TLS server name",
-                "With server_cert: also check that the server's certificate is for this name (and send it "
-                "as SNI). Empty: the pinned certificate alone is checked, as the incus client does.",
-                pattern=r"^[A-Za-z0-9.-]{0,253}$",
-            ),
-            "insecure_skip_verify": _prop(
-                "boolean",
-                "Skip server verification (insecure)",
-                "Accept any server certificate. Only for tests; anyone on the path can then impersonate the server.",
-                default=False,
-            ),
-            "project": _prop(
-                "string",
-                "Project",
-                "Incus project of the instances.",
-                pattern=r"^[A-Za-z0-9._-]{1,63}$",
-                default="default",
-            ),
-            "storage_pool": _prop(
-                "string",
-                "Storage pool",
-                "Pool of the root disk.",
-                pattern=r"^[A-Za-z0-9._-]{1,63}$",
-                default="default",
-            ),
-            "profiles": _prop(
-                "array",
-                "Profiles",
-                "Profiles applied to new instances.",
-                items={"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,63}$"},
-                default=["default"],
-            ),
-            "network": _prop(
-                "string",
-                "Network for the NIC",
-                "Managed network of the NIC that carries the bandwidth limits (limits.ingress/egress). "
-                "Empty: the profiles' NIC is used and bandwidth is not limited.",
-                pattern=r"^[A-Za-z0-9._-]{0,63}$",
-                default="incusbr0",
-            ),
-            "nic_name": _prop(
-                "string",
-                "NIC device name",
-                "Device name of that NIC (replaces the profile's device of the same name).",
-                pattern=r"^[A-Za-z0-9._-]{1,63}$",
-                default="eth0",
-            ),
-            "instance_type": _prop(
-                "string",
-                "Instance type",
-                "container or virtual-machine.",
-                enum=["container", "virtual-machine"],
-                default="container",
-            ),
-            "name_prefix": _prop(
-                "string",
-                "Instance name prefix",
-                "New instances are named prefix + the order's request id.",
-                pattern=r"^[a-z][a-z0-9-]{0,19}$",
-                default="rb-",
-            ),
-            "images": {
-                "type": "object",
-                "title": "Images per OS",
-                "description": "OS name (the ServerSpec's os) → image source. Default: debian-12 and ubuntu-24.04 "
-                "from images.linuxcontainers.org.",
-                "propertyNames": {"pattern": r"^[A-Za-z0-9._-]{1,100}$"},
-                "additionalProperties": image,
-                "minProperties": 1,
-            },
-            "default_os": _prop(
-                "string",
-                "Default OS",
-                "Used when the order names no OS. Empty: the first of images.",
-                maxLength=100,
-                default="",
-            ),
-            "start_on_create": _prop("boolean", "Start on create", "Start new instances.", default=True),
-            "operation_timeout_seconds": _prop(
-                "integer",
-                "Operation timeout (s)",
-                "How long to wait for an Incus background operation (create, start, stop, delete). Keep it "
-                "below the host's create_instance call timeout.",
-                minimum=1,
-                maximum=3600,
-                default=20,
-            ),
-            "request_timeout_seconds": _prop(
-                "number",
-                "Request timeout (s)",
-                "Timeout of each ordinary API request.",
-                minimum=1,
-                maximum=300,
-                default=10,
-            ),
-            "currency": _prop(
-                "string", "Currency", "ISO 4217 code of the prices.", pattern=r"^[A-Z]{3}$", default="CNY"
-            ),
-            "billing_cycle": _prop(
-                "string",
-                "Billing cycle of QueryPrice",
-                "One of billing_cycles.",
-                pattern=r"^[a-z_]{1,32}$",
-                default="monthly",
-            ),
-            "billing_cycles": {
-                "type": "object",
-                "title": "Billing cycles",
-                "description": 'Cycle → multiplier of the monthly price (e.g. quarterly: "3", yearly: "10").',
-                "propertyNames": {"pattern": r"^[a-z_]{1,32}$"},
-                "additionalProperties": {"type": "string", "pattern": _DECIMAL},
-                "default": {"monthly": "1"},
-            },
-            "price_base": _money_prop("Base price", "Monthly price of every instance.", "price_base"),
-            "price_per_core": _money_prop("Price per core", "Monthly, per CPU core.", "price_per_core"),
-            "price_per_gb_memory": _money_prop("Price per GiB memory", "Monthly, per GiB.", "price_per_gb_memory"),
-            "price_per_gb_disk": _money_prop(
-                "Price per GiB disk", "Monthly, per GiB of root disk.", "price_per_gb_disk"
-            ),
-            "price_per_mbps": _money_prop("Price per Mbit/s", "Monthly, per Mbit/s of bandwidth.", "price_per_mbps"),
-            "regions": {
-                "type": "object",
-                "title": "Regions",
-                "description": "Region name → {label, target, price_extra}. Empty: no region choice.",
-                "propertyNames": {"pattern": r"^[A-Za-z0-9._-]{1,100}$"},
-                "additionalProperties": region,
-                "default": {},
-            },
-            "plans": {
-                "type": "array",
-                "title": "Plans",
-                "description": "Products for SyncProducts.",
-                "items": plan,
-                "default": [],
-            },
-            "max_cpu_cores": _prop(
-                "integer", "Max CPU cores", "Largest cpu_cores accepted.", minimum=1, maximum=1024, default=32
-            ),
-            "max_memory_gb": _prop(
-                "integer", "Max memory (GiB)", "Largest memory_gb accepted.", minimum=1, maximum=65536, default=128
-            ),
-            "min_disk_gb": _prop("integer", "Min disk (GiB)", "Smallest disk_gb accepted.", minimum=1, default=5),
-            "max_disk_gb": _prop(
-                "integer", "Max disk (GiB)", "Largest disk_gb accepted.", minimum=1, maximum=1000000, default=2000
-            ),
-            "max_bandwidth_mbps": _prop(
-                "integer",
-                "Max bandwidth (Mbit/s)",
-                "Largest bandwidth_mbps accepted.",
-                minimum=0,
-                maximum=1000000,
-                default=1000,
-            ),
+            "url": p("string", "Server URL", "https://host:8443 — the Incus API over HTTPS (core.https_address). "
+                     "Leave empty when socket_path is used.", pattern=r"^(https://[^\s/?#]+)?/?$"),
+            "socket_path": p("string", "Unix socket", "Path of the local Incus socket, e.g. /var/lib/incus/unix.socket "
+                             "(some distributions: /run/incus/unix.socket). Used instead of url; no certificate is "
+                             "needed.", pattern=r"^(/\S{1,200})?$"),
+            "client_cert": p("string", "Client certificate (PEM)", "The TLS client certificate Incus trusts (incus "
+                             "config trust add-certificate).", pattern=_PEM_CERT),
+            "client_key": p("string", "Client key (PEM)", "The unencrypted private key of the client certificate. "
+                            "Secret.", format="password", pattern=_PEM_KEY),
+            "server_cert": p("string", "Server certificate (PEM)", "The Incus server's certificate "
+                             "(/var/lib/incus/server.crt) or the CA that issued it; the server must present it (or a "
+                             "certificate it issued). Empty: the system CA store.",
+                             pattern=r"^(\s*-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----\s*)?$"),
+            "tls_server_name": p("string", "TLS server name", "With server_cert: also check that the server's "
+                                 "certificate is for this name (and send it as SNI). Empty: the pinned certificate "
+                                 "alone is checked, as the incus client does.", pattern=r"^[A-Za-z0-9.-]{0,253}$"),
+            "insecure_skip_verify": p("boolean", "Skip server verification (insecure)", "Accept any server "
+                                      "certificate. Only for tests; anyone on the path can then impersonate the "
+                                      "server.", default=False),
+            "project": p("string", "Project", "Incus project of the instances.", pattern=name, default="default"),
+            "storage_pool": p("string", "Storage pool", "Pool of the root disk.", pattern=name, default="default"),
+            "profiles": p("array", "Profiles", "Profiles applied to new instances.",
+                          items={"type": "string", "pattern": name}, default=["default"]),
+            "network": p("string", "Network for the NIC", "Managed network of the NIC that carries the bandwidth "
+                         "limits (limits.ingress/egress). Empty: the profiles' NIC is used and bandwidth is not "
+                         "limited.", pattern=r"^[A-Za-z0-9._-]{0,63}$", default="incusbr0"),
+            "nic_name": p("string", "NIC device name", "Device name of that NIC (replaces the profile's device of the "
+                          "same name).", pattern=name, default="eth0"),
+            "instance_type": p("string", "Instance type", "container or virtual-machine.",
+                               enum=["container", "virtual-machine"], default="container"),
+            "name_prefix": p("string", "Instance name prefix", "New instances are named prefix + the order's request "
+                             "id.", pattern=r"^[a-z][a-z0-9-]{0,19}$", default="rb-"),
+            **PRICING.images_properties(image, "OS name (the ServerSpec's os) → image source. Default: debian-12 and "
+                                        "ubuntu-24.04 from images.linuxcontainers.org.", minProperties=1),
+            "start_on_create": p("boolean", "Start on create", "Start new instances.", default=True),
+            "operation_timeout_seconds": p("integer", "Operation timeout (s)", "How long to wait for an Incus "
+                                           "background operation (create, start, stop, delete). Keep it below the "
+                                           "host's create_instance call timeout.", minimum=1, maximum=3600, default=20),
+            "request_timeout_seconds": p("number", "Request timeout (s)", "Timeout of each ordinary API request.",
+                                         minimum=1, maximum=300, default=10),
+            **PRICING.properties(region),
         },
-    }
+    }  # fmt: skip
 
 
 def _cfg(config: dict[str, Any], key: str) -> Any:
-    value = config.get(key)
-    return DEFAULTS[key] if value is None else value
+    return sdk.setting(config, DEFAULTS, key)
 
 
 # ---------------------------------------------------------------- connection
@@ -552,6 +312,13 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     return _cause(exc, ssl.SSLError)  # type: ignore[no-any-return]
 
 
+# OpenSSL's words for: the server does not speak TLS 1.3; the server refused our client certificate.
+_NOT_TLS13 = ("PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE", "WRONG_VERSION_NUMBER",
+              "VERSION TOO LOW")  # fmt: skip
+_CERT_REFUSED = ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA", "CERTIFICATE_UNKNOWN", "ACCESS_DENIED",
+                 "HANDSHAKE_FAILURE", "DECRYPT_ERROR", "CERTIFICATE_REVOKED", "CERTIFICATE_EXPIRED")  # fmt: skip
+
+
 def _transport_error(conn: _Conn, exc: Exception) -> sdk.PluginError:
     """A clear status for a failure below HTTP: TLS problems are named as such."""
     # first: a timeout's chain may hold an SSLWantReadError from the TLS layer, which is no TLS problem
@@ -574,34 +341,12 @@ def _transport_error(conn: _Conn, exc: Exception) -> sdk.PluginError:
             f"TLS error: the certificate of {conn.where} is not the one configured ({detail}); set server_cert to "
             "the server's certificate (/var/lib/incus/server.crt) or the CA that issued it"
         )
-    if any(
-        s in upper
-        for s in (
-            "PROTOCOL_VERSION",
-            "UNSUPPORTED_PROTOCOL",
-            "NO_PROTOCOLS_AVAILABLE",
-            "WRONG_VERSION_NUMBER",
-            "VERSION TOO LOW",
-        )
-    ):
+    if any(s in upper for s in _NOT_TLS13):
         return sdk.FailedPrecondition(
             f"TLS error: {conn.where} does not speak TLS 1.3, which Incus requires ({text}); is this an "
             "Incus API endpoint?"
         )
-    if any(
-        s in upper
-        for s in (
-            "CERTIFICATE_REQUIRED",
-            "BAD_CERTIFICATE",
-            "UNKNOWN_CA",
-            "CERTIFICATE_UNKNOWN",
-            "ACCESS_DENIED",
-            "HANDSHAKE_FAILURE",
-            "DECRYPT_ERROR",
-            "CERTIFICATE_REVOKED",
-            "CERTIFICATE_EXPIRED",
-        )
-    ):
+    if any(s in upper for s in _CERT_REFUSED):
         return sdk.PermissionDenied(
             f"TLS error: {conn.where} rejected the client certificate (SHA-256 fingerprint {conn.fingerprint}) "
             f"during the handshake ({text})"
@@ -771,98 +516,6 @@ def _instance_name(config: dict[str, Any], request_id: str) -> str:
     if not slug or len(name) > 63 or not _NAME_RE.match(name):
         name = f"{prefix}{hashlib.sha256(request_id.encode()).hexdigest()[:24]}"
     return _name(name, "instance name")
-
-
-def _dec(config: dict[str, Any], key: str, value: Any = None) -> Decimal:
-    raw = _cfg(config, key) if value is None else value
-    if isinstance(raw, float):
-        raise sdk.InvalidArgument(f"{key} must be a decimal string, not a float")
-    try:
-        d = Decimal(str(raw))
-    except InvalidOperation:
-        raise sdk.InvalidArgument(f"{key} is not a decimal number: {raw!r}") from None
-    if not d.is_finite() or d < 0:
-        raise sdk.InvalidArgument(f"{key} must be a non-negative number")
-    return d
-
-
-def _int(spec: dict[str, Any], key: str) -> int:
-    v = spec.get(key, 0)
-    if isinstance(v, bool) or not isinstance(v, int):
-        try:
-            v = int(str(v))
-        except ValueError:
-            raise sdk.InvalidArgument(f"{key} must be an integer") from None
-    return v
-
-
-def _regions(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    regions = _cfg(config, "regions")
-    return regions if isinstance(regions, dict) else {}
-
-
-def _images(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    images = _cfg(config, "images")
-    return images if isinstance(images, dict) and images else DEFAULT_IMAGES
-
-
-def _default_os(config: dict[str, Any]) -> str:
-    return str(_cfg(config, "default_os")) or next(iter(_images(config)))
-
-
-def _check_spec(config: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec's numbers within this provider's limits, its region and OS known; normalised."""
-    out = {
-        "cpu_cores": _int(spec, "cpu_cores"),
-        "memory_gb": _int(spec, "memory_gb"),
-        "disk_gb": _int(spec, "disk_gb"),
-        "bandwidth_mbps": _int(spec, "bandwidth_mbps"),
-        "region": str(spec.get("region") or ""),
-        "os": str(spec.get("os") or "") or _default_os(config),
-    }
-    bounds = {
-        "cpu_cores": (1, int(_cfg(config, "max_cpu_cores"))),
-        "memory_gb": (1, int(_cfg(config, "max_memory_gb"))),
-        "disk_gb": (int(_cfg(config, "min_disk_gb")), int(_cfg(config, "max_disk_gb"))),
-        "bandwidth_mbps": (0, int(_cfg(config, "max_bandwidth_mbps"))),
-    }
-    for key, (lo, hi) in bounds.items():
-        if not lo <= out[key] <= hi:
-            raise sdk.InvalidArgument(f"{key} must be between {lo} and {hi}, got {out[key]}")
-    regions = _regions(config)
-    if regions:
-        if out["region"] not in regions:
-            raise sdk.InvalidArgument(f"region must be one of {', '.join(regions)}; got {out['region']!r}")
-    elif out["region"]:
-        raise sdk.InvalidArgument(f"this provider offers no region choice; got region {out['region']!r}")
-    if out["os"] not in _images(config):
-        raise sdk.InvalidArgument(f"os must be one of {', '.join(_images(config))}; got {out['os']!r}")
-    return out
-
-
-def _monthly(config: dict[str, Any], spec: dict[str, Any]) -> Decimal:
-    total = (
-        _dec(config, "price_base")
-        + _dec(config, "price_per_core") * spec["cpu_cores"]
-        + _dec(config, "price_per_gb_memory") * spec["memory_gb"]
-        + _dec(config, "price_per_gb_disk") * spec["disk_gb"]
-        + _dec(config, "price_per_mbps") * spec["bandwidth_mbps"]
-    )
-    region = _regions(config).get(spec.get("region") or "")
-    if region and region.get("price_extra"):
-        total += _dec(config, "price_extra", region["price_extra"])
-    return total
-
-
-def _cycles(config: dict[str, Any]) -> dict[str, Decimal]:
-    cycles = _cfg(config, "billing_cycles")
-    if not isinstance(cycles, dict) or not cycles:
-        cycles = {"monthly": "1"}
-    return {str(k): _dec(config, f"billing_cycles[{k!r}]", v) for k, v in cycles.items()}
-
-
-def _amount(monthly: Decimal, multiplier: Decimal) -> Decimal:
-    return (monthly * multiplier).quantize(_CENT, rounding=ROUND_HALF_UP)
 
 
 def _created_at(value: Any) -> str:
@@ -1061,115 +714,10 @@ async def _state(conn: _Conn, config: dict[str, Any], name: str) -> dict[str, An
 # ---------------------------------------------------------------- provider contract
 
 
-def spec_template(config):
-    regions = _regions(config)
-    images = _images(config)
-    fields = [
-        {
-            "key": "cpu_cores",
-            "label": "CPU cores",
-            "field_type": "Integer",
-            "required": True,
-            "min": 1,
-            "max": int(_cfg(config, "max_cpu_cores")),
-            "default_value": "1",
-        },
-        {
-            "key": "memory_gb",
-            "label": "Memory (GiB)",
-            "field_type": "Integer",
-            "required": True,
-            "min": 1,
-            "max": int(_cfg(config, "max_memory_gb")),
-            "default_value": "1",
-        },
-        {
-            "key": "disk_gb",
-            "label": "Disk (GiB)",
-            "field_type": "Integer",
-            "required": True,
-            "min": int(_cfg(config, "min_disk_gb")),
-            "max": int(_cfg(config, "max_disk_gb")),
-            "default_value": str(max(10, int(_cfg(config, "min_disk_gb")))),
-        },
-        {
-            "key": "bandwidth_mbps",
-            "label": "Bandwidth (Mbit/s)",
-            "field_type": "Integer",
-            "required": False,
-            "min": 0,
-            "max": int(_cfg(config, "max_bandwidth_mbps")),
-            "default_value": "0",
-        },
-        {
-            "key": "os",
-            "label": "Operating system",
-            "field_type": "OsOptions",
-            "required": False,
-            "options": list(images),
-            "default_value": _default_os(config),
-        },
-    ]
-    if regions:
-        fields.append(
-            {
-                "key": "region",
-                "label": "Region",
-                "field_type": "Region",
-                "required": True,
-                "options": list(regions),
-                "default_value": next(iter(regions)),
-            }
-        )
-    groups = [
-        {"key": "compute", "label": "Compute", "field_keys": ["cpu_cores", "memory_gb"]},
-        {"key": "storage", "label": "Storage", "field_keys": ["disk_gb"]},
-        {"key": "network", "label": "Network", "field_keys": ["bandwidth_mbps"] + (["region"] if regions else [])},
-        {"key": "system", "label": "System", "field_keys": ["os"]},
-    ]
-    return {"fields": fields, "groups": groups}
-
-
-def query_price(config, spec):
-    spec = _check_spec(config, spec)
-    cycle = str(_cfg(config, "billing_cycle"))
-    cycles = _cycles(config)
-    if cycle not in cycles:
-        raise sdk.FailedPrecondition(f"billing_cycle {cycle!r} is not one of billing_cycles ({', '.join(cycles)})")
-    return {
-        "amount": _amount(_monthly(config, spec), cycles[cycle]),
-        "currency": str(_cfg(config, "currency")),
-        "billing_cycle": cycle,
-    }
-
-
-def sync_products(config):
-    cycles = _cycles(config)
-    cycle = str(_cfg(config, "billing_cycle"))
-    if cycle not in cycles:
-        raise sdk.FailedPrecondition(f"billing_cycle {cycle!r} is not one of billing_cycles ({', '.join(cycles)})")
-    products = []
-    for i, plan in enumerate(_cfg(config, "plans") or []):
-        try:
-            spec = _check_spec(config, plan)
-        except sdk.PluginError as exc:
-            why = exc.message
-            raise sdk.FailedPrecondition(f"plan {plan.get('id', i)!r} does not fit this provider: {why}") from None
-        price = plan.get("price")
-        monthly = _dec(config, f"plans[{i}].price", price) if price not in (None, "") else _monthly(config, spec)
-        products.append(
-            {
-                "id": str(plan["id"]),
-                "name": str(plan["name"]),
-                "description": str(plan.get("description") or ""),
-                "group_id": str(plan.get("group_id") or spec["region"]),
-                "currency": str(_cfg(config, "currency")),
-                "price": _amount(monthly, cycles[cycle]),
-                "billing_cycles": {c: _amount(monthly, m) for c, m in cycles.items()},
-                "specs": {k: str(v) for k, v in spec.items() if v not in ("", None)},
-            }
-        )
-    return products
+# Prices, plans and the spec template come from the config alone (sdk.ServerPricing).
+spec_template = PRICING.spec_template  # spec_template(config)
+query_price = PRICING.quote  # query_price(config, spec)
+sync_products = PRICING.products  # sync_products(config)
 
 
 async def create_instance(config, spec):
@@ -1331,6 +879,23 @@ def get_upstream_balance(config):
 # ---------------------------------------------------------------- health
 
 
+def _server_summary(conn: _Conn, config: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """What GET /1.0 says about the server, for the admin page and the health check's log."""
+    env = info.get("environment") or {}
+    return {
+        "endpoint": conn.where,
+        "auth": str(info.get("auth") or ""),
+        "api_version": str(info.get("api_version") or ""),
+        "api_status": str(info.get("api_status") or ""),
+        "server": str(env.get("server") or ""),
+        "server_version": str(env.get("server_version") or ""),
+        "server_name": str(env.get("server_name") or ""),
+        "server_clustered": bool(env.get("server_clustered")),
+        "client_fingerprint": conn.fingerprint,
+        "project": str(_cfg(config, "project")),
+    }
+
+
 async def health_check(config):
     conn = _conn(config)
     info = await _get(conn, "/1.0", "server info (GET /1.0)")
@@ -1358,20 +923,12 @@ async def health_check(config):
         if exc.code == "NOT_FOUND":
             return f"{conn.where}: {exc.message} (check the interface's project, storage_pool, network and profiles)"
         raise
-    env = info.get("environment") or {}
+    srv = _server_summary(conn, config, info)
+    name, version = srv["server"] or "incus", srv["server_version"]
     log.info(
-        "health_check: %s is %s %s (API %s), server %s",
-        conn.where,
-        env.get("server") or "incus",
-        env.get("server_version") or "?",
-        info.get("api_version"),
-        env.get("server_name") or "?",
+        "health_check: %s is %s %s (API 1.0), server %s", conn.where, name, version or "?", srv["server_name"] or "?"
     )
-    return {
-        "healthy": True,
-        "server_version": str(env.get("server_version") or ""),
-        "api_version": str(info.get("api_version")),
-    }
+    return {"healthy": True, "server_version": version, "api_version": srv["api_version"]}
 
 
 # ---------------------------------------------------------------- admin page and actions
@@ -1405,20 +962,7 @@ async def admin_list_instances(config):
 async def admin_server_info(config):
     conn = _conn(config)
     info = await _get(conn, "/1.0", "server info (GET /1.0)")
-    info = info if isinstance(info, dict) else {}
-    env = info.get("environment") or {}
-    return {
-        "endpoint": conn.where,
-        "auth": str(info.get("auth") or ""),
-        "api_version": str(info.get("api_version") or ""),
-        "api_status": str(info.get("api_status") or ""),
-        "server": str(env.get("server") or ""),
-        "server_version": str(env.get("server_version") or ""),
-        "server_name": str(env.get("server_name") or ""),
-        "server_clustered": bool(env.get("server_clustered")),
-        "client_fingerprint": conn.fingerprint,
-        "project": str(_cfg(config, "project")),
-    }
+    return _server_summary(conn, config, info if isinstance(info, dict) else {})
 
 
 async def admin_instance(config):
@@ -1436,15 +980,8 @@ async def _change_state(config: dict[str, Any], action: str) -> dict[str, Any]:
         body["force"] = bool(config.get("force", False))
         body["timeout"] = int(config.get("timeout", 30))
     timeout_s = int(_cfg(config, "operation_timeout_seconds"))
-    await _run(
-        conn,
-        "PUT",
-        _inst_path(name, "/state"),
-        f"{action} of instance {name!r}",
-        timeout_s,
-        params=_params(config),
-        body=body,
-    )
+    what = f"{action} of instance {name!r}"
+    await _run(conn, "PUT", _inst_path(name, "/state"), what, timeout_s, params=_params(config), body=body)
     state = await _state(conn, config, name)
     return {"name": name, "action": action, "status": _status(state), "ip_address": _ip(state)}
 
@@ -1473,15 +1010,9 @@ async def admin_delete(config):
     if _status(state) != "stopped":
         if not config.get("force"):
             raise sdk.FailedPrecondition(f'instance {name!r} is {_status(state)}; stop it first or pass "force": true')
-        await _run(
-            conn,
-            "PUT",
-            _inst_path(name, "/state"),
-            f"stop of instance {name!r}",
-            timeout_s,
-            params=_params(config),
-            body={"action": "stop", "force": True},
-        )
+        stop = {"action": "stop", "force": True}
+        what = f"stop of instance {name!r}"
+        await _run(conn, "PUT", _inst_path(name, "/state"), what, timeout_s, params=_params(config), body=stop)
     await _run(conn, "DELETE", _inst_path(name), f"deleting instance {name!r}", timeout_s, params=_params(config))
     return {"name": name, "action": "delete", "status": "deleted"}
 
@@ -1494,12 +1025,6 @@ _ROW_ACTIONS = {
     "frozen": (("admin_stop", "Stop"),),
     "error": (("admin_start", "Start"), ("admin_stop", "Stop")),
 }
-_PAGE_STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
-    "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.error{color:#a00}"
-    "pre{background:#f5f5f5;padding:.6em;white-space:pre-wrap}button{margin:0 .2em .2em 0}"
-    "form{margin:.5em 0}input{margin:0 .4em .4em 0}"
-)
 _PAGE_SCRIPT = """<script>
 document.querySelectorAll("button[data-action]").forEach(function (b) {
   rustbill.bind(b, b.dataset.action, {name: b.dataset.name}, "action-out");
@@ -1519,62 +1044,31 @@ async def admin_page(config):
         error = ""
     except sdk.PluginError as exc:
         server, instances, error = {}, [], exc.message
-    rows = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{e(str(v))}</td>"
-            for v in (
-                i["name"],
-                i["type"],
-                i["status"],
-                ", ".join(i["addresses"]),
-                i["limits_cpu"],
-                i["limits_memory"],
-                i["root_size"],
-                i["created_at"],
-                i["request_id"],
-            )
-        )
-        + "<td>"
-        + "".join(
-            f'<button type="button" data-action="{a}" data-name="{e(i["name"])}">{label}</button>'
-            for a, label in _ROW_ACTIONS.get(i["status"], ())
-        )
-        + "</td></tr>"
-        for i in instances
-    )
-    where = e(server.get("endpoint") or str(_cfg(config, "url") or _cfg(config, "socket_path")))
-    parts = [
-        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>Incus</title>'
-        f"<style>{_PAGE_STYLE}</style></head><body>",
-        f"<h1>Incus — {where}</h1>",
-    ]
+    where = server.get("endpoint") or str(_cfg(config, "url") or _cfg(config, "socket_path"))
     if error:
-        parts.append(f'<p class="error"><strong>Cannot reach Incus:</strong> {e(error)}</p>')
+        parts = [f'<p class="error"><strong>Cannot reach Incus:</strong> {e(error)}</p>']
     else:
-        parts.append(
-            "<p>"
-            f"{e(server.get('server') or 'incus')} {e(server.get('server_version'))} on "
+        headers = ("Name", "Type", "Status", "Addresses", "CPU", "Memory", "Root disk", "Created", "RustBill request")
+        table = sdk.item_table(headers, instances, lambda i: (
+            i["name"], i["type"], i["status"], ", ".join(i["addresses"]), i["limits_cpu"], i["limits_memory"],
+            i["root_size"], i["created_at"], i["request_id"],
+        ), _ROW_ACTIONS)  # fmt: skip
+        parts = [
+            f"<p>{e(server.get('server') or 'incus')} {e(server.get('server_version'))} on "
             f"{e(server.get('server_name'))}, REST API {e(server.get('api_version'))}, auth "
-            f"{e(server.get('auth'))}, project <code>{e(server.get('project'))}</code>"
-            "</p>"
-        )
-        parts.append(
-            "<table><thead><tr><th>Name</th><th>Type</th><th>Status</th><th>Addresses</th><th>CPU</th>"
-            "<th>Memory</th><th>Root disk</th><th>Created</th><th>RustBill request</th><th>Actions</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>"
-            f"<p>{len(instances)} instance(s). Reload the page to see new states.</p>"
+            f"{e(server.get('auth'))}, project <code>{e(server.get('project'))}</code></p>",
+            f"{table}<p>{len(instances)} instance(s). Reload the page to see new states.</p>"
             '<pre id="action-out"></pre>'
             "<h2>Delete an instance</h2>"
             '<form id="delete"><input name="instance" placeholder="Instance name (type it to confirm)" required>'
             '<label><input type="checkbox" name="force"> stop it first if it runs</label> '
-            '<button type="submit">Delete</button></form><pre id="delete-out"></pre>'
-        )
+            '<button type="submit">Delete</button></form><pre id="delete-out"></pre>',
+        ]
     parts.append(
         '<p>Actions (CallPluginAction, args_json <code>{"name": "…"}</code>): <code>admin_start</code>, '
         "<code>admin_stop</code>, <code>admin_restart</code> (<code>force</code>, <code>timeout</code>), "
         "<code>admin_delete</code> (<code>force</code> stops a running instance first), "
         "<code>admin_instance</code>, <code>admin_list_instances</code>, <code>admin_server_info</code>.</p>"
     )
-    parts.append(sdk.admin_bridge_script() + _PAGE_SCRIPT + "</body></html>")
-    return {"title": "Incus", "html": "\n".join(parts)}
+    page = sdk.admin_html("Incus", f"Incus — {where}", parts, sdk.admin_bridge_script() + _PAGE_SCRIPT)
+    return {"title": "Incus", "html": page}

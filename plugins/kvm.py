@@ -43,7 +43,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -115,157 +114,52 @@ META_NS = "https://rustbill.dev/xmlns/libvirt/instance/1.0"
 ET.register_namespace("rb", META_NS)
 _UUID_NS = uuid.UUID("5f0c7a52-3d7e-4c59-9a43-2b1e6d2f9a10")  # domain UUID = uuid5(_UUID_NS, request_id)
 _GIB = 1024**3
-_CENT = Decimal("0.01")
-_DECIMAL = r"^\d{1,12}(\.\d{1,8})?$"
 _NAME_RE = re.compile(r"^[^/\s\x00-\x1f\x7f](?:[^/\x00-\x1f\x7f]{0,198}[^/\s\x00-\x1f\x7f])?$")
 _OBJ_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,99}$"
+_OPT_OBJ_NAME = r"^([A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,99})?$"
+_BRIDGE = r"^([A-Za-z0-9_.:-]{1,15})?$"
 
+# What an interface's config means when a key is left out (the schema below shows the same defaults).
 DEFAULTS: dict[str, Any] = {
-    "uri": "",
-    "username": "",
-    "password": "",
-    "connect_timeout_seconds": 10,
-    "keepalive_interval_seconds": 5,
-    "keepalive_count": 3,
-    "storage_pool": "default",
-    "volume_format": "qcow2",
-    "network": "default",
-    "bridge": "",
-    "nic_model": "virtio",
-    "domain_type": "kvm",
-    "arch": "x86_64",
-    "machine": "",
-    "cpu_mode": "host-passthrough",
-    "vnc": True,
-    "name_prefix": "rb-",
-    "images": {},
-    "default_os": "",
-    "start_on_create": True,
-    "autostart": True,
-    "address_sources": ["lease", "arp"],
-    "currency": "CNY",
-    "billing_cycle": "monthly",
-    "billing_cycles": {"monthly": "1"},
-    "price_base": "0",
-    "price_per_core": "10.00",
-    "price_per_gb_memory": "5.00",
-    "price_per_gb_disk": "0.20",
-    "price_per_mbps": "0",
-    "regions": {},
-    "plans": [],
-    "max_cpu_cores": 32,
-    "max_memory_gb": 128,
-    "min_disk_gb": 5,
-    "max_disk_gb": 2000,
-    "max_bandwidth_mbps": 1000,
-}
+    "uri": "", "username": "", "password": "", "connect_timeout_seconds": 10, "keepalive_interval_seconds": 5,
+    "keepalive_count": 3, "storage_pool": "default", "volume_format": "qcow2", "network": "default", "bridge": "",
+    "nic_model": "virtio", "domain_type": "kvm", "arch": "x86_64", "machine": "", "cpu_mode": "host-passthrough",
+    "vnc": True, "name_prefix": "rb-", "images": {}, "default_os": "", "start_on_create": True, "autostart": True,
+    "address_sources": ["lease", "arp"], **sdk.PRICING_DEFAULTS,
+}  # fmt: skip
+
+
+# Price rules, plans, regions, OS images and spec limits: docs/plugins.md, "Selling servers".
+PRICING = sdk.ServerPricing(DEFAULTS, unit="domain", cpu="vCPU", disk="root volume")
 
 
 def version():
     return "1.1.0"
 
 
-def _prop(type_: Any, title: str, description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": type_, "title": title, "description": description, **extra}
-
-
-def _money_prop(title: str, description: str, key: str) -> dict[str, Any]:
-    return _prop("string", title, description + " Decimal string.", pattern=_DECIMAL, default=DEFAULTS[key])
-
-
 def config_schema():
-    image = {
-        "type": "object",
-        "title": "OS image",
-        "description": "A storage volume holding an installed OS disk, used for the root disk of new domains.",
-        "additionalProperties": False,
-        "required": ["volume"],
-        "properties": {
-            "volume": _prop(
-                "string", "Image volume", "Name of the image's volume (e.g. debian-12.qcow2).", pattern=_OBJ_NAME
-            ),
-            "pool": _prop(
-                "string",
-                "Image pool",
-                "Storage pool of the image volume. Empty: storage_pool.",
-                pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,99})?$",
-            ),
-            "mode": _prop(
-                "string",
-                "Disk mode",
-                "overlay: a qcow2 volume backed by the image (fast, the image must stay); clone: a full copy "
-                "of the image (virStorageVolCreateXMLFrom).",
-                enum=["overlay", "clone"],
-                default="overlay",
-            ),
-            "label": _prop("string", "Label", "Name shown to customers.", maxLength=100),
-            "price_extra": _prop(
-                "string",
-                "Surcharge",
-                "Added to the monthly price for this OS (e.g. a licence). Decimal string.",
-                pattern=_DECIMAL,
-            ),
-        },
-    }
-    region = {
-        "type": "object",
-        "title": "Region",
-        "description": "A region customers may choose; prices are multiplied and/or raised in it.",
-        "additionalProperties": False,
-        "properties": {
-            "label": _prop("string", "Label", "Name shown to customers.", maxLength=100),
-            "price_multiplier": _prop(
-                "string",
-                "Price multiplier",
-                "The monthly price is multiplied by this (default 1). Decimal string.",
-                pattern=_DECIMAL,
-            ),
-            "price_extra": _prop(
-                "string",
-                "Surcharge",
-                "Added to the monthly price after the multiplier. Decimal string.",
-                pattern=_DECIMAL,
-            ),
-            "network": _prop(
-                "string",
-                "Network",
-                "libvirt network of domains in this region (instead of the interface's network).",
-                pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,99})?$",
-            ),
-            "bridge": _prop(
-                "string",
-                "Bridge",
-                "Host bridge of domains in this region (instead of the interface's network/bridge).",
-                pattern=r"^([A-Za-z0-9_.:-]{1,15})?$",
-            ),
-        },
-    }
-    plan = {
-        "type": "object",
-        "title": "Plan",
-        "description": "A fixed product offered through SyncProducts.",
-        "additionalProperties": False,
-        "required": ["id", "name", "cpu_cores", "memory_gb", "disk_gb"],
-        "properties": {
-            "id": _prop("string", "Plan id", "Stable product id.", pattern=r"^[A-Za-z0-9._-]{1,64}$"),
-            "name": _prop("string", "Name", "Product name.", minLength=1, maxLength=200),
-            "description": _prop("string", "Description", "Product description.", maxLength=2000),
-            "group_id": _prop("string", "Group", "Product group id (default: the plan's region).", maxLength=64),
-            "cpu_cores": _prop("integer", "vCPUs", "Number of virtual CPUs.", minimum=1, maximum=1024),
-            "memory_gb": _prop("integer", "Memory (GiB)", "Guest memory in GiB.", minimum=1, maximum=65536),
-            "disk_gb": _prop("integer", "Disk (GiB)", "Root volume size in GiB.", minimum=1, maximum=1000000),
-            "bandwidth_mbps": _prop("integer", "Bandwidth (Mbit/s)", "NIC inbound/outbound limit.", minimum=0),
-            "region": _prop("string", "Region", "One of the configured regions.", maxLength=100),
-            "os": _prop("string", "OS", "One of the configured images.", maxLength=100),
-            "price": _prop(
-                "string",
-                "Monthly price",
-                "Fixed monthly price; empty: computed from the price rules. Decimal string.",
-                pattern=r"^(\d{1,12}(\.\d{1,8})?)?$",
-            ),
-        },
-    }
-    obj_name = r"^([A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,99})?$"
+    # One property a line or two (fmt: skip keeps them so): the descriptions are what the console shows.
+    p = sdk.prop
+    image = sdk.object_schema("OS image", "A storage volume holding an installed OS disk, used for the root disk of "
+                              "new domains.", {
+        "volume": p("string", "Image volume", "Name of the image's volume (e.g. debian-12.qcow2).", pattern=_OBJ_NAME),
+        "pool": p("string", "Image pool", "Storage pool of the image volume. Empty: storage_pool.",
+                  pattern=_OPT_OBJ_NAME),
+        "mode": p("string", "Disk mode", "overlay: a qcow2 volume backed by the image (fast, the image must stay); "
+                  "clone: a full copy of the image (virStorageVolCreateXMLFrom).", enum=["overlay", "clone"],
+                  default="overlay"),
+        "label": p("string", "Label", "Name shown to customers.", maxLength=100),
+        "price_extra": sdk.money_prop("Surcharge", "Added to the monthly price for this OS (e.g. a licence)."),
+    }, required=["volume"])  # fmt: skip
+    region = sdk.region_schema(
+        "A region customers may choose; prices are multiplied and/or raised in it.",
+        price_multiplier=sdk.money_prop("Price multiplier", "The monthly price is multiplied by this (default 1)."),
+        price_extra=sdk.money_prop("Surcharge", "Added to the monthly price after the multiplier."),
+        network=p("string", "Network", "libvirt network of domains in this region (instead of the interface's "
+                  "network).", pattern=_OPT_OBJ_NAME),
+        bridge=p("string", "Bridge", "Host bridge of domains in this region (instead of the interface's "
+                 "network/bridge).", pattern=_BRIDGE),
+    )  # fmt: skip
     return {
         "type": "object",
         "title": "KVM (libvirt)",
@@ -273,216 +167,59 @@ def config_schema():
         "additionalProperties": False,
         "required": ["uri"],
         "properties": {
-            "uri": _prop(
-                "string",
-                "Connection URI",
-                "libvirt URI of the host, e.g. qemu:///system (this machine), qemu+ssh://root@host/system (SSH "
-                "keys of the user running RustBill), qemu+tls://host/system, or test:///default for libvirt's "
-                "test driver.",
-                pattern=r"^[a-z][a-z0-9+.-]*:[^\s]*$",
-                maxLength=1000,
-            ),
-            "username": _prop(
-                "string",
-                "Username",
-                "User name for libvirt authentication (SASL, or the test driver's <auth>), when the URI asks for one.",
-                maxLength=200,
-                default="",
-            ),
-            "password": _prop(
-                "string",
-                "Password",
-                "Password for libvirt authentication, when the URI asks for one. Secret.",
-                format="password",
-                maxLength=1000,
-                default="",
-            ),
-            "connect_timeout_seconds": _prop(
-                "number",
-                "Connect timeout (s)",
-                "How long to wait for the connection to open (libvirt has no timeout of its own). Keep it below "
-                "the host's call timeouts.",
-                minimum=0.1,
-                maximum=300,
-                default=10,
-            ),
-            "keepalive_interval_seconds": _prop(
-                "integer",
-                "Keepalive interval (s)",
-                "libvirt keepalive on daemon connections: a probe every N seconds of silence; 0 turns it off.",
-                minimum=0,
-                maximum=600,
-                default=5,
-            ),
-            "keepalive_count": _prop(
-                "integer",
-                "Keepalive count",
-                "Unanswered probes after which the connection counts as dead (calls then fail instead of hanging).",
-                minimum=1,
-                maximum=100,
-                default=3,
-            ),
-            "storage_pool": _prop(
-                "string",
-                "Storage pool",
-                "Pool of the root volumes of new domains.",
-                pattern=_OBJ_NAME,
-                default="default",
-            ),
-            "volume_format": _prop(
-                "string",
-                "Volume format",
-                "Format of blank and cloned root volumes (overlays are always qcow2).",
-                enum=["qcow2", "raw"],
-                default="qcow2",
-            ),
-            "network": _prop(
-                "string",
-                "Network",
-                "libvirt network the NIC is attached to (virsh net-list). Ignored when bridge is set.",
-                pattern=obj_name,
-                default="default",
-            ),
-            "bridge": _prop(
-                "string",
-                "Bridge",
-                "A host bridge (e.g. br0) to attach the NIC to instead of a libvirt network. Empty: use network.",
-                pattern=r"^([A-Za-z0-9_.:-]{1,15})?$",
-                default="",
-            ),
-            "nic_model": _prop(
-                "string", "NIC model", "Guest NIC model.", enum=["virtio", "e1000", "rtl8139"], default="virtio"
-            ),
-            "domain_type": _prop(
-                "string",
-                "Domain type",
-                "kvm (hardware virtualisation), qemu (emulation, slow) or test (only for libvirt's test driver).",
-                enum=["kvm", "qemu", "test"],
-                default="kvm",
-            ),
-            "arch": _prop(
-                "string",
-                "Architecture",
-                "Guest architecture (e.g. x86_64, aarch64).",
-                pattern=r"^[a-z0-9_]{1,20}$",
-                default="x86_64",
-            ),
-            "machine": _prop(
-                "string",
-                "Machine type",
-                "Guest machine type (e.g. q35). Empty: the hypervisor's default.",
-                pattern=r"^[A-Za-z0-9_.-]{0,64}$",
-                default="",
-            ),
-            "cpu_mode": _prop(
-                "string",
-                "CPU mode",
-                "Guest CPU model: host-passthrough, host-model, or empty for the hypervisor's default.",
-                enum=["host-passthrough", "host-model", ""],
-                default="host-passthrough",
-            ),
-            "vnc": _prop(
-                "boolean", "VNC console", "Add a VNC console listening on the host's 127.0.0.1.", default=True
-            ),
-            "name_prefix": _prop(
-                "string",
-                "Domain name prefix",
-                "New domains are named prefix + the order's request id.",
-                pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,19}$",
-                default="rb-",
-            ),
-            "images": {
-                "type": "object",
-                "title": "Images per OS",
-                "description": "OS name (the ServerSpec's os) → image volume. Empty: root disks are blank and "
-                "orders must not name an OS.",
-                "propertyNames": {"pattern": r"^[A-Za-z0-9._-]{1,100}$"},
-                "additionalProperties": image,
-                "default": {},
-            },
-            "default_os": _prop(
-                "string",
-                "Default OS",
-                "Used when an order names no OS. Empty: the first of images.",
-                maxLength=100,
-                default="",
-            ),
-            "start_on_create": _prop("boolean", "Start on create", "Start new domains.", default=True),
-            "autostart": _prop("boolean", "Autostart", "Mark new domains to start when the host boots.", default=True),
-            "address_sources": _prop(
-                "array",
-                "IP address sources",
-                "Where a running domain's IP address is read from, in order: lease (libvirt network DHCP), arp "
-                "(host ARP table), agent (QEMU guest agent).",
-                items={"type": "string", "enum": ["lease", "arp", "agent"]},
-                default=["lease", "arp"],
-            ),
-            "currency": _prop(
-                "string", "Currency", "ISO 4217 code of the prices.", pattern=r"^[A-Z]{3}$", default="CNY"
-            ),
-            "billing_cycle": _prop(
-                "string",
-                "Billing cycle of QueryPrice",
-                "One of billing_cycles.",
-                pattern=r"^[a-z_]{1,32}$",
-                default="monthly",
-            ),
-            "billing_cycles": {
-                "type": "object",
-                "title": "Billing cycles",
-                "description": 'Cycle → multiplier of the monthly price (e.g. quarterly: "3", yearly: "10").',
-                "propertyNames": {"pattern": r"^[a-z_]{1,32}$"},
-                "additionalProperties": {"type": "string", "pattern": _DECIMAL},
-                "default": {"monthly": "1"},
-            },
-            "price_base": _money_prop("Base price", "Monthly price of every domain.", "price_base"),
-            "price_per_core": _money_prop("Price per vCPU", "Monthly, per virtual CPU.", "price_per_core"),
-            "price_per_gb_memory": _money_prop("Price per GiB memory", "Monthly, per GiB.", "price_per_gb_memory"),
-            "price_per_gb_disk": _money_prop(
-                "Price per GiB disk", "Monthly, per GiB of root volume.", "price_per_gb_disk"
-            ),
-            "price_per_mbps": _money_prop("Price per Mbit/s", "Monthly, per Mbit/s of bandwidth.", "price_per_mbps"),
-            "regions": {
-                "type": "object",
-                "title": "Regions",
-                "description": "Region name → {label, price_multiplier, price_extra, network, bridge}. Empty: no "
-                "region choice.",
-                "propertyNames": {"pattern": r"^[A-Za-z0-9._-]{1,100}$"},
-                "additionalProperties": region,
-                "default": {},
-            },
-            "plans": {
-                "type": "array",
-                "title": "Plans",
-                "description": "Products for SyncProducts.",
-                "items": plan,
-                "default": [],
-            },
-            "max_cpu_cores": _prop(
-                "integer", "Max vCPUs", "Largest cpu_cores accepted.", minimum=1, maximum=1024, default=32
-            ),
-            "max_memory_gb": _prop(
-                "integer", "Max memory (GiB)", "Largest memory_gb accepted.", minimum=1, maximum=65536, default=128
-            ),
-            "min_disk_gb": _prop("integer", "Min disk (GiB)", "Smallest disk_gb accepted.", minimum=1, default=5),
-            "max_disk_gb": _prop(
-                "integer", "Max disk (GiB)", "Largest disk_gb accepted.", minimum=1, maximum=1000000, default=2000
-            ),
-            "max_bandwidth_mbps": _prop(
-                "integer",
-                "Max bandwidth (Mbit/s)",
-                "Largest bandwidth_mbps accepted.",
-                minimum=0,
-                maximum=1000000,
-                default=1000,
-            ),
+            "uri": p("string", "Connection URI", "libvirt URI of the host, e.g. qemu:///system (this machine), "
+                     "qemu+ssh://root@host/system (SSH keys of the user running RustBill), qemu+tls://host/system, "
+                     "or test:///default for libvirt's test driver.", pattern=r"^[a-z][a-z0-9+.-]*:[^\s]*$",
+                     maxLength=1000),
+            "username": p("string", "Username", "User name for libvirt authentication (SASL, or the test driver's "
+                          "<auth>), when the URI asks for one.", maxLength=200, default=""),
+            "password": p("string", "Password", "Password for libvirt authentication, when the URI asks for one. "
+                          "Secret.", format="password", maxLength=1000, default=""),
+            "connect_timeout_seconds": p("number", "Connect timeout (s)", "How long to wait for the connection to "
+                                         "open (libvirt has no timeout of its own). Keep it below the host's call "
+                                         "timeouts.", minimum=0.1, maximum=300, default=10),
+            "keepalive_interval_seconds": p("integer", "Keepalive interval (s)", "libvirt keepalive on daemon "
+                                            "connections: a probe every N seconds of silence; 0 turns it off.",
+                                            minimum=0, maximum=600, default=5),
+            "keepalive_count": p("integer", "Keepalive count", "Unanswered probes after which the connection counts "
+                                 "as dead (calls then fail instead of hanging).", minimum=1, maximum=100, default=3),
+            "storage_pool": p("string", "Storage pool", "Pool of the root volumes of new domains.", pattern=_OBJ_NAME,
+                              default="default"),
+            "volume_format": p("string", "Volume format", "Format of blank and cloned root volumes (overlays are "
+                               "always qcow2).", enum=["qcow2", "raw"], default="qcow2"),
+            "network": p("string", "Network", "libvirt network the NIC is attached to (virsh net-list). Ignored when "
+                         "bridge is set.", pattern=_OPT_OBJ_NAME, default="default"),
+            "bridge": p("string", "Bridge", "A host bridge (e.g. br0) to attach the NIC to instead of a libvirt "
+                        "network. Empty: use network.", pattern=_BRIDGE, default=""),
+            "nic_model": p("string", "NIC model", "Guest NIC model.", enum=["virtio", "e1000", "rtl8139"],
+                           default="virtio"),
+            "domain_type": p("string", "Domain type", "kvm (hardware virtualisation), qemu (emulation, slow) or test "
+                             "(only for libvirt's test driver).", enum=["kvm", "qemu", "test"], default="kvm"),
+            "arch": p("string", "Architecture", "Guest architecture (e.g. x86_64, aarch64).",
+                      pattern=r"^[a-z0-9_]{1,20}$", default="x86_64"),
+            "machine": p("string", "Machine type", "Guest machine type (e.g. q35). Empty: the hypervisor's default.",
+                         pattern=r"^[A-Za-z0-9_.-]{0,64}$", default=""),
+            "cpu_mode": p("string", "CPU mode", "Guest CPU model: host-passthrough, host-model, or empty for the "
+                          "hypervisor's default.", enum=["host-passthrough", "host-model", ""],
+                          default="host-passthrough"),
+            "vnc": p("boolean", "VNC console", "Add a VNC console listening on the host's 127.0.0.1.", default=True),
+            "name_prefix": p("string", "Domain name prefix", "New domains are named prefix + the order's request id.",
+                             pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,19}$", default="rb-"),
+            **PRICING.images_properties(image, "OS name (the ServerSpec's os) → image volume. Empty: root disks are "
+                                        "blank and orders must not name an OS.", default={}),
+            "start_on_create": p("boolean", "Start on create", "Start new domains.", default=True),
+            "autostart": p("boolean", "Autostart", "Mark new domains to start when the host boots.", default=True),
+            "address_sources": p("array", "IP address sources", "Where a running domain's IP address is read from, "
+                                 "in order: lease (libvirt network DHCP), arp (host ARP table), agent (QEMU guest "
+                                 "agent).", items={"type": "string", "enum": ["lease", "arp", "agent"]},
+                                 default=["lease", "arp"]),
+            **PRICING.properties(region),
         },
-    }
+    }  # fmt: skip
 
 
 def _cfg(config: dict[str, Any], key: str) -> Any:
-    value = config.get(key)
-    return DEFAULTS[key] if value is None else value
+    return sdk.setting(config, DEFAULTS, key)
 
 
 # ---------------------------------------------------------------- libvirt and the connection cache
@@ -895,191 +632,11 @@ def _list(entry: _Entry, config: dict[str, Any], *, full: bool = False) -> list[
     return sorted(out, key=lambda s: s["name"])
 
 
-# ---------------------------------------------------------------- pricing and spec checks
-
-
-def _dec(key: str, raw: Any) -> Decimal:
-    if isinstance(raw, float):
-        raise sdk.InvalidArgument(f"{key} must be a decimal string, not a float")
-    try:
-        d = Decimal(str(raw))
-    except InvalidOperation:
-        raise sdk.InvalidArgument(f"{key} is not a decimal number: {raw!r}") from None
-    if not d.is_finite() or d < 0:
-        raise sdk.InvalidArgument(f"{key} must be a non-negative number")
-    return d
-
-
-def _int(spec: dict[str, Any], key: str) -> int:
-    v = spec.get(key, 0)
-    if v is None:
-        return 0
-    if isinstance(v, bool) or isinstance(v, float) or not isinstance(v, (int, str)):
-        raise sdk.InvalidArgument(f"{key} must be an integer")
-    try:
-        return int(v)
-    except ValueError:
-        raise sdk.InvalidArgument(f"{key} must be an integer") from None
-
-
-def _regions(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    regions = _cfg(config, "regions")
-    return regions if isinstance(regions, dict) else {}
-
-
-def _images(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    images = _cfg(config, "images")
-    return images if isinstance(images, dict) else {}
-
-
-def _default_os(config: dict[str, Any]) -> str:
-    images = _images(config)
-    return str(_cfg(config, "default_os") or "") or (next(iter(images)) if images else "")
-
-
-def _check_spec(config: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec's numbers within this provider's limits, its region and OS known; normalised."""
-    if not isinstance(spec, dict):
-        raise sdk.InvalidArgument("spec must be an object")
-    out = {
-        "cpu_cores": _int(spec, "cpu_cores"),
-        "memory_gb": _int(spec, "memory_gb"),
-        "disk_gb": _int(spec, "disk_gb"),
-        "bandwidth_mbps": _int(spec, "bandwidth_mbps"),
-        "region": str(spec.get("region") or ""),
-        "os": str(spec.get("os") or "") or _default_os(config),
-    }
-    bounds = {
-        "cpu_cores": (1, int(_cfg(config, "max_cpu_cores"))),
-        "memory_gb": (1, int(_cfg(config, "max_memory_gb"))),
-        "disk_gb": (int(_cfg(config, "min_disk_gb")), int(_cfg(config, "max_disk_gb"))),
-        "bandwidth_mbps": (0, int(_cfg(config, "max_bandwidth_mbps"))),
-    }
-    for key, (lo, hi) in bounds.items():
-        if not lo <= out[key] <= hi:
-            raise sdk.InvalidArgument(f"{key} must be between {lo} and {hi}, got {out[key]}")
-    regions = _regions(config)
-    if regions:
-        if out["region"] not in regions:
-            raise sdk.InvalidArgument(f"region must be one of {', '.join(regions)}; got {out['region']!r}")
-    elif out["region"]:
-        raise sdk.InvalidArgument(f"this provider offers no region choice; got region {out['region']!r}")
-    images = _images(config)
-    if images and out["os"] not in images:
-        raise sdk.InvalidArgument(f"os must be one of {', '.join(images)}; got {out['os']!r}")
-    if not images and out["os"]:
-        raise sdk.InvalidArgument(f"this provider has no OS images (root disks are blank); got os {out['os']!r}")
-    return out
-
-
-def _monthly(config: dict[str, Any], spec: dict[str, Any]) -> Decimal:
-    total = (
-        _dec("price_base", _cfg(config, "price_base"))
-        + _dec("price_per_core", _cfg(config, "price_per_core")) * spec["cpu_cores"]
-        + _dec("price_per_gb_memory", _cfg(config, "price_per_gb_memory")) * spec["memory_gb"]
-        + _dec("price_per_gb_disk", _cfg(config, "price_per_gb_disk")) * spec["disk_gb"]
-        + _dec("price_per_mbps", _cfg(config, "price_per_mbps")) * spec["bandwidth_mbps"]
-    )
-    image = _images(config).get(spec.get("os") or "")
-    if image and image.get("price_extra"):
-        total += _dec(f"images[{spec['os']!r}].price_extra", image["price_extra"])
-    region = _regions(config).get(spec.get("region") or "")
-    if region:
-        total *= _dec(f"regions[{spec['region']!r}].price_multiplier", region.get("price_multiplier") or "1")
-        total += _dec(f"regions[{spec['region']!r}].price_extra", region.get("price_extra") or "0")
-    return total
-
-
-def _cycles(config: dict[str, Any]) -> dict[str, Decimal]:
-    cycles = _cfg(config, "billing_cycles")
-    if not isinstance(cycles, dict) or not cycles:
-        cycles = {"monthly": "1"}
-    return {str(k): _dec(f"billing_cycles[{k!r}]", v) for k, v in cycles.items()}
-
-
-def _cycle(config: dict[str, Any]) -> tuple[str, dict[str, Decimal]]:
-    cycles = _cycles(config)
-    cycle = str(_cfg(config, "billing_cycle"))
-    if cycle not in cycles:
-        raise sdk.FailedPrecondition(f"billing_cycle {cycle!r} is not one of billing_cycles ({', '.join(cycles)})")
-    return cycle, cycles
-
-
-def _amount(monthly: Decimal, multiplier: Decimal) -> Decimal:
-    return (monthly * multiplier).quantize(_CENT, rounding=ROUND_HALF_UP)
-
-
 # ---------------------------------------------------------------- provider contract: catalogue
-
-
-def spec_template(config):
-    regions = _regions(config)
-    images = _images(config)
-    fields: list[dict[str, Any]] = [
-        {"key": "cpu_cores", "label": "vCPUs", "field_type": "Integer", "required": True, "min": 1,
-         "max": int(_cfg(config, "max_cpu_cores")), "default_value": "1"},
-        {"key": "memory_gb", "label": "Memory (GiB)", "field_type": "Integer", "required": True, "min": 1,
-         "max": int(_cfg(config, "max_memory_gb")), "default_value": "1"},
-        {"key": "disk_gb", "label": "Disk (GiB)", "field_type": "Integer", "required": True,
-         "min": int(_cfg(config, "min_disk_gb")), "max": int(_cfg(config, "max_disk_gb")),
-         "default_value": str(max(10, int(_cfg(config, "min_disk_gb"))))},
-        {"key": "bandwidth_mbps", "label": "Bandwidth (Mbit/s)", "field_type": "Integer", "required": False,
-         "min": 0, "max": int(_cfg(config, "max_bandwidth_mbps")), "default_value": "0"},
-    ]  # fmt: skip
-    groups = [
-        {"key": "compute", "label": "Compute", "field_keys": ["cpu_cores", "memory_gb"]},
-        {"key": "storage", "label": "Storage", "field_keys": ["disk_gb"]},
-        {"key": "network", "label": "Network", "field_keys": ["bandwidth_mbps"] + (["region"] if regions else [])},
-    ]
-    if images:
-        fields.append(
-            {"key": "os", "label": "Operating system", "field_type": "OsOptions", "required": False,
-             "options": list(images), "default_value": _default_os(config)}
-        )  # fmt: skip
-        groups.append({"key": "system", "label": "System", "field_keys": ["os"]})
-    if regions:
-        fields.append(
-            {"key": "region", "label": "Region", "field_type": "Region", "required": True,
-             "options": list(regions), "default_value": next(iter(regions))}
-        )  # fmt: skip
-    return {"fields": fields, "groups": groups}
-
-
-def query_price(config, spec):
-    spec = _check_spec(config, spec)
-    cycle, cycles = _cycle(config)
-    return {
-        "amount": _amount(_monthly(config, spec), cycles[cycle]),
-        "currency": str(_cfg(config, "currency")),
-        "billing_cycle": cycle,
-    }
-
-
-def sync_products(config):
-    cycle, cycles = _cycle(config)
-    products = []
-    for i, plan in enumerate(_cfg(config, "plans") or []):
-        try:
-            spec = _check_spec(config, plan)
-        except sdk.PluginError as exc:
-            raise sdk.FailedPrecondition(
-                f"plan {plan.get('id', i)!r} does not fit this provider: {exc.message}"
-            ) from None
-        price = plan.get("price")
-        monthly = _dec(f"plans[{i}].price", price) if price not in (None, "") else _monthly(config, spec)
-        products.append(
-            {
-                "id": str(plan["id"]),
-                "name": str(plan["name"]),
-                "description": str(plan.get("description") or ""),
-                "group_id": str(plan.get("group_id") or spec["region"]),
-                "currency": str(_cfg(config, "currency")),
-                "price": _amount(monthly, cycles[cycle]),
-                "billing_cycles": {c: _amount(monthly, m) for c, m in cycles.items()},
-                "specs": {k: str(v) for k, v in spec.items() if v not in ("", None)},
-            }
-        )
-    return products
+# Prices, plans and the spec template come from the config alone (sdk.ServerPricing), without libvirt.
+spec_template = PRICING.spec_template  # spec_template(config)
+query_price = PRICING.quote  # query_price(config, spec)
+sync_products = PRICING.products  # sync_products(config)
 
 
 def get_upstream_balance(config):
@@ -1150,7 +707,7 @@ def _root_volume(
     """The root volume of the domain ``name`` (made now, or found from an earlier attempt), its
     (pool, name, format) and whether this call made it."""
     pool_name = str(_cfg(config, "storage_pool"))
-    image = _images(config).get(spec["os"]) if spec["os"] else None
+    image = PRICING.images(config).get(spec["os"]) if spec["os"] else None
     mode = str((image or {}).get("mode") or "overlay")
     fmt = "qcow2" if image and mode == "overlay" else str(_cfg(config, "volume_format"))
     vol_name = f"{name}.{'qcow2' if fmt == 'qcow2' else 'img'}"
@@ -1255,7 +812,7 @@ def _domain_xml(
         ET.SubElement(disk, "driver", {"name": "qemu", "type": vol[2]})
         ET.SubElement(disk, "source", {"pool": vol[0], "volume": vol[1]})
         ET.SubElement(disk, "target", {"dev": "vda", "bus": "virtio"})
-    region = _regions(config).get(spec["region"]) or {}
+    region = PRICING.regions(config).get(spec["region"]) or {}
     bridge = str(region.get("bridge") or ("" if region.get("network") else _cfg(config, "bridge")) or "")
     network = str(region.get("network") or _cfg(config, "network") or "")
     if bridge or network:
@@ -1334,7 +891,7 @@ def create_instance(config, spec):
     request_id = str(spec.get("request_id") or "").strip() if isinstance(spec, dict) else ""
     if not request_id:
         raise sdk.InvalidArgument("create_instance needs spec['request_id'] (the host sets it)")
-    spec = _check_spec(config, spec)
+    spec = PRICING.check_spec(config, spec)
     name = _domain_name(config, request_id)
     dom_uuid = str(uuid.uuid5(_UUID_NS, request_id))
     entry = _connect(config)
@@ -1509,7 +1066,7 @@ def _problems(entry: _Entry, config: dict[str, Any]) -> list[str]:
     conn = entry.conn
     pools: dict[str, Any] = {}
     pool_names = [str(_cfg(config, "storage_pool"))] + [
-        str(i.get("pool")) for i in _images(config).values() if isinstance(i, dict) and i.get("pool")
+        str(i.get("pool")) for i in PRICING.images(config).values() if isinstance(i, dict) and i.get("pool")
     ]
     for name in dict.fromkeys(pool_names):
         with _calls(entry, f"storage pool {name!r}"):
@@ -1527,7 +1084,7 @@ def _problems(entry: _Entry, config: dict[str, Any]) -> list[str]:
                 problems.append(f"storage pool {name!r} is not active (virsh pool-start {name})")
                 continue
             pools[name] = pool
-    for os_name, image in _images(config).items():
+    for os_name, image in PRICING.images(config).items():
         pool = pools.get(str(image.get("pool") or _cfg(config, "storage_pool")))
         if pool is None:
             continue
@@ -1537,7 +1094,9 @@ def _problems(entry: _Entry, config: dict[str, Any]) -> list[str]:
                     f"image volume {image.get('volume')!r} of os {os_name!r} does not exist in pool {pool.name()!r}"
                 )
     networks = [str(_cfg(config, "network"))] if _cfg(config, "network") and not _cfg(config, "bridge") else []
-    networks += [str(r["network"]) for r in _regions(config).values() if isinstance(r, dict) and r.get("network")]
+    networks += [
+        str(r["network"]) for r in PRICING.regions(config).values() if isinstance(r, dict) and r.get("network")
+    ]
     for name in dict.fromkeys(networks):
         with _calls(entry, f"network {name!r}"):
             try:
@@ -1786,12 +1345,6 @@ _ROW_ACTIONS = {
     "stopped": (("admin_start", "Start"),),
     "crashed": (("admin_start", "Start"),),
 }
-_PAGE_STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
-    "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.error{color:#a00}"
-    "pre{background:#f5f5f5;padding:.6em;white-space:pre-wrap}button{margin:0 .2em .2em 0}"
-    "form{margin:.5em 0}input,select{margin:0 .4em .4em 0}"
-)
 # Row buttons run their action on their domain; the form runs a destructive action once the
 # domain's name is typed into it.
 _PAGE_SCRIPT = """<script>
@@ -1818,46 +1371,21 @@ def admin_page(config):
         error = ""
     except sdk.PluginError as exc:
         server, domains, error = {}, [], exc.message
-    parts = [
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>KVM</title><style>{_PAGE_STYLE}</style></head><body>',
-        f"<h1>KVM — {e(str(_cfg(config, 'uri')))}</h1>",
-    ]
     if error:
-        parts.append(f'<p class="error"><strong>Cannot reach libvirt:</strong> {e(error)}</p>')
+        parts = [f'<p class="error"><strong>Cannot reach libvirt:</strong> {e(error)}</p>']
     else:
-        parts.append(
+        headers = ("Name", "State", "vCPUs", "Memory", "IP address", "Autostart", "Persistent", "Created",
+                   "RustBill request")  # fmt: skip
+        table = sdk.item_table(headers, domains, lambda d: (
+            d["name"], d["status"], d["vcpus"], f"{d['memory_mib']} MiB", d["ip_address"],
+            "yes" if d.get("autostart") else "no", "yes" if d.get("persistent") else "no", d["created_at"],
+            d["request_id"],
+        ), _ROW_ACTIONS)  # fmt: skip
+        parts = [
             f"<p>{e(server['driver'])} {e(server['hypervisor_version'])} on {e(server['hostname'] or '?')} "
             f"({e(server['host_arch'])}, {server['host_cpus']} CPUs, {server['host_memory_mib']} MiB), libvirt "
-            f"{e(server['libvirt_version'])} (client {e(server['client_libvirt_version'])})</p>"
-        )
-        rows = "".join(
-            "<tr>"
-            + "".join(
-                f"<td>{e(str(v))}</td>"
-                for v in (
-                    d["name"],
-                    d["status"],
-                    d["vcpus"],
-                    f"{d['memory_mib']} MiB",
-                    d["ip_address"],
-                    "yes" if d.get("autostart") else "no",
-                    "yes" if d.get("persistent") else "no",
-                    d["created_at"],
-                    d["request_id"],
-                )
-            )
-            + "<td>"
-            + "".join(
-                f'<button type="button" data-action="{a}" data-name="{e(d["name"])}">{label}</button>'
-                for a, label in _ROW_ACTIONS.get(d["status"], ())
-            )
-            + "</td></tr>"
-            for d in domains
-        )
-        parts.append(
-            "<table><thead><tr><th>Name</th><th>State</th><th>vCPUs</th><th>Memory</th><th>IP address</th>"
-            "<th>Autostart</th><th>Persistent</th><th>Created</th><th>RustBill request</th><th>Actions</th></tr>"
-            f"</thead><tbody>{rows}</tbody></table><p>{len(domains)} domain(s). Reload the page to see new states.</p>"
+            f"{e(server['libvirt_version'])} (client {e(server['client_libvirt_version'])})</p>",
+            f"{table}<p>{len(domains)} domain(s). Reload the page to see new states.</p>"
             '<pre id="action-out"></pre>'
             "<h2>Force off or delete a domain</h2>"
             '<form id="danger"><input name="domain" placeholder="Domain name (type it to confirm)" required>'
@@ -1865,8 +1393,8 @@ def admin_page(config):
             '<option value="admin_delete">Delete, with its volumes</option>'
             '<option value="admin_delete_keep">Delete, keep its volumes</option></select>'
             '<label><input type="checkbox" name="force"> even if running</label> '
-            '<button type="submit">Run</button></form><pre id="danger-out"></pre>'
-        )
+            '<button type="submit">Run</button></form><pre id="danger-out"></pre>',
+        ]
     parts.append(
         '<p>Actions (CallPluginAction, args_json <code>{"name": "…"}</code>): <code>admin_start</code>, '
         "<code>admin_stop</code> (<code>timeout</code>, <code>force</code>), <code>admin_reboot</code>, "
@@ -1875,5 +1403,6 @@ def admin_page(config):
         "<code>admin_list_domains</code>, <code>admin_list_volumes</code> (<code>pool</code>), "
         "<code>admin_server_info</code>.</p>"
     )
-    parts.append(sdk.admin_bridge_script() + _PAGE_SCRIPT + "</body></html>")
-    return {"title": "KVM (libvirt)", "html": "\n".join(parts)}
+    heading = f"KVM — {_cfg(config, 'uri')}"
+    page = sdk.admin_html("KVM", heading, parts, sdk.admin_bridge_script() + _PAGE_SCRIPT)
+    return {"title": "KVM (libvirt)", "html": page}

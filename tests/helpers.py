@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +21,15 @@ from typing import Any
 
 import grpc
 
+from rustbill.pb import (
+    balance_pb2_grpc,
+    downstream_pb2_grpc,
+    instance_pb2_grpc,
+    integration_pb2_grpc,
+    order_pb2,
+    product_service_pb2_grpc,
+)
 from rustbill.pb import integration_pb2 as pb
-from rustbill.pb import integration_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_PLUGINS = ROOT / "plugins"
@@ -99,7 +106,10 @@ class ServerProcess:
         *,
         plugins: list[Path] | None = None,
         env: dict[str, str] | None = None,
+        base_env: Mapping[str, str] | None = None,
     ) -> None:
+        """``env`` overrides the settings below; ``base_env`` is what the process inherits
+        (default: this process's environment)."""
         self.workdir = workdir
         self.db_url = db_url
         self.plugins_dir = workdir / "plugins"
@@ -108,7 +118,7 @@ class ServerProcess:
             shutil.copy(p, self.plugins_dir / p.name)
         self.log_path = workdir / "server.log"
         self.env = {
-            **os.environ,
+            **(os.environ if base_env is None else base_env),
             "RUSTBILL_DB__URL": db_url,
             "RUSTBILL_SERVER__LISTEN": "127.0.0.1:0",
             "RUSTBILL_HTTP__LISTEN": "127.0.0.1:0",
@@ -190,6 +200,10 @@ class ServerProcess:
     def log(self) -> str:
         with self._cond:
             return "".join(self._lines)
+
+    def log_tail(self, n: int = 40) -> str:
+        with self._cond:
+            return "".join(self._lines[-n:])
 
     def wait_for_listen(self, timeout: float = 60, start: int = 0) -> int:
         m = self.wait_for_log(r"listening on \S+:\d+", timeout, start)
@@ -300,6 +314,29 @@ def raises_code(code: grpc.StatusCode, match: str | None = None) -> Iterator[dic
             assert re.search(match, details), f"{details!r} does not match {match!r}"
         return
     raise AssertionError(f"expected {code.name}, but the call succeeded")
+
+
+# The order the customer tests place (tests/plugins/t_provider.py prices it).
+SERVER_SPEC = order_pb2.ServerSpec(cpu_cores=2, memory_gb=4, disk_gb=50, region="eu", os="debian-12")
+
+
+def customer_stubs(channel: grpc.Channel) -> dict[str, Any]:
+    """The customer-facing services on one channel: products, instances, balance, (API) keys."""
+    return {
+        "products": product_service_pb2_grpc.ProductServiceStub(channel),
+        "instances": instance_pb2_grpc.InstanceServiceStub(channel),
+        "balance": balance_pb2_grpc.BalanceServiceStub(channel),
+        "keys": downstream_pb2_grpc.ApiKeyServiceStub(channel),
+    }
+
+
+def place_order(
+    stub: Any, interface_id: str, token: str, key: str | None = None, spec: Any = SERVER_SPEC, **kwargs: Any
+) -> Any:
+    """CreateUpstreamInstance as ``token``, with an ``idempotency-key`` when ``key`` is given."""
+    meta = md(token) + ([("idempotency-key", key)] if key else [])
+    request = pb.UpstreamOrderRequest(interface_id=interface_id, server_spec=spec)
+    return stub.CreateUpstreamInstance(request, metadata=meta, **kwargs)
 
 
 def free_port() -> int:

@@ -11,23 +11,23 @@ from decimal import Decimal
 
 import grpc
 import pytest
-from helpers import TEST_PLUGINS, ServerProcess, create_interface, md, query_db, raises_code, unique
-
-from rustbill.pb import (
-    balance_pb2,
-    balance_pb2_grpc,
-    downstream_pb2,
-    downstream_pb2_grpc,
-    instance_pb2,
-    instance_pb2_grpc,
-    order_pb2,
-    product_pb2,
-    product_service_pb2,
-    product_service_pb2_grpc,
+from helpers import (
+    SERVER_SPEC,
+    TEST_PLUGINS,
+    ServerProcess,
+    create_interface,
+    customer_stubs,
+    md,
+    place_order,
+    query_db,
+    raises_code,
+    unique,
 )
+
+from rustbill.pb import balance_pb2, downstream_pb2, instance_pb2, order_pb2, product_pb2, product_service_pb2
 from rustbill.pb import integration_pb2 as pb
 
-SPEC = order_pb2.ServerSpec(cpu_cores=2, memory_gb=4, disk_gb=50, region="eu", os="debian-12")
+SPEC = SERVER_SPEC
 PRICE = Decimal("2.24")  # t_provider: 1.10 per core + 0.01 per GB of memory
 
 
@@ -76,9 +76,7 @@ def assert_balance_is_the_ledger(server: ServerProcess, name: str) -> Decimal:
     return total
 
 
-def order(stub, iface_id: str, token: str, key: str | None = None, spec=SPEC):  # type: ignore[no-untyped-def]
-    meta = md(token) + ([("idempotency-key", key)] if key else [])
-    return stub.CreateUpstreamInstance(pb.UpstreamOrderRequest(interface_id=iface_id, server_spec=spec), metadata=meta)
+order = place_order
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +86,7 @@ def provider(stub, admin_token: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def services(server: ServerProcess):  # type: ignore[no-untyped-def]
-    ch = server.channel()
-    return {
-        "products": product_service_pb2_grpc.ProductServiceStub(ch),
-        "instances": instance_pb2_grpc.InstanceServiceStub(ch),
-        "balance": balance_pb2_grpc.BalanceServiceStub(ch),
-        "keys": downstream_pb2_grpc.ApiKeyServiceStub(ch),
-    }
+    return customer_stubs(server.channel())
 
 
 # ---------------------------------------------------------------- balance and ledger

@@ -8,7 +8,17 @@ from typing import Any
 
 import grpc
 import pytest
-from helpers import ServerProcess, but_health, create_interface, md, new_uuid, plugin_def_id, raises_code, unique
+from helpers import (
+    ServerProcess,
+    but_health,
+    create_interface,
+    md,
+    new_uuid,
+    plugin_def_id,
+    raises_code,
+    unique,
+    write_db,
+)
 
 from rustbill.pb import common_pb2
 from rustbill.pb import integration_pb2 as pb
@@ -351,3 +361,35 @@ def test_plugin_defs_carry_schema_title_and_description(stub, admin_token: str) 
     assert "libvirt-python" in kvm.description and "``" not in kvm.description
     assert json.loads(kvm.config_schema)["type"] == "object"
     assert kvm.file_present and kvm.load_error == ""
+
+
+def test_health_of_a_disabled_or_unreadable_interface(server: ServerProcess, stub, admin_token: str) -> None:  # type: ignore[no-untyped-def]
+    """Disabled: FAILED_PRECONDITION (the health check decides by the interface's state, not by an
+    error's words). A stored config that cannot be read: unhealthy, with why (a background round
+    used to drop that silently, and CheckPluginHealth answered INTERNAL)."""
+
+    def toggle(enable: bool) -> None:
+        req = pb.TogglePluginInterfaceRequest(interface_id=iface.id, enable=enable)
+        stub.TogglePluginInterface(req, metadata=md(admin_token))
+
+    def check() -> Any:
+        req = pb.CheckPluginHealthRequest(interface_id=iface.id)
+        return stub.CheckPluginHealth(req, metadata=md(admin_token))
+
+    name = unique("unreadable")
+    iface = create_interface(stub, admin_token, "demo_cloud", "{}", name=name)
+    try:
+        assert check().is_healthy
+        toggle(False)
+        with raises_code(grpc.StatusCode.FAILED_PRECONDITION, f"interface '{name}' is disabled"):
+            check()
+        sql = "UPDATE plugin_interfaces SET config_json = '{not json' WHERE display_name = :n"
+        assert write_db(server.db_url, sql, n=name) == 1
+        toggle(True)  # forgets the interface's cached binding: the stored row is read again
+        got = check()
+        assert not got.is_healthy and "is not valid JSON" in got.error, got
+        stored = stub.GetPluginInterface(pb.GetPluginInterfaceRequest(interface_id=iface.id), metadata=md(admin_token))
+        assert not stored.interface.is_healthy and "is not valid JSON" in stored.interface.health_error
+    finally:
+        toggle(False)
+        stub.DeletePluginInterface(pb.DeletePluginInterfaceRequest(interface_id=iface.id), metadata=md(admin_token))

@@ -21,33 +21,25 @@ import grpc
 import pytest
 import trustme
 from helpers import (
+    SERVER_SPEC,
     SHIPPED_PLUGINS,
     TEST_PLUGINS,
     Databases,
     TlsServer,
     create_interface,
+    customer_stubs,
     free_port,
     md,
+    place_order,
     query_db,
     raises_code,
     unique,
 )
 
-from rustbill.pb import (
-    balance_pb2,
-    balance_pb2_grpc,
-    downstream_pb2,
-    downstream_pb2_grpc,
-    instance_pb2,
-    instance_pb2_grpc,
-    order_pb2,
-    product_pb2,
-    product_service_pb2,
-    product_service_pb2_grpc,
-)
+from rustbill.pb import balance_pb2, downstream_pb2, instance_pb2, product_pb2, product_service_pb2
 from rustbill.pb import integration_pb2 as pb
 
-SPEC = order_pb2.ServerSpec(cpu_cores=2, memory_gb=4, disk_gb=50, region="eu", os="debian-12")
+SPEC = SERVER_SPEC
 A_PRICE = Decimal("2.24")  # t_provider: 1.10 per core + 0.01 per GB of memory
 MARKUP_B, MARKUP_C = Decimal("17.5"), Decimal("10")
 OPEN_PROVIDERS = json.dumps({"IntegrationService/ListProviders": "authenticated"})
@@ -77,12 +69,10 @@ class Side:
     def __init__(self, srv: TlsServer) -> None:
         self.srv = srv
         self.admin = srv.token()
-        ch = srv.channel()
         self.rpc = srv.stub()
-        self.products = product_service_pb2_grpc.ProductServiceStub(ch)
-        self.instances = instance_pb2_grpc.InstanceServiceStub(ch)
-        self.balance = balance_pb2_grpc.BalanceServiceStub(ch)
-        self.keys = downstream_pb2_grpc.ApiKeyServiceStub(ch)
+        stubs = customer_stubs(srv.channel())
+        self.products, self.instances = stubs["products"], stubs["instances"]
+        self.balance, self.keys = stubs["balance"], stubs["keys"]
 
     def customer(self, credit: str | None = None) -> Account:
         """A new customer, with ``credit`` on the balance and an API key made through ApiKeyService."""
@@ -109,10 +99,7 @@ class Side:
         return create_interface(self.rpc, self.admin, "rustbill", json.dumps(config))
 
     def order(self, interface_id: str, token: str, key: str | None = None, spec: Any = SPEC) -> Any:
-        meta = md(token) + ([("idempotency-key", key)] if key else [])
-        return self.rpc.CreateUpstreamInstance(
-            pb.UpstreamOrderRequest(interface_id=interface_id, server_spec=spec), metadata=meta, timeout=60
-        )
+        return place_order(self.rpc, interface_id, token, key, spec, timeout=60)
 
     def ledger(self, account: Account) -> list[tuple[str, Decimal]]:
         rows = query_db(

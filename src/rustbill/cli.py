@@ -481,51 +481,50 @@ def _amount(text: str) -> Any:
 
 
 _NOTE = typer.Option("--note", help="why (kept in the ledger entry), e.g. the bank transfer's reference")
+_CUSTOMER = typer.Argument(metavar="NAME", help="customer user name")
+
+
+def _post(name: str, amount: str, note: str, debit: bool) -> None:
+    """One ledger entry for customer ``name`` (credit or debit), then the new balance: credit and
+    debit differ only in the ledger call and the words."""
+    value = _amount(amount)
+
+    async def go(db: Any, settings: Settings) -> Any:
+        ledger = _ledger(db, settings)
+        user = await ledger.customer(name)
+        post = ledger.debit if debit else ledger.credit
+        return await post(user.id, value, note=note, by=_admin_name())
+
+    entry = _run(go)
+    verb, moved = ("debited", -entry.amount) if debit else ("credited", entry.amount)
+    typer.echo(f"{verb} {name} {_money(moved)}; balance {_money(entry.balance_after)} (entry {entry.id})")
+    _changed("balance of %s %s %s (now %s, entry %s)", name, verb, _money(moved), _money(entry.balance_after),
+             entry.id)  # fmt: skip
+
+
+_CREDIT = typer.Argument(metavar="AMOUNT", help="decimal amount to add, e.g. 100.00")
+_DEBIT = typer.Argument(metavar="AMOUNT", help="decimal amount to take, e.g. 5.00")
 
 
 @balance_app.command("credit")
 def balance_credit(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="customer user name")],
-    amount: Annotated[str, typer.Argument(metavar="AMOUNT", help="decimal amount to add, e.g. 100.00")],
-    note: Annotated[str, _NOTE] = "",
+    name: Annotated[str, _CUSTOMER], amount: Annotated[str, _CREDIT], note: Annotated[str, _NOTE] = ""
 ) -> None:
     """Add AMOUNT to customer NAME's balance (one ledger entry); prints the new balance."""
-    value = _amount(amount)
-
-    async def go(db: Any, settings: Settings) -> Any:
-        ledger = _ledger(db, settings)
-        user = await ledger.customer(name)
-        return await ledger.credit(user.id, value, note=note, by=_admin_name())
-
-    entry = _run(go)
-    typer.echo(f"credited {name} {_money(entry.amount)}; balance {_money(entry.balance_after)} (entry {entry.id})")
-    _changed("balance of %s credited %s (now %s, entry %s)", name, _money(entry.amount), _money(entry.balance_after),
-             entry.id)  # fmt: skip
+    _post(name, amount, note, debit=False)
 
 
 @balance_app.command("debit")
 def balance_debit(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="customer user name")],
-    amount: Annotated[str, typer.Argument(metavar="AMOUNT", help="decimal amount to take, e.g. 5.00")],
-    note: Annotated[str, _NOTE] = "",
+    name: Annotated[str, _CUSTOMER], amount: Annotated[str, _DEBIT], note: Annotated[str, _NOTE] = ""
 ) -> None:
     """Take AMOUNT from customer NAME's balance (a correction; not below the credit limit)."""
-    value = _amount(amount)
-
-    async def go(db: Any, settings: Settings) -> Any:
-        ledger = _ledger(db, settings)
-        user = await ledger.customer(name)
-        return await ledger.debit(user.id, value, note=note, by=_admin_name())
-
-    entry = _run(go)
-    typer.echo(f"debited {name} {_money(-entry.amount)}; balance {_money(entry.balance_after)} (entry {entry.id})")
-    _changed("balance of %s debited %s (now %s, entry %s)", name, _money(-entry.amount), _money(entry.balance_after),
-             entry.id)  # fmt: skip
+    _post(name, amount, note, debit=True)
 
 
 @balance_app.command("limit")
 def balance_limit(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="customer user name")],
+    name: Annotated[str, _CUSTOMER],
     amount: Annotated[str, typer.Argument(metavar="AMOUNT", help="how far below zero orders may go, e.g. 50")],
 ) -> None:
     """Set customer NAME's credit limit (0: orders need the money on the balance)."""
@@ -542,7 +541,7 @@ def balance_limit(
 
 @balance_app.command("show")
 def balance_show(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="customer user name")],
+    name: Annotated[str, _CUSTOMER],
     last: Annotated[int, typer.Option("--last", help="how many ledger entries to show")] = 20,
 ) -> None:
     """Customer NAME's balance and latest ledger entries."""

@@ -5,6 +5,7 @@
     ├── NotFound                       Code.NOT_FOUND
     ├── AlreadyExists                  Code.ALREADY_EXISTS
     ├── FailedPrecondition             Code.FAILED_PRECONDITION
+    │   └── InterfaceDisabled          (an interface an admin turned off)
     ├── PermissionDenied               Code.PERMISSION_DENIED
     ├── Unauthenticated                Code.UNAUTHENTICATED
     ├── Unimplemented                  Code.UNIMPLEMENTED
@@ -29,6 +30,7 @@ __all__ = [
     "Code",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "InterfaceDisabled",
     "Internal",
     "InvalidArgument",
     "NotFound",
@@ -85,6 +87,14 @@ class AlreadyExists(RustBillError):
 
 class FailedPrecondition(RustBillError):
     code = Code.FAILED_PRECONDITION
+
+
+class InterfaceDisabled(FailedPrecondition):
+    """The interface exists but an admin disabled it: callers get FAILED_PRECONDITION, and code
+    that must tell this apart (a health round skips it) catches the type, not the message."""
+
+    def __init__(self, display_name: str) -> None:
+        super().__init__(f"interface {display_name!r} is disabled")
 
 
 class PermissionDenied(RustBillError):

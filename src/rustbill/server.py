@@ -320,8 +320,11 @@ class App:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            with contextlib.suppress(asyncio.CancelledError):
+                try:
+                    await t
+                except Exception:  # a background task that had crashed before it was cancelled
+                    log.exception("background task %s had failed", t.get_name())
         await self.health.close()
         await self.providers.close()
         await self.processes.unregister()

@@ -1,7 +1,6 @@
 """Storage: tables, the engine and sessions, migrations."""
 
 from .models import (
-    PLUGIN_TYPES,
     ApiKey,
     Balance,
     BalanceTransaction,
@@ -22,7 +21,6 @@ from .models import (
 from .session import Database, redact_url
 
 __all__ = [
-    "PLUGIN_TYPES",
     "ApiKey",
     "Balance",
     "BalanceTransaction",

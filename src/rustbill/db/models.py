@@ -28,7 +28,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ..ids import new_id, utcnow
 
 __all__ = [
-    "PLUGIN_TYPES",
     "ApiKey",
     "Balance",
     "BalanceTransaction",
@@ -46,8 +45,6 @@ __all__ = [
     "Setting",
     "User",
 ]
-
-PLUGIN_TYPES = ("first_party_provider", "upstream_provider", "gateway", "notifier")
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",

@@ -8,7 +8,7 @@ instead of failing when a read lock cannot be upgraded; on PostgreSQL both are p
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,26 @@ class Database:
                 if not self.is_sqlite:
                     await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
                     await conn.commit()
+
+    async def one_at_a_time(self, key: int, work: Callable[[], Awaitable[object]]) -> bool:
+        """Run ``work`` unless another process is running the work of ``key`` now; then skip it
+        (False). The background rounds of a PostgreSQL scale-out (health checks, the reconciler,
+        drift) take turns through a session-level advisory lock, held on one connection for the
+        whole round and released even when the round fails. SQLite means one process: it just runs."""
+        if self.is_sqlite:
+            await work()
+            return True
+        async with self.engine.connect() as conn:
+            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar()
+            await conn.commit()
+            if not got:
+                return False
+            try:
+                await work()
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                await conn.commit()
+        return True
 
     async def dispose(self) -> None:
         await self.engine.dispose()

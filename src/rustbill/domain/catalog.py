@@ -21,8 +21,9 @@ from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFoun
 from ..ids import utcnow
 from ..inputs import loads_strict, shown
 from ..plugins import PluginRegistry, PluginRuntime
-from ..plugins.contract import PLUGIN_TYPES, PROVIDER_TYPES, ShapeError, check_spec_template
+from ..plugins.contract import PLUGIN_TYPES, PROVIDER_TYPES
 from ..vault import Vault, is_secret, merge_update, refuse_placeholder, secret_paths
+from .templates import empty_template, spec_template
 
 __all__ = ["Catalog", "PluginInfo", "ProviderEntry", "validate_config"]
 
@@ -356,7 +357,7 @@ class Catalog:
                 name=r.display_name,
                 provider_type="first_party" if r.plugin_type == "first_party_provider" else "upstream",
                 is_healthy=r.is_healthy,
-                spec_template=tpl if tpl is not None else {"fields": [], "groups": []},
+                spec_template=tpl if tpl is not None else empty_template(),
             )
             for r, tpl in zip(rows, results, strict=True)
         ]
@@ -382,24 +383,18 @@ class Catalog:
             return list((await s.execute(q)).scalars())
 
     async def _spec_template(self, row: PluginInterface) -> dict[str, Any] | None:
-        """The interface's spec template (memoised per binding); None when it cannot be had."""
+        """The interface's spec template; None when it cannot be had (the listing shows it without
+        fields, and is recomputed soon)."""
         try:
             binding = self._runtime.bind_row(row)
         except Exception as exc:
             log.warning("interface %s: no spec template: %s", row.id, getattr(exc, "message", exc))
             return None
-        if "spec_template" in binding.memo:
-            return binding.memo["spec_template"]  # type: ignore[no-any-return]
-        if not self._runtime.has(binding, "spec_template"):
-            binding.memo["spec_template"] = {"fields": [], "groups": []}
-            return binding.memo["spec_template"]  # type: ignore[no-any-return]
         try:
-            tpl = await self._runtime.call(binding, "spec_template", check=check_spec_template)
-        except (ShapeError, Exception) as exc:
+            return await spec_template(self._runtime, binding)
+        except Exception as exc:
             log.warning("interface %s: spec_template failed: %s", row.id, getattr(exc, "message", exc))
             return None
-        binding.memo["spec_template"] = tpl
-        return tpl  # type: ignore[no-any-return]
 
 
 def _check_name(display_name: str) -> str:

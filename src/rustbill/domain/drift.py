@@ -32,19 +32,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select
 
 from ..db import Database, DriftFinding, Instance, PluginInterface, Product
 from ..errors import FailedPrecondition, NotFound, RustBillError, Unavailable
 from ..ids import utcnow
 from ..money import money_text
 from ..plugins import PluginRuntime
+from .background import every
 from .channels import Channels
 from .providers import Providers
 
@@ -255,10 +254,12 @@ class DriftWatch:
             )
         if not row.enabled:
             raise FailedPrecondition(f"interface {row.display_name!r} is disabled: enable it to compare it")
-        async with self._exclusive() as got:
-            if not got:
-                raise Unavailable("another process is comparing the upstreams right now; try again", retry_after=5)
+        async def compare() -> None:
             await self._report(interface_id, row.display_name, await self.check(interface_id))
+
+        async with self._turn:
+            if not await self._db.one_at_a_time(_DRIFT_LOCK, compare):
+                raise Unavailable("another process is comparing the upstreams right now; try again", retry_after=5)
         return await self.findings(interface_id)
 
     async def acknowledge(self, interface_id: uuid.UUID, key: str) -> None:
@@ -340,34 +341,10 @@ class DriftWatch:
                 log.error("drift findings of %r not sent through notifier %s: %s", name, target, exc.message)
 
     async def run(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._locked_round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("drift round failed")
+        await every(interval, self._locked_round, "drift round", first_now=False)
 
-    async def _locked_round(self) -> None:
-        async with self._exclusive() as got:
-            if got:
-                await self.round()
-
-    @asynccontextmanager
-    async def _exclusive(self) -> AsyncIterator[bool]:
-        """The turn to compare: waits for this process's other comparison; across processes
-        (PostgreSQL) yields False when another process has it."""
+    async def _locked_round(self) -> bool:
+        """One round, when it is this process's turn (rounds and "Compare now" take turns; across
+        processes, through the database): False when another process has it."""
         async with self._turn:
-            if self._db.is_sqlite:
-                yield True
-                return
-            async with self._db.engine.connect() as conn:
-                got = bool((await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _DRIFT_LOCK})).scalar())
-                await conn.commit()
-                try:
-                    yield got
-                finally:
-                    if got:
-                        await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _DRIFT_LOCK})
-                        await conn.commit()
+            return await self._db.one_at_a_time(_DRIFT_LOCK, self.round)

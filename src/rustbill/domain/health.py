@@ -8,13 +8,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from ..db import Database, PluginInterface
-from ..errors import RustBillError
+from ..errors import FailedPrecondition, InterfaceDisabled, Internal, NotFound, RustBillError
 from ..ids import utcnow
 from ..plugins import PluginRuntime
 from ..plugins.contract import check_health_result
+from .background import every
 from .catalog import Catalog
 
 __all__ = ["HealthResult", "HealthService"]
@@ -71,20 +72,21 @@ class HealthService:
         return result
 
     async def _run(self, interface_id: uuid.UUID) -> HealthResult:
-        binding = None
+        """Unknown (NotFound) and disabled (InterfaceDisabled) interfaces are errors; an interface
+        that cannot be bound (its plugin not loaded, its secrets or stored config unreadable) is
+        unhealthy, with why: that is what an admin looking at its health must see."""
         try:
-            binding = await self._runtime.bind(interface_id)
-        except RustBillError as exc:
-            if exc.code.name != "FAILED_PRECONDITION" or "disabled" in exc.message:
-                raise
-            error: str | None = exc.message  # plugin not loaded: unhealthy, with why
-        if binding is not None:
-            error = None
-            if self._runtime.has(binding, "health_check"):
-                try:
-                    error = await self._runtime.call(binding, "health_check", check=check_health_result)
-                except RustBillError as exc:
-                    error = exc.message
+            binding = await self._runtime.bind(interface_id, require_enabled=False)
+        except (FailedPrecondition, Internal) as exc:
+            return HealthResult(False, exc.message, utcnow())
+        if not binding.enabled:
+            raise InterfaceDisabled(binding.display_name)
+        error = None
+        if self._runtime.has(binding, "health_check"):
+            try:
+                error = await self._runtime.call(binding, "health_check", check=check_health_result)
+            except RustBillError as exc:
+                error = exc.message
         return HealthResult(error is None, error, utcnow())
 
     async def _store(self, results: dict[uuid.UUID, HealthResult]) -> None:
@@ -113,7 +115,7 @@ class HealthService:
             async with sem:
                 try:
                     results[iid] = await self._run(iid)
-                except RustBillError:
+                except (NotFound, InterfaceDisabled):
                     pass  # deleted or disabled meanwhile
                 except Exception:
                     log.exception("health check of interface %s failed", iid)
@@ -126,26 +128,4 @@ class HealthService:
     async def run(self, interval: float) -> None:
         """Check all enabled interfaces every ``interval`` seconds. With PostgreSQL, only one
         process does a round at a time (advisory lock)."""
-        while True:
-            try:
-                await self._round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("background health round failed")
-            await asyncio.sleep(interval)
-
-    async def _round(self) -> None:
-        if self._db.is_sqlite:
-            await self.check_all()
-            return
-        async with self._db.engine.connect() as conn:
-            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _HEALTH_LOCK})).scalar()
-            await conn.commit()
-            if not got:
-                return
-            try:
-                await self.check_all()
-            finally:
-                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _HEALTH_LOCK})
-                await conn.commit()
+        await every(interval, lambda: self._db.one_at_a_time(_HEALTH_LOCK, self.check_all), "background health round")

@@ -33,7 +33,10 @@ from ..ids import new_id, utcnow
 from ..inputs import loads_strict, shown
 from ..plugins import Binding, PluginRuntime
 from ..plugins.contract import (
+    Price,
+    ProviderInstance,
     ShapeError,
+    UpstreamBalance,
     check_admin_page,
     check_balance,
     check_found_instance,
@@ -42,9 +45,9 @@ from ..plugins.contract import (
     check_json_result,
     check_price,
     check_products,
-    check_spec_template,
 )
 from .processes import ProcessRegistry
+from .templates import spec_template
 
 __all__ = ["PROVISIONING", "UNKNOWN", "Providers", "SyncResult", "validate_spec"]
 
@@ -145,13 +148,6 @@ class Providers:
             t.cancel()
         await asyncio.gather(*self._late, return_exceptions=True)
 
-    async def _template(self, b: Binding) -> dict[str, Any] | None:
-        if "spec_template" not in b.memo:
-            if not self._runtime.has(b, "spec_template"):
-                return None
-            b.memo["spec_template"] = await self._runtime.call(b, "spec_template", check=check_spec_template)
-        return b.memo["spec_template"]  # type: ignore[no-any-return]
-
     # ---- admin page and actions ----
 
     async def admin_page(self, interface_id: uuid.UUID) -> tuple[str, str]:
@@ -183,22 +179,22 @@ class Providers:
 
     # ---- provider calls ----
 
-    async def query_price(self, interface_id: uuid.UUID, spec: dict[str, Any]) -> dict[str, str]:
+    async def query_price(self, interface_id: uuid.UUID, spec: dict[str, Any]) -> Price:
         validate_spec(spec)
         b = await self._runtime.bind_provider(interface_id)
-        validate_spec(spec, await self._template(b))
+        validate_spec(spec, await spec_template(self._runtime, b))
         return await self._runtime.call(b, "query_price", spec, check=check_price)  # type: ignore[no-any-return]
 
-    async def balance(self, interface_id: uuid.UUID) -> dict[str, str]:
+    async def balance(self, interface_id: uuid.UUID) -> UpstreamBalance:
         b = await self._runtime.bind_provider(interface_id)
         return await self._runtime.call(b, "get_upstream_balance", check=check_balance)  # type: ignore[no-any-return]
 
-    async def instance_status(self, interface_id: uuid.UUID, instance_id: str) -> dict[str, str]:
+    async def instance_status(self, interface_id: uuid.UUID, instance_id: str) -> ProviderInstance:
         instance_id = _check_instance_id(instance_id)
         b = await self._runtime.bind_provider(interface_id)
         return await self._status(b, instance_id)
 
-    async def _status(self, b: Binding, instance_id: str) -> dict[str, str]:
+    async def _status(self, b: Binding, instance_id: str) -> ProviderInstance:
         result = await self._runtime.call(
             b,
             "get_instance_status",
@@ -209,10 +205,12 @@ class Providers:
             raise NotFound(f"instance {shown(instance_id)} not found at provider {b.display_name!r}")
         return result  # type: ignore[no-any-return]
 
-    async def upstream_instances(self, interface_id: uuid.UUID) -> list[dict[str, str]]:
+    async def upstream_instances(self, interface_id: uuid.UUID) -> list[ProviderInstance]:
         """The provider's instances; local instances linked to them get their status and IP."""
         b = await self._runtime.bind_provider(interface_id)
-        items: list[dict[str, str]] = await self._runtime.call(b, "sync_upstream_instances", check=check_instance_list)
+        items: list[ProviderInstance] = await self._runtime.call(
+            b, "sync_upstream_instances", check=check_instance_list
+        )
         by_id = {i["instance_id"]: i for i in items}
         async with self._db.write() as s:
             rows = (
@@ -289,7 +287,7 @@ class Providers:
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
             raise InvalidArgument("idempotency-key must be 1 to 200 characters")
         b = await self._runtime.bind_provider(interface_id)
-        validate_spec(spec, await self._template(b))
+        validate_spec(spec, await spec_template(self._runtime, b))
 
         if idempotency_key:
             prior = await self._by_key(interface_id, customer_id, idempotency_key)

@@ -21,11 +21,12 @@ import logging
 import uuid
 from collections import Counter
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from ..db import Database, Instance
 from ..errors import RustBillError
 from ..plugins import PluginRuntime
+from .background import every
 from .processes import ProcessRegistry
 from .providers import PROVISIONING, UNKNOWN, UNSETTLED, Providers
 
@@ -55,30 +56,9 @@ class Reconciler:
         self._said: set[tuple[uuid.UUID, str]] = set()
 
     async def run(self, interval: float) -> None:
-        """A round now (orders orphaned by a crash are settled at start), then every ``interval``."""
-        while True:
-            try:
-                await self._round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reconciler round failed")
-            await asyncio.sleep(interval)
-
-    async def _round(self) -> None:
-        if self._db.is_sqlite:
-            await self.reconcile()
-            return
-        async with self._db.engine.connect() as conn:
-            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _RECONCILE_LOCK})).scalar()
-            await conn.commit()
-            if not got:
-                return
-            try:
-                await self.reconcile()
-            finally:
-                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _RECONCILE_LOCK})
-                await conn.commit()
+        """A round now (orders orphaned by a crash are settled at start), then every ``interval``;
+        with PostgreSQL, one process at a time does a round."""
+        await every(interval, lambda: self._db.one_at_a_time(_RECONCILE_LOCK, self.reconcile), "reconciler round")
 
     async def reconcile(self) -> Counter[str]:
         """One round; returns how many orders ended how (found, released, error, left, skipped, busy)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from ..money import to_money_text
 
@@ -20,7 +20,10 @@ __all__ = [
     "FUNCTIONS_BY_TYPE",
     "PLUGIN_TYPES",
     "PROVIDER_TYPES",
+    "Price",
+    "ProviderInstance",
     "ShapeError",
+    "UpstreamBalance",
     "check_admin_page",
     "check_balance",
     "check_found_instance",
@@ -226,7 +229,32 @@ def check_spec_template(result: Any) -> dict[str, Any]:
     return {"fields": fields, "groups": groups}
 
 
-def check_price(result: Any) -> dict[str, str]:
+class Price(TypedDict):
+    """What ``query_price`` answers, checked: the amount as a canonical decimal string."""
+
+    amount: str
+    currency: str
+    billing_cycle: str
+
+
+class UpstreamBalance(TypedDict):
+    """What ``get_upstream_balance`` answers, checked."""
+
+    balance: str
+    currency: str
+
+
+class ProviderInstance(TypedDict):
+    """An instance as a provider reports it (create, find, status, sync), checked; ``instance_id``
+    is "" only in a status answer, which is about an instance already named."""
+
+    instance_id: str
+    status: str
+    ip_address: str
+    created_at: str
+
+
+def check_price(result: Any) -> Price:
     m = _mapping(result, "query_price result")
     if "amount" not in m:
         raise ShapeError("query_price result has no 'amount'")
@@ -237,7 +265,7 @@ def check_price(result: Any) -> dict[str, str]:
     }
 
 
-def check_balance(result: Any) -> dict[str, str]:
+def check_balance(result: Any) -> UpstreamBalance:
     m = _mapping(result, "get_upstream_balance result")
     if "balance" not in m:
         raise ShapeError("get_upstream_balance result has no 'balance'")
@@ -247,7 +275,7 @@ def check_balance(result: Any) -> dict[str, str]:
     }
 
 
-def check_instance(result: Any, what: str, *, need_id: bool) -> dict[str, str]:
+def check_instance(result: Any, what: str, *, need_id: bool) -> ProviderInstance:
     m = _mapping(result, f"{what} result")
     instance_id = m.get("instance_id", m.get("provider_instance_id"))
     if need_id and (instance_id is None or str(instance_id) == ""):
@@ -260,7 +288,7 @@ def check_instance(result: Any, what: str, *, need_id: bool) -> dict[str, str]:
     }
 
 
-def check_found_instance(result: Any) -> dict[str, str] | None:
+def check_found_instance(result: Any) -> ProviderInstance | None:
     """``find_instance``: None (the provider has no instance for that request_id and will not
     open one), or the instance as ``create_instance`` returns it (a non-empty ``instance_id``)."""
     if result is None:
@@ -268,7 +296,7 @@ def check_found_instance(result: Any) -> dict[str, str] | None:
     return check_instance(result, "find_instance", need_id=True)
 
 
-def check_instance_list(result: Any) -> list[dict[str, str]]:
+def check_instance_list(result: Any) -> list[ProviderInstance]:
     if not isinstance(result, list):
         raise ShapeError(f"sync_upstream_instances must return a list, not {type(result).__name__}")
     return [check_instance(r, f"sync_upstream_instances item {i}", need_id=True) for i, r in enumerate(result)]

@@ -15,6 +15,7 @@ from ..money import money_text
 from ..pb import balance_pb2, common_pb2, downstream_pb2, instance_pb2
 from ..pb import integration_pb2 as pb
 from ..pb import product_pb2 as product_pb
+from ..plugins.contract import Price, ProviderInstance, UpstreamBalance
 from ..vault import mask, secret_paths
 
 __all__ = [
@@ -22,15 +23,21 @@ __all__ = [
     "balance",
     "balance_transaction",
     "gateway_info",
+    "imported_instance",
     "instance_info",
     "interface_info",
     "money_text",
     "notifier_info",
+    "order_reply",
     "page_meta",
     "plugin_def",
+    "price",
     "product_info",
     "provider_info",
     "spec_template",
+    "status_reply",
+    "upstream_balance",
+    "upstream_instance",
 ]
 
 
@@ -184,3 +191,37 @@ def api_key_info(k: ApiKey) -> downstream_pb2.ApiKeyInfo:
         last_used_at=rfc3339(k.last_used_at),
         expires_at=rfc3339(k.expires_at),
     )
+
+
+# ---- what the provider RPCs answer: the checked plugin results and the local instance rows
+
+
+def price(p: Price) -> pb.QueryPriceResponse:
+    return pb.QueryPriceResponse(amount=p["amount"], currency=p["currency"], billing_cycle=p["billing_cycle"])
+
+
+def upstream_balance(b: UpstreamBalance) -> pb.GetUpstreamBalanceResponse:
+    return pb.GetUpstreamBalanceResponse(balance=b["balance"], currency=b["currency"])
+
+
+def status_reply(st: ProviderInstance) -> pb.InstanceStatusResponse:
+    return pb.InstanceStatusResponse(status=st["status"], ip_address=st["ip_address"])
+
+
+def upstream_instance(i: ProviderInstance) -> pb.UpstreamInstanceItem:
+    return pb.UpstreamInstanceItem(
+        instance_id=i["instance_id"], status=i["status"], ip_address=i["ip_address"], created_at=i["created_at"]
+    )
+
+
+def order_reply(inst: Instance) -> pb.UpstreamOrderResponse:
+    return pb.UpstreamOrderResponse(
+        provider_instance_id=inst.provider_instance_id,
+        status=inst.status,
+        ip_address=inst.ip_address,
+        instance_id=str(inst.id),
+    )
+
+
+def imported_instance(inst: Instance) -> pb.ImportUpstreamInstanceResponse:
+    return pb.ImportUpstreamInstanceResponse(instance_id=str(inst.id), status=inst.status, ip_address=inst.ip_address)

@@ -181,7 +181,7 @@ class IntegrationServicer:
     async def QueryPrice(self, request: pb.QueryPriceRequest, call: Ctx) -> pb.QueryPriceResponse:
         spec = _spec(request)
         price = await self._providers.query_price(parse_uuid(request.interface_id, "interface_id"), spec)
-        return pb.QueryPriceResponse(**price)
+        return convert.price(price)
 
     async def CreateUpstreamInstance(self, request: pb.UpstreamOrderRequest, call: Ctx) -> pb.UpstreamOrderResponse:
         spec = _spec(request.server_spec)
@@ -193,37 +193,26 @@ class IntegrationServicer:
             principal=call.principal,
             max_price=call.metadata.get("max-price"),
         )
-        return pb.UpstreamOrderResponse(
-            provider_instance_id=inst.provider_instance_id,
-            status=inst.status,
-            ip_address=inst.ip_address,
-            instance_id=str(inst.id),
-        )
+        return convert.order_reply(inst)
 
     async def GetInstanceStatus(self, request: pb.InstanceStatusRequest, call: Ctx) -> pb.InstanceStatusResponse:
-        st = await self._providers.instance_status(
-            parse_uuid(request.interface_id, "interface_id"), request.instance_id
-        )
-        return pb.InstanceStatusResponse(status=st["status"], ip_address=st["ip_address"])
+        interface_id = parse_uuid(request.interface_id, "interface_id")
+        return convert.status_reply(await self._providers.instance_status(interface_id, request.instance_id))
 
     async def SyncUpstreamInstances(
         self, request: pb.SyncUpstreamInstancesRequest, call: Ctx
     ) -> pb.SyncUpstreamInstancesResponse:
         items = await self._providers.upstream_instances(parse_uuid(request.interface_id, "interface_id"))
-        return pb.SyncUpstreamInstancesResponse(instances=[pb.UpstreamInstanceItem(**i) for i in items])
+        return pb.SyncUpstreamInstancesResponse(instances=[convert.upstream_instance(i) for i in items])
 
     async def ImportUpstreamInstance(
         self, request: pb.ImportUpstreamInstanceRequest, call: Ctx
     ) -> pb.ImportUpstreamInstanceResponse:
-        inst = await self._providers.import_instance(
-            parse_uuid(request.interface_id, "interface_id"), request.instance_id
-        )
-        return pb.ImportUpstreamInstanceResponse(
-            instance_id=str(inst.id), status=inst.status, ip_address=inst.ip_address
-        )
+        interface_id = parse_uuid(request.interface_id, "interface_id")
+        return convert.imported_instance(await self._providers.import_instance(interface_id, request.instance_id))
 
     async def GetUpstreamBalance(
         self, request: pb.GetUpstreamBalanceRequest, call: Ctx
     ) -> pb.GetUpstreamBalanceResponse:
         bal = await self._providers.balance(parse_uuid(request.interface_id, "interface_id"))
-        return pb.GetUpstreamBalanceResponse(**bal)
+        return convert.upstream_balance(bal)

@@ -13,6 +13,10 @@
   in ``async def`` functions. ``add`` inserts only when the key is absent (a once-only guard).
 - ``sdk.admin_bridge_script()`` — the ``<script>`` an ``admin_page`` includes to run its
   ``admin_*`` actions through the admin console: ``rustbill.call(function, args)`` → Promise.
+- ``sdk.admin_html(title, heading, parts, scripts)`` / ``sdk.item_table(...)`` — the frame of an admin
+  page and a table of items with per-status action buttons (``sdk/pages.py``).
+- ``sdk.ServerPricing`` and the schema helpers (``sdk.prop``, ``sdk.money_prop``, ...) — price rules,
+  plans, regions, OS images and spec limits of a provider that sells servers (``sdk/pricing.py``).
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from typing import Any
 
 import httpx
 
-from .money import to_money_text
+from ..money import to_money_text
 
 __all__ = [
+    "DECIMAL_PATTERN",
     "DEFAULT_TIMEOUT",
+    "PRICING_DEFAULTS",
     "AlreadyExists",
     "DeadlineExceeded",
     "FailedPrecondition",
@@ -35,14 +41,26 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "PluginError",
+    "ServerPricing",
     "State",
     "Unavailable",
     "admin_bridge_script",
+    "admin_html",
+    "cycle_amount",
     "decimal",
     "http",
     "http_sync",
+    "item_table",
     "logger",
+    "map_prop",
     "money",
+    "money_prop",
+    "non_negative_decimal",
+    "object_schema",
+    "prop",
+    "region_schema",
+    "setting",
+    "spec_int",
     "state",
 ]
 
@@ -151,7 +169,7 @@ class State:
     _TIMEOUT = 30.0
 
     def __init__(self) -> None:
-        from .plugins.state import current_call
+        from ..plugins.state import current_call
 
         ctx = current_call.get()
         if ctx is None:
@@ -297,3 +315,21 @@ def admin_bridge_script() -> str:
     - ``rustbill.show(target, value)`` — shows a value as text (JSON for objects).
     """
     return f"<script>{_ADMIN_BRIDGE_JS}</script>"
+
+
+# Last, because pricing raises the errors defined above.
+from .pages import admin_html, item_table  # noqa: E402
+from .pricing import (  # noqa: E402
+    DECIMAL_PATTERN,
+    PRICING_DEFAULTS,
+    ServerPricing,
+    cycle_amount,
+    map_prop,
+    money_prop,
+    non_negative_decimal,
+    object_schema,
+    prop,
+    region_schema,
+    setting,
+    spec_int,
+)

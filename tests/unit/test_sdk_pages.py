@@ -1,0 +1,22 @@
+"""sdk.admin_html and sdk.item_table, in process: what a provider's admin page is made of."""
+
+from __future__ import annotations
+
+from rustbill import sdk
+
+
+def test_item_table_escapes_cells_and_offers_the_actions_of_each_status() -> None:
+    items = [{"name": "a<b", "status": "running", "mem": 512}, {"name": "c", "status": "gone"}]
+    html = sdk.item_table(("Name", "Memory"), items, lambda i: (i["name"], i.get("mem", "")),
+                          {"running": (("admin_stop", "Stop"), ("admin_reboot", "Reboot"))})  # fmt: skip
+    assert html.startswith("<table><thead><tr><th>Name</th><th>Memory</th><th>Actions</th></tr></thead>")
+    assert "<tr><td>a&lt;b</td><td>512</td><td>" in html
+    assert '<button type="button" data-action="admin_stop" data-name="a&lt;b">Stop</button>' in html
+    assert html.count("<button") == 2  # a status without actions gets none
+    assert "<tr><td>c</td><td></td><td></td></tr>" in html
+
+
+def test_admin_html_puts_the_scripts_last_and_escapes_the_heading() -> None:
+    page = sdk.admin_html("KVM", "KVM — qemu+ssh://<host>", ["<p>one</p>", "<p>two</p>"], "<script>x</script>")
+    assert page.startswith('<!DOCTYPE html><html><head><meta charset="utf-8"><title>KVM</title><style>')
+    assert "<h1>KVM — qemu+ssh://&lt;host&gt;</h1>\n<p>one</p>\n<p>two</p>\n<script>x</script></body></html>" in page
