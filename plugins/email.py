@@ -102,6 +102,7 @@ def config_schema():
                 "minLength": 3,
                 "maxLength": 400,
                 "pattern": r"^[^\r\n]*@[^\r\n]*$",
+                "examples": ["Example Billing <billing@example.com>"],
                 "title": "From",
                 "description": "Sender, as 'billing@example.com' or 'Example Billing <billing@example.com>'. "
                 "The address is also the envelope sender (MAIL FROM); the server may require it to match "

@@ -215,6 +215,7 @@ def config_schema():
                 "Path of the local Incus socket, e.g. /var/lib/incus/unix.socket (some distributions: "
                 "/run/incus/unix.socket). Used instead of url; no certificate is needed.",
                 pattern=r"^(/\S{1,200})?$",
+                examples=["/var/lib/incus/unix.socket"],
             ),
             "client_cert": _prop(
                 "string",

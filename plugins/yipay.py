@@ -65,6 +65,7 @@ def config_schema():
             "api_url": {
                 "type": "string",
                 "pattern": r"^https?://[^\s?#]+$",
+                "examples": ["https://pay.example.com/"],
                 "title": "Gateway URL",
                 "description": "Base URL of the EPay gateway, e.g. https://pay.example.com/ — submit.php, "
                 "mapi.php and api.php are under it.",

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from .money import to_money_text
+from ..money import to_money_text
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -151,7 +151,7 @@ class State:
     _TIMEOUT = 30.0
 
     def __init__(self) -> None:
-        from .plugins.state import current_call
+        from ..plugins.state import current_call
 
         ctx = current_call.get()
         if ctx is None:
