@@ -63,6 +63,7 @@ def config_schema():
             "host": {
                 "type": "string",
                 "pattern": r"^[A-Za-z0-9._:\[\]-]{1,253}$",
+                "examples": ["smtp.example.com"],
                 "title": "SMTP server",
                 "description": "Host name or IP address of the SMTP server (also the name its TLS certificate "
                 "must carry).",

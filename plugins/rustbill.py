@@ -90,6 +90,7 @@ def config_schema():
             },
             "api_key": {
                 "type": "string", "format": "password", "pattern": r"^rbk_\S+$", "title": "API key",
+                "examples": ["rbk_example"],
                 "description": "An API key of your customer account on the upstream (rbk_…): made there with "
                                "`rustbill apikey create --user NAME` or ApiKeyService/CreateApiKey.",
             },

@@ -74,6 +74,7 @@ def config_schema():
                 "type": ["string", "integer"],
                 "pattern": r"^([0-9A-Za-z_-]{1,32})?$",
                 "minimum": 1,
+                "examples": ["1001"],
                 "title": "Merchant ID (pid)",
                 "description": "The merchant id (商户ID) the gateway gave you. May be left empty when the "
                 "interface is saved, but is needed for payments: until it is set the health check fails "
