@@ -33,7 +33,7 @@ from .contract import (
     CHECKERS,
     FUNCTIONS_BY_TYPE,
     ShapeError,
-    metadata_problems,
+    metadata_error,
     sample_message,
     sample_notify_request,
     sample_order,
@@ -106,17 +106,15 @@ async def _check_file(
         plugin = host.loaded
         report.plugin_type, report.version = plugin.plugin_type, plugin.version
         report.findings.append(Finding("version", "ok", plugin.version))
-        problems = metadata_problems(plugin.config_schema)
-        report.findings.append(
-            Finding("config_schema", "violation", "; ".join(problems)) if problems else Finding("config_schema", "ok")
-        )
-        if problems:
+        unusable = metadata_error(path.name, plugin.config_schema)
+        report.findings.append(Finding("config_schema", "violation" if unusable else "ok", unusable))
+        if unusable:
             return report
         try:
             iid = await host.interface(config)
         except errors.InvalidArgument as exc:
             given = "the given config" if config is not None else "the config made from the schema's examples"
-            hint = "" if config is not None else " (add \"examples\" to the schema's properties, or pass --config)"
+            hint = "" if config is not None else ' (add "examples" to the schema\'s properties, or pass --config)'
             report.findings.append(Finding("config", "violation", f"{given} is refused: {exc.message}{hint}"))
             return report
         await _call_all(host, iid, report)

@@ -42,6 +42,7 @@ __all__ = [
     "check_send_result",
     "check_spec_template",
     "check_version",
+    "metadata_error",
     "metadata_problems",
     "money",
     "sample_config",
@@ -477,6 +478,13 @@ def metadata_problems(config_schema: Mapping[str, Any]) -> list[str]:
                 problems.append(f"config_schema() property {key!r}: {word} {value!r} is not valid: {error.message}")
                 break
     return problems
+
+
+def metadata_error(where: str, config_schema: Mapping[str, Any]) -> str:
+    """``metadata_problems`` as one message naming the file (``where``), or "" when there are none:
+    what ``plugin check`` reports and the server shows in ListPlugins and its log."""
+    problems = metadata_problems(config_schema)
+    return f"{where}: {'; '.join(problems)}" if problems else ""
 
 
 # ---- sample arguments, as the host passes them (plugin check, rustbill.sdk.testing) ----

@@ -34,8 +34,10 @@ def render_template(plugin_type: str, name: str) -> str:
     text = resources.files(__package__).joinpath("templates", file).read_text(encoding="utf-8")
     title = name.replace("_", " ").title()
     return (
-        text.replace("__PLUGIN_TYPE__", plugin_type).replace("__KIND__", kind)
-        .replace("__TITLE__", title).replace("__NAME__", name)
+        text.replace("__PLUGIN_TYPE__", plugin_type)
+        .replace("__KIND__", kind)
+        .replace("__TITLE__", title)
+        .replace("__NAME__", name)
     )
 
 

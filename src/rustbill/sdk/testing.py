@@ -22,7 +22,6 @@ Nothing here is mocked: the same code paths as in the server run, in this proces
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import tempfile
@@ -291,10 +290,3 @@ class HttpRecorder:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    async def wait_for(self, count: int, timeout: float = 5.0) -> list[RecordedRequest]:
-        """The requests, once at least ``count`` have arrived (``TimeoutError`` after ``timeout``)."""
-        async with asyncio.timeout(timeout):
-            while len(self.requests) < count:
-                await asyncio.sleep(0.01)
-        return list(self.requests)
