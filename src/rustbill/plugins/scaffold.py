@@ -17,7 +17,7 @@ __all__ = ["ScaffoldError", "new_plugin", "render_template"]
 
 _TEMPLATE = {
     "first_party_provider": ("provider.py.tmpl", "first-party provider"),
-    "upstream_provider": ("provider.py.tmpl", "upstream provider"),
+    "upstream_provider": ("provider.py.tmpl", "provider reselling an upstream"),
     "gateway": ("gateway.py.tmpl", "payment gateway"),
     "notifier": ("notifier.py.tmpl", "notification channel"),
 }
