@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import grpc
 import pytest
 from helpers import ServerProcess, create_interface, md, raises_code
 
-from rustbill import errors
+from rustbill import errors, sdk
 from rustbill.pb import integration_pb2 as pb
 from rustbill.pb import order_pb2
 from rustbill.sdk.testing import HttpRecorder, PluginHost, PluginLoadFailed
@@ -382,6 +383,29 @@ async def test_sdk_testing_hosts_a_scaffolded_notifier_against_a_local_http_serv
             assert (await host.action(iid, "admin_summary"))["to"] == peer.url + "/hook"
             with pytest.raises(errors.InvalidArgument, match=r"config_json\.url"):
                 await host.interface({"url": "ftp://nope"})
+
+
+async def test_sdk_testing_fake_time_and_a_scaffolded_provider(tmp_path: Path) -> None:
+    assert (
+        rustbill(
+            "plugin", "new", "--type", "first_party_provider", "vm", "--dir", str(tmp_path), cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    async with PluginHost(tmp_path / "vm.py") as host:
+        clock = host.fake_time(datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC))
+        iid = await host.interface()  # the config made from the schema's examples
+        first = await host.call(iid, "create_instance", host.sample_spec("order-1"))
+        assert first["created_at"] == "2031-05-06T07:08:09+00:00"
+        clock.advance(days=1)
+        second = await host.call(iid, "create_instance", host.sample_spec("order-2"))
+        assert second["created_at"] == "2031-05-07T07:08:09+00:00"
+        # a retry of order-1 is the same instance; the state survives between calls
+        assert await host.call(iid, "create_instance", host.sample_spec("order-1")) == first
+        assert await host.call(iid, "find_instance", "order-1") == first
+        assert await host.call(iid, "find_instance", "order-3") is None
+        assert len(await host.call(iid, "sync_upstream_instances")) == 2
+    assert sdk.now().year < 2031  # the real clock again
 
 
 async def test_sdk_testing_reports_a_file_that_does_not_load(tmp_path: Path) -> None:

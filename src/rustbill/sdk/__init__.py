@@ -13,12 +13,15 @@
   in ``async def`` functions. ``add`` inserts only when the key is absent (a once-only guard).
 - ``sdk.admin_bridge_script()`` — the ``<script>`` an ``admin_page`` includes to run its
   ``admin_*`` actions through the admin console: ``rustbill.call(function, args)`` → Promise.
+- ``sdk.now()`` — the current time (UTC, aware); ``rustbill.sdk.testing`` sets it in tests.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -43,6 +46,7 @@ __all__ = [
     "http_sync",
     "logger",
     "money",
+    "now",
     "state",
 ]
 
@@ -143,6 +147,16 @@ def decimal(value: Any) -> Decimal:
 def money(value: Any) -> str:
     """``value`` as a canonical decimal string ("12.50"); floats raise ValueError."""
     return to_money_text(value)
+
+
+# The clock of sdk.now(): the real one, or a test's (rustbill.sdk.testing.PluginHost.clock).
+_clock: Callable[[], datetime] | None = None
+
+
+def now() -> datetime:
+    """The current time in UTC (timezone-aware). Use it for times a plugin's tests need to control
+    (expiry, "created_at"): ``rustbill.sdk.testing`` can set and advance it."""
+    return _clock() if _clock is not None else datetime.now(UTC)
 
 
 class State:

@@ -15,7 +15,8 @@ contract's result checks. Without a database it makes a temporary SQLite one::
 
 ``HttpRecorder`` is a local HTTP server that records every request and answers with what the test
 tells it to: point a plugin's URL setting at ``recorder.url``. ``host.notifier_messages(iid)`` are the
-messages a notifier interface was given through ``send``.
+messages a notifier interface was given through ``send``. ``host.clock`` sets and advances what
+``sdk.now()`` returns while the host is open.
 
 Nothing here is mocked: the same code paths as in the server run, in this process.
 """
@@ -29,10 +30,11 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from ..plugins.contract import (
     CHECKERS,
@@ -43,7 +45,28 @@ from ..plugins.contract import (
     sample_spec,
 )
 
-__all__ = ["HttpRecorder", "PluginHost", "PluginLoadFailed", "RecordedRequest"]
+__all__ = ["FakeClock", "HttpRecorder", "PluginHost", "PluginLoadFailed", "RecordedRequest"]
+
+
+class FakeClock:
+    """What ``sdk.now()`` returns while installed: a fixed time that only ``set`` and ``advance``
+    move. Calls of the plugin see it too (they run in this process)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2030, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self._now
+
+    def set(self, when: datetime) -> None:
+        if when.tzinfo is None:
+            raise ValueError("give an aware datetime (e.g. tzinfo=UTC)")
+        self._now = when
+
+    def advance(self, seconds: float = 0, **delta: float) -> datetime:
+        """Move forward by ``seconds`` (and/or ``timedelta`` keywords: ``days=1``); the new time."""
+        self._now += timedelta(seconds=seconds, **delta)
+        return self._now
 
 
 class PluginLoadFailed(Exception):
@@ -91,35 +114,57 @@ class PluginHost:
         self.providers = Providers(db, self.runtime)
         self._started = False
         self._sent: dict[uuid.UUID, list[dict[str, Any]]] = {}
+        self.clock: FakeClock | None = None
 
     # ---- life cycle ----
 
-    async def start(self) -> PluginHost:
+    async def start(self) -> Self:
         """Load the plugin (raises ``PluginLoadFailed`` with the loader's message). Idempotent."""
         if self._started:
             return self
+        from ..db import Database
         from ..plugins import PluginScanner
 
         if self._own_db:
             await self.db.migrate()
         shutil.copyfile(self.source, self.folder / self.source.name)
-        report = await PluginScanner(self.db, self.registry, self.folder).scan()
+        # The scanner keeps the plugins table of its database in step with its folder (it retires the
+        # rows of plugins not in it): on a database shared with a server it scans a private one.
+        books = self.db if self._own_db else Database(f"sqlite:///{self._tmp / 'scanner.sqlite3'}")
+        try:
+            if books is not self.db:
+                await books.migrate()
+            report = await PluginScanner(books, self.registry, self.folder).scan()
+        finally:
+            if books is not self.db:
+                await books.dispose()
         if self.registry.get(self.plugin_id) is None:
             reason = report.broken.get(self.plugin_id, f"{self.source.name}: not a plugin file")
             raise PluginLoadFailed(reason)
         self._started = True
         return self
 
+    def fake_time(self, start: datetime | None = None) -> FakeClock:
+        """Make ``sdk.now()`` return a fake time (``host.clock``) until ``close()``."""
+        from .. import sdk
+
+        self.clock = FakeClock(start)
+        sdk._clock = self.clock
+        return self.clock
+
     async def close(self) -> None:
+        from .. import sdk
         from . import aclose
 
+        if self.clock is not None and sdk._clock is self.clock:
+            sdk._clock = None
         await self.runtime.close()
         await aclose()
         if self._own_db:
             await self.db.dispose()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
-    async def __aenter__(self) -> PluginHost:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(
@@ -158,7 +203,18 @@ class PluginHost:
         plugin = self.loaded
         checked = validate_config(json.dumps(self.sample_config() if config is None else config), plugin.config_schema)
         async with self.db.write() as s:
-            plugin_row = (await s.execute(select(Plugin.id).where(Plugin.plugin_id == self.plugin_id))).scalar_one()
+            plugin_row = (await s.execute(select(Plugin.id).where(Plugin.plugin_id == self.plugin_id))).scalar()
+            if plugin_row is None:  # a database of the caller's, which has not seen this plugin yet
+                definition = Plugin(
+                    plugin_type=plugin.plugin_type,
+                    plugin_id=self.plugin_id,
+                    content_hash=plugin.content_hash,
+                    version=plugin.version,
+                    has_admin_page=plugin.has_admin_page,
+                )
+                s.add(definition)
+                await s.flush()
+                plugin_row = definition.id
             row = PluginInterface(
                 plugin_def_id=plugin_row,
                 plugin_type=plugin.plugin_type,
@@ -277,7 +333,7 @@ class HttpRecorder:
     def answer_with(self, fn: Callable[[RecordedRequest], tuple[int, Any]]) -> None:
         self._fn = fn
 
-    def start(self) -> HttpRecorder:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -285,7 +341,7 @@ class HttpRecorder:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> HttpRecorder:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
