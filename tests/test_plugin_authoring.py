@@ -300,6 +300,15 @@ def test_unreachable_is_not_a_violation_but_a_slow_function_or_an_exception_is(t
     assert got["health_check"]["outcome"] == "absent"
     assert code == 1
 
+    # the server's timeouts from its configuration file (before the command), the plugin's config after
+    (tmp_path / "server.toml").write_text("[plugins]\ntimeouts = {sync_products = 0.3}\n")
+    res = rustbill(
+        "--config", "server.toml", "plugin", "check", str(path), "--json", "--config", '{"url": "http://127.0.0.1:9/"}',
+        cwd=tmp_path,
+    )  # fmt: skip
+    slow = findings(json.loads(res.stdout), "far_away")["sync_products"]
+    assert slow["detail"] == "did not finish within the server's 0.3s"
+
     # --config replaces the config made from the schema; the secret is used but never shown
     path.write_text(UNREACHABLE.replace("time.sleep(5)", "return []").replace('raise KeyError("boom")', "pass"))
     code, report = check_json(path, "--config", '{"url": "http://127.0.0.1:9/", "key": "s3cr3t-value"}')

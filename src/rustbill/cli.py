@@ -602,9 +602,10 @@ def _config_first(argv: list[str]) -> list[str]:
     out: list[str] = []
     front: list[str] = []
     i = 0
-    if argv[:2] == ["plugin", "check"]:  # its own --config is the interface's config
-        return argv
     while i < len(argv):
+        if argv[i : i + 2] == ["plugin", "check"]:  # from here on, --config is the interface's config
+            out += argv[i:]
+            break
         a = argv[i]
         if a in ("--config", "-c") and i + 1 < len(argv):
             front += [a, argv[i + 1]]
