@@ -216,6 +216,7 @@ EXPECTED = {
     "bad_signature": {"load": "query_price must accept query_price(config, spec)"},
     "bad_required": {"config_schema": "bad_required.py: config_schema() requires 'token', not in its properties"},
     "bad_default": {"config_schema": "property 'port': default 'x' is not valid"},
+    "Bad-Name": {"load": "Bad-Name.py: file name is not a valid plugin id"},
 }
 
 
@@ -240,6 +241,7 @@ def test_check_names_one_violation_per_contract_function(tmp_path: Path) -> None
         'PLUGIN_TYPE = "notifier"\n\ndef config_schema():\n'
         '    return {"type": "object", "properties": {"port": {"type": "integer", "default": "x"}}}\n'
     )
+    (folder / "Bad-Name.py").write_text('PLUGIN_TYPE = "notifier"\n')
     code, report = check_json(folder)
     assert code == 1 and report["ok"] is False
     for pid, expected in EXPECTED.items():

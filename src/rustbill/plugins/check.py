@@ -39,7 +39,6 @@ from .contract import (
     sample_order,
     sample_spec,
 )
-from .loader import plugin_id_for
 
 __all__ = ["Finding", "PluginCheck", "check_path"]
 
@@ -92,10 +91,6 @@ async def _check_file(
     path: Path, config: dict[str, Any] | None, call_timeout: float, timeouts: dict[str, float] | None
 ) -> PluginCheck:
     report = PluginCheck(file=str(path), plugin_id=path.stem)
-    if plugin_id_for(path) is None:
-        reason = f"{path.name}: file name is not a valid plugin id (lower-case letters, digits, _)"
-        report.findings.append(Finding("load", "violation", reason))
-        return report
     host = PluginHost(path, call_timeout=call_timeout, timeouts=timeouts)
     try:
         try:

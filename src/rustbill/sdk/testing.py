@@ -208,7 +208,7 @@ class PluginHost:
                 definition = Plugin(
                     plugin_type=plugin.plugin_type,
                     plugin_id=self.plugin_id,
-                    content_hash=plugin.content_hash,
+                    content_hash=getattr(plugin, "content_hash", ""),
                     version=plugin.version,
                     has_admin_page=plugin.has_admin_page,
                 )
