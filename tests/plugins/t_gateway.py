@@ -9,8 +9,11 @@ def config_schema():
         "required": ["api_url", "key"],
         "properties": {
             "api_url": {
-                "type": "string", "pattern": "^https?://", "examples": ["https://pay.example.com/"],
-                "title": "API URL", "description": "base",
+                "type": "string",
+                "pattern": "^https?://",
+                "examples": ["https://pay.example.com/"],
+                "title": "API URL",
+                "description": "base",
             },
             "key": {"type": "string", "format": "password", "minLength": 3, "title": "Key", "description": "secret"},
             "channels": {
