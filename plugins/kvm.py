@@ -281,7 +281,7 @@ def config_schema():
                 "test driver.",
                 pattern=r"^[a-z][a-z0-9+.-]*:[^\s]*$",
                 maxLength=1000,
-                examples=["qemu:///system"],
+                examples=["test:///default"],
             ),
             "username": _prop(
                 "string",
