@@ -3,7 +3,8 @@
 Layout of a benchmark run (both scripts):
 
 - the *main* process never creates a gRPC object: it starts the servers (``python -m rustbill
-  serve`` through the test suite's ``ServerProcess``, tests/helpers.py; the bare server through ``multiprocessing`` with ``spawn``),
+  serve`` through the test suite's ``ServerProcess``, tests/helpers.py; the bare server through
+  ``multiprocessing`` with ``spawn``),
   mints a token with the CLI, and spawns one *client* process that does all gRPC work and sends
   its figures back through a pipe;
 - every process started here is stopped in ``finally`` blocks (also on Ctrl-C and SIGTERM).

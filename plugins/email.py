@@ -63,6 +63,7 @@ def config_schema():
             "host": {
                 "type": "string",
                 "pattern": r"^[A-Za-z0-9._:\[\]-]{1,253}$",
+                "examples": ["smtp.example.com"],
                 "title": "SMTP server",
                 "description": "Host name or IP address of the SMTP server (also the name its TLS certificate "
                 "must carry).",
@@ -102,6 +103,7 @@ def config_schema():
                 "minLength": 3,
                 "maxLength": 400,
                 "pattern": r"^[^\r\n]*@[^\r\n]*$",
+                "examples": ["Example Billing <billing@example.com>"],
                 "title": "From",
                 "description": "Sender, as 'billing@example.com' or 'Example Billing <billing@example.com>'. "
                 "The address is also the envelope sender (MAIL FROM); the server may require it to match "

@@ -115,7 +115,7 @@ def config_schema():
                      "Leave empty when socket_path is used.", pattern=r"^(https://[^\s/?#]+)?/?$"),
             "socket_path": p("string", "Unix socket", "Path of the local Incus socket, e.g. /var/lib/incus/unix.socket "
                              "(some distributions: /run/incus/unix.socket). Used instead of url; no certificate is "
-                             "needed.", pattern=r"^(/\S{1,200})?$"),
+                             "needed.", pattern=r"^(/\S{1,200})?$", examples=["/var/lib/incus/unix.socket"]),
             "client_cert": p("string", "Client certificate (PEM)", "The TLS client certificate Incus trusts (incus "
                              "config trust add-certificate).", pattern=_PEM_CERT),
             "client_key": p("string", "Client key (PEM)", "The unencrypted private key of the client certificate. "

@@ -170,7 +170,7 @@ def config_schema():
             "uri": p("string", "Connection URI", "libvirt URI of the host, e.g. qemu:///system (this machine), "
                      "qemu+ssh://root@host/system (SSH keys of the user running RustBill), qemu+tls://host/system, "
                      "or test:///default for libvirt's test driver.", pattern=r"^[a-z][a-z0-9+.-]*:[^\s]*$",
-                     maxLength=1000),
+                     maxLength=1000, examples=["test:///default"]),
             "username": p("string", "Username", "User name for libvirt authentication (SASL, or the test driver's "
                           "<auth>), when the URI asks for one.", maxLength=200, default=""),
             "password": p("string", "Password", "Password for libvirt authentication, when the URI asks for one. "

@@ -84,17 +84,20 @@ def config_schema():
         "properties": {
             "upstream_url": {
                 "type": "string", "pattern": r"^https?://[^\s/]+(/[^\s]*)?$", "title": "Upstream URL",
+                "examples": ["https://billing.example.com"],
                 "description": "The upstream RustBill's HTTP listener (its http.public_url), e.g. "
                                "https://billing.example.com. http:// only on a private network.",
             },
             "api_key": {
                 "type": "string", "format": "password", "pattern": r"^rbk_\S+$", "title": "API key",
+                "examples": ["rbk_example"],
                 "description": "An API key of your customer account on the upstream (rbk_…): made there with "
                                "`rustbill apikey create --user NAME` or ApiKeyService/CreateApiKey.",
             },
             "interface_id": {
                 "type": "string", "title": "Upstream provider interface",
                 "pattern": r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+                "examples": ["0193e4c2-7a51-7c3e-9a1b-2f0d6c8e4b17"],
                 "description": "Id of the upstream's provider interface to resell (the upstream's operator "
                                "tells you; its products list it as provider_id).",
             },

@@ -65,6 +65,7 @@ def config_schema():
                 "type": "string",
                 "pattern": r"^https?://[^\s/?#]+[^\s]*$",
                 "maxLength": 2000,
+                "examples": ["https://hooks.example.com/rustbill"],
                 "title": "Endpoint URL",
                 "description": "Where every message is POSTed (http:// or https://). Use https outside a "
                 "trusted network. Not a secret: keep tokens out of it (use Authorization).",
@@ -73,6 +74,7 @@ def config_schema():
                 "type": "string",
                 "format": "password",
                 "pattern": _SECRET_RE,
+                "examples": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
                 "title": "Signing secret",
                 "description": "The endpoint's Standard Webhooks secret: 'whsec_' followed by the base64 of "
                 "24 to 64 random bytes (the receiver holds the same). Signs every request (HMAC-SHA256). Secret.",

@@ -65,6 +65,7 @@ def config_schema():
             "api_url": {
                 "type": "string",
                 "pattern": r"^https?://[^\s?#]+$",
+                "examples": ["https://pay.example.com/"],
                 "title": "Gateway URL",
                 "description": "Base URL of the EPay gateway, e.g. https://pay.example.com/ — submit.php, "
                 "mapi.php and api.php are under it.",
@@ -73,6 +74,7 @@ def config_schema():
                 "type": ["string", "integer"],
                 "pattern": r"^([0-9A-Za-z_-]{1,32})?$",
                 "minimum": 1,
+                "examples": ["1001"],
                 "title": "Merchant ID (pid)",
                 "description": "The merchant id (商户ID) the gateway gave you. May be left empty when the "
                 "interface is saved, but is needed for payments: until it is set the health check fails "

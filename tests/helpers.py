@@ -30,6 +30,7 @@ from rustbill.pb import (
     product_service_pb2_grpc,
 )
 from rustbill.pb import integration_pb2 as pb
+from rustbill.sdk import testing
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_PLUGINS = ROOT / "plugins"
@@ -418,67 +419,13 @@ def retry_while_reconciled(call: Any, timeout: float = 15) -> Any:
             time.sleep(0.2)
 
 
-class PluginHost:
-    """The billing core's side, in process: Channels and Providers over a PluginRuntime and a
-    Database, with one shipped plugin loaded. ``interface(cfg)`` makes an interface row the way the
-    server does (config validated against the plugin's schema)."""
+class PluginHost(testing.PluginHost):
+    """A shipped plugin in process on the test's database (rustbill.sdk.testing.PluginHost, which
+    authors use too): Channels and Providers over a PluginRuntime, interfaces made the way the
+    server makes them. The plugin is loaded at the first ``interface()``."""
 
     def __init__(self, db: Any, plugin_id: str, *, call_timeout: float = 30.0) -> None:
-        from rustbill.domain import Channels, Providers
-        from rustbill.plugins import PluginRegistry, PluginRuntime, load_plugin
-
-        self.db = db
-        self.plugin_id = plugin_id
-        self.registry = PluginRegistry()
-        self.runtime = PluginRuntime(db, self.registry, default_timeout=call_timeout)
-        self.channels = Channels(db, self.runtime)
-        self.providers = Providers(db, self.runtime)
-        path = SHIPPED_PLUGINS / f"{plugin_id}.py"
-        self.loaded = load_plugin(path, path.read_bytes(), plugin_id)
-        self.registry.put(self.loaded)
-
-    async def interface(self, cfg: dict[str, Any]) -> uuid.UUID:
-        import json
-
-        from sqlalchemy import select
-
-        from rustbill.db import Plugin, PluginInterface
-        from rustbill.domain import validate_config
-
-        checked = validate_config(json.dumps(cfg), self.loaded.config_schema)
-        async with self.db.write() as s:
-            plugin_row = (await s.execute(select(Plugin.id).where(Plugin.plugin_id == self.plugin_id))).scalar()
-            if plugin_row is None:
-                row = Plugin(
-                    plugin_type=self.loaded.plugin_type,
-                    plugin_id=self.plugin_id,
-                    content_hash=self.loaded.content_hash,
-                    version=self.loaded.version,
-                    has_admin_page=self.loaded.has_admin_page,
-                )
-                s.add(row)
-                await s.flush()
-                plugin_row = row.id
-            iface = PluginInterface(
-                plugin_def_id=plugin_row,
-                plugin_type=self.loaded.plugin_type,
-                plugin_id=self.plugin_id,
-                display_name=unique(self.plugin_id),
-                config_json=json.dumps(checked),
-                config_schema=json.dumps(self.loaded.config_schema),
-            )
-            s.add(iface)
-        return iface.id  # type: ignore[no-any-return]
-
-    async def health(self, iid: uuid.UUID) -> str | None:
-        from rustbill.plugins.contract import check_health_result
-
-        return await self.runtime.call(await self.runtime.bind(iid), "health_check", check=check_health_result)  # type: ignore[no-any-return]
-
-    async def action(self, iid: uuid.UUID, function: str, **args: Any) -> Any:
-        import json
-
-        return json.loads(await self.providers.call_action(iid, function, json.dumps(args)))
+        super().__init__(SHIPPED_PLUGINS / f"{plugin_id}.py", db=db, call_timeout=call_timeout)
 
 
 class TlsServer(ServerProcess):

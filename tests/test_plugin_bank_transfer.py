@@ -307,7 +307,7 @@ async def test_billing_core_asks_admin_confirms_through_the_server(
     iface = create_interface(stub, admin_token, "bank_transfer", json.dumps(ACCOUNT))
     iid = uuid.UUID(iface.id)
     # the billing core: in process, on the server's own database
-    core = Host(Database(server.db_url))
+    core = await Host(Database(server.db_url)).start()
     try:
         o = order(amount="45.60")
         ref = (await core.channels.create_payment(iid, o))["extra"]["reference"]

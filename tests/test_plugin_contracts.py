@@ -40,33 +40,21 @@ from helpers import (
     free_port,
     md,
 )
-from jsonschema.exceptions import SchemaError
-from jsonschema.validators import validator_for
 from peers.epay_server import EpayServer
 from peers.incus_server import IncusServer
 from peers.webhook_receiver import WebhookReceiver, new_secret
 
-from rustbill import errors, sdk
+from rustbill import errors
 from rustbill.db import Database
 from rustbill.pb.product_pb2 import SyncProductsRequest
 from rustbill.plugins import load_plugin
 from rustbill.plugins.contract import (
+    CHECKERS,
     FUNCTIONS_BY_TYPE,
-    ShapeError,
-    check_admin_page,
-    check_balance,
     check_found_instance,
-    check_health_result,
     check_instance,
-    check_instance_list,
-    check_notify_result,
-    check_payment,
-    check_price,
-    check_products,
-    check_send_result,
-    check_spec_template,
 )
-from rustbill.plugins.loader import _SEMVER_RE, plugin_id_for
+from rustbill.plugins.loader import plugin_id_for
 
 try:
     import libvirt  # noqa: F401
@@ -79,47 +67,10 @@ NODE_XML = Path(__file__).resolve().parent / "peers" / "libvirt_node.xml"
 
 
 # ---------------------------------------------------------------- the contract's checkers
+#
+# contract.CHECKERS: function -> the checker the host applies to its result (for version() and
+# config_schema(), the loader's rules).
 
-
-def _check_version(result: Any) -> str:
-    """The loader's rule for version()."""
-    if not isinstance(result, str) or not _SEMVER_RE.match(result):
-        raise ShapeError(f"version() must return a semver string like '1.2.3', got {result!r}")
-    return result
-
-
-def _check_config_schema(result: Any) -> dict[str, Any]:
-    """The loader's rule for config_schema(): a JSON-serialisable dict that is a valid JSON Schema."""
-    if not isinstance(result, dict):
-        raise ShapeError(f"config_schema() must return a dict, not {type(result).__name__}")
-    try:
-        validator_for(result).check_schema(result)
-        json.dumps(result)
-    except SchemaError as exc:
-        raise ShapeError(f"config_schema() is not a valid JSON Schema: {exc.message}") from None
-    except (TypeError, ValueError) as exc:
-        raise ShapeError(f"config_schema() is not JSON-serialisable: {exc}") from None
-    return result
-
-
-# function -> the checker the host applies to its result (as rustbill.domain does)
-CHECKERS: dict[str, Callable[[Any], Any]] = {
-    "version": _check_version,
-    "config_schema": _check_config_schema,
-    "health_check": check_health_result,
-    "admin_page": lambda r: check_admin_page(r, "contract test"),
-    "spec_template": check_spec_template,
-    "sync_products": check_products,
-    "query_price": check_price,
-    "create_instance": lambda r: check_instance(r, "create_instance", need_id=True),
-    "find_instance": check_found_instance,
-    "get_instance_status": lambda r: None if r is None else check_instance(r, "get_instance_status", need_id=False),
-    "sync_upstream_instances": check_instance_list,
-    "get_upstream_balance": check_balance,
-    "create_payment": check_payment,
-    "verify_notify": check_notify_result,
-    "send": check_send_result,
-}
 NO_CONFIG = ("version", "config_schema")  # called without arguments
 
 
@@ -328,13 +279,13 @@ def db_url(databases: Databases) -> str:
 
 
 async def _close(host: PluginHost) -> None:
-    module = host.loaded.module
+    plugin = host.registry.get(host.plugin_id)
+    module = getattr(plugin, "module", None)
     if hasattr(module, "_aclose_all"):  # incus: its HTTP clients
         await module._aclose_all()
     if hasattr(module, "_close_all"):  # kvm: its libvirt connections
         module._close_all()
-    await host.runtime.close()
-    await sdk.aclose()
+    await host.close()
 
 
 # ---------------------------------------------------------------- sample arguments

@@ -38,7 +38,9 @@ app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(secrets_app, name="secrets")
+plugin_app = typer.Typer(help="Write and check plugins (docs/plugins.md).", no_args_is_help=True)
 app.add_typer(balance_app, name="balance")
+app.add_typer(plugin_app, name="plugin")
 
 
 class _State:
@@ -563,6 +565,72 @@ def balance_show(
         )
 
 
+_PLUGIN_TYPES = "first_party_provider, upstream_provider, gateway or notifier"
+
+
+@plugin_app.command("new")
+def plugin_new(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="the plugin id: lower-case letters, digits, _")],
+    plugin_type: Annotated[str, typer.Option("--type", help=_PLUGIN_TYPES)],
+    folder: Annotated[Path, typer.Option("--dir", help="where to write NAME.py")] = Path("."),
+) -> None:
+    """Write NAME.py: a working plugin of that type with every contract function, to start from."""
+    from .plugins.scaffold import ScaffoldError, new_plugin
+
+    try:
+        path = new_plugin(plugin_type, name, folder)
+    except ScaffoldError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {path}")
+    typer.echo(f"next: rustbill plugin check {path}, then copy it into the server's plugins folder")
+
+
+@plugin_app.command("check")
+def plugin_check(
+    path: Annotated[Path, typer.Argument(metavar="FILE_OR_DIR", help="a plugin file, or a plugins folder")],
+    config: Annotated[
+        str | None,
+        typer.Option("--config", help="the interface config: JSON, or a JSON file (default: made from the schema)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the report as JSON (for CI)")] = False,
+) -> None:
+    """Load each plugin as the server does, call every contract function with sample arguments and
+    check each result; exit 1 on any violation (an unreachable remote system is not one)."""
+    import json
+
+    from .plugins.check import check_path, render
+
+    if not path.exists():
+        typer.echo(f"error: {path} does not exist", err=True)
+        raise typer.Exit(2)
+    cfg = None
+    if config is not None:
+        try:
+            text = config if config.lstrip().startswith("{") else Path(config).read_text()
+            cfg = json.loads(text)
+        except (OSError, ValueError) as exc:
+            typer.echo(f"error: --config is neither a JSON object nor a readable JSON file: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if not isinstance(cfg, dict):
+            typer.echo("error: --config must be a JSON object", err=True)
+            raise typer.Exit(2)
+    plugins = _settings().plugins  # the server's timeouts
+    logging.getLogger("rustbill").setLevel(logging.CRITICAL)  # the report says it all
+    checks = asyncio.run(
+        check_path(path, config=cfg, call_timeout=plugins.call_timeout_seconds, timeouts=plugins.timeouts)
+    )
+    if not checks:
+        typer.echo(f"error: no plugin files in {path}", err=True)
+        raise typer.Exit(2)
+    if as_json:
+        typer.echo(json.dumps({"ok": all(c.ok for c in checks), "plugins": [c.as_dict() for c in checks]}, indent=2))
+    else:
+        typer.echo(render(checks))
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
 def _money(d: Any) -> str:
     from .money import money_text
 
@@ -571,11 +639,15 @@ def _money(d: Any) -> str:
 
 def _config_first(argv: list[str]) -> list[str]:
     """``--config FILE`` / ``-c FILE`` / ``--config=FILE`` anywhere on the line, moved before the
-    command (``rustbill user list --config x.toml`` works like ``rustbill --config x.toml user list``)."""
+    command (``rustbill user list --config x.toml`` works like ``rustbill --config x.toml user list``),
+    except after ``plugin check``, whose ``--config`` is a plugin's."""
     out: list[str] = []
     front: list[str] = []
     i = 0
     while i < len(argv):
+        if argv[i : i + 2] == ["plugin", "check"]:  # from here on, --config is the interface's config
+            out += argv[i:]
+            break
         a = argv[i]
         if a in ("--config", "-c") and i + 1 < len(argv):
             front += [a, argv[i + 1]]

@@ -8,7 +8,13 @@ def config_schema():
         "type": "object",
         "required": ["api_url", "key"],
         "properties": {
-            "api_url": {"type": "string", "pattern": "^https?://", "title": "API URL", "description": "base"},
+            "api_url": {
+                "type": "string",
+                "pattern": "^https?://",
+                "examples": ["https://pay.example.com/"],
+                "title": "API URL",
+                "description": "base",
+            },
             "key": {"type": "string", "format": "password", "minLength": 3, "title": "Key", "description": "secret"},
             "channels": {
                 "type": "array",

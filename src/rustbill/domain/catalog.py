@@ -21,7 +21,7 @@ from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFoun
 from ..ids import utcnow
 from ..inputs import loads_strict, shown
 from ..plugins import PluginRegistry, PluginRuntime
-from ..plugins.contract import PLUGIN_TYPES, PROVIDER_TYPES
+from ..plugins.contract import PLUGIN_TYPES, PROVIDER_TYPES, metadata_error
 from ..vault import Vault, is_secret, merge_update, refuse_placeholder, secret_paths
 from .templates import empty_template, spec_template
 
@@ -138,8 +138,31 @@ class Catalog:
         # Listings by kind, and single interface rows by ("row", id): dropped together on any change.
         self._listings: dict[Any, tuple[float, Any]] = {}
         self._publish: Callable[[uuid.UUID], None] = lambda _id: None
+        # plugin_id -> why its loaded version cannot be enabled, as last logged
+        self._unusable: dict[str, str] = {}
         runtime.on_evict(lambda _id: self._listings.clear())
         registry.subscribe(lambda _pid: self._listings.clear())
+        registry.subscribe(self._plugin_loaded)
+
+    def _plugin_loaded(self, plugin_id: str) -> None:
+        """Log, once per message, a loaded plugin that cannot be enabled."""
+        why = self.metadata_error(plugin_id)
+        if why and self._unusable.get(plugin_id) != why:
+            log.error("plugin %s loaded, but no interface of it can be enabled: %s", plugin_id, why)
+        if why:
+            self._unusable[plugin_id] = why
+        else:
+            self._unusable.pop(plugin_id, None)
+
+    def metadata_error(self, plugin_id: str) -> str:
+        """Why the loaded version of ``plugin_id`` cannot be enabled (its metadata is unusable), or ""."""
+        loaded = self._registry.get(plugin_id)
+        return "" if loaded is None else metadata_error(f"{plugin_id}.py", loaded.config_schema)
+
+    def _refuse_unusable(self, plugin_id: str) -> None:
+        why = self.metadata_error(plugin_id)
+        if why:
+            raise FailedPrecondition(f"plugin {plugin_id!r} cannot be enabled: {why}")
 
     def set_publisher(self, publish: Callable[[uuid.UUID], None]) -> None:
         """Tell other processes that an interface changed (PostgreSQL NOTIFY)."""
@@ -184,7 +207,7 @@ class Catalog:
             config_schema=loaded.config_schema if loaded is not None else None,
             title=title,
             description=description,
-            load_error=self._registry.load_errors.get(row.plugin_id, ""),
+            load_error=self._registry.load_errors.get(row.plugin_id) or self.metadata_error(row.plugin_id),
         )
 
     # ---- interfaces ----
@@ -219,6 +242,7 @@ class Catalog:
                 f"plugin {plugin_row.plugin_id!r} is not loaded (its file is missing or broken); "
                 "fix the file in the plugins folder first"
             )
+        self._refuse_unusable(plugin_row.plugin_id)
         config = validate_config(config_json, loaded.config_schema)
         paths = secret_paths(loaded.config_schema)
         refuse_placeholder(config, paths)
@@ -319,6 +343,8 @@ class Catalog:
             row = await s.get(PluginInterface, interface_id)
             if row is None:
                 raise NotFound(f"interface {interface_id} not found")
+            if enable and not row.enabled:
+                self._refuse_unusable(row.plugin_id)
             changed = row.enabled != enable
             if changed:
                 row.enabled = enable

@@ -9,13 +9,19 @@ A plugin file declares ``PLUGIN_TYPE`` and defines plain module-level functions,
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+import uuid
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, TypedDict
+
+from jsonschema.exceptions import SchemaError, best_match
+from jsonschema.validators import validator_for
 
 from ..money import to_money_text
 
 __all__ = [
+    "CHECKERS",
     "COMMON_FUNCTIONS",
     "FUNCTIONS_BY_TYPE",
     "PLUGIN_TYPES",
@@ -26,6 +32,7 @@ __all__ = [
     "UpstreamBalance",
     "check_admin_page",
     "check_balance",
+    "check_config_schema",
     "check_found_instance",
     "check_health_result",
     "check_instance",
@@ -37,7 +44,15 @@ __all__ = [
     "check_products",
     "check_send_result",
     "check_spec_template",
+    "check_version",
+    "metadata_error",
+    "metadata_problems",
     "money",
+    "sample_config",
+    "sample_message",
+    "sample_notify_request",
+    "sample_order",
+    "sample_spec",
 ]
 
 PLUGIN_TYPES = ("first_party_provider", "upstream_provider", "gateway", "notifier")
@@ -412,3 +427,172 @@ def check_send_result(result: Any) -> dict[str, Any]:
     if not isinstance(delivered, bool):
         raise ShapeError("send result 'delivered' must be a boolean")
     return {"delivered": delivered, "id": _text(m, "id", "send result"), "error": _text(m, "error", "send result")}
+
+
+# ---- version() and config_schema(): the loader's rules, as result checkers ----
+
+_SEMVER_RE = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.+-]*)?$")
+
+
+def check_version(result: Any) -> str:
+    if not isinstance(result, str) or not _SEMVER_RE.match(result):
+        raise ShapeError(f"version() must return a semver string like '1.2.3', got {result!r}")
+    return result
+
+
+def check_config_schema(result: Any) -> dict[str, Any]:
+    """A JSON-serialisable dict that is a valid JSON Schema."""
+    if not isinstance(result, dict):
+        raise ShapeError(f"config_schema() must return a dict, not {type(result).__name__}")
+    try:
+        validator_for(result).check_schema(result)
+        json.dumps(result)
+    except SchemaError as exc:
+        raise ShapeError(f"config_schema() is not a valid JSON Schema: {exc.message}") from None
+    except (TypeError, ValueError) as exc:
+        raise ShapeError(f"config_schema() is not JSON-serialisable: {exc}") from None
+    return result
+
+
+# function -> the checker the host applies to its raw result (rustbill.domain does the same).
+CHECKERS: dict[str, Callable[[Any], Any]] = {
+    "version": check_version,
+    "config_schema": check_config_schema,
+    "health_check": check_health_result,
+    "admin_page": lambda r: check_admin_page(r, "admin page"),
+    "spec_template": check_spec_template,
+    "sync_products": check_products,
+    "query_price": check_price,
+    "create_instance": lambda r: check_instance(r, "create_instance", need_id=True),
+    "find_instance": check_found_instance,
+    "get_instance_status": lambda r: None if r is None else check_instance(r, "get_instance_status", need_id=False),
+    "sync_upstream_instances": check_instance_list,
+    "get_upstream_balance": check_balance,
+    "create_payment": check_payment,
+    "verify_notify": check_notify_result,
+    "send": check_send_result,
+}
+
+
+# ---- metadata the host refuses to enable an interface for ----
+#
+# The loader refuses a file outright (it does not load) for a missing or unknown PLUGIN_TYPE, a bad
+# version(), a config_schema() that is not a JSON Schema and contract functions with the wrong
+# parameters. A schema that is a valid JSON Schema can still be unusable as an interface's config:
+# those plugins load (so that ListPlugins shows them and why), but no interface of them is enabled.
+
+
+def metadata_problems(config_schema: Mapping[str, Any]) -> list[str]:
+    """Why a loaded plugin's config schema cannot configure an interface; empty when it can."""
+    problems: list[str] = []
+    kind = config_schema.get("type", "object")
+    if kind != "object":
+        problems.append(f'config_schema() must describe a JSON object ("type": "object"), not {kind!r}')
+        return problems
+    props = config_schema.get("properties") or {}
+    required = config_schema.get("required") or []
+    undeclared = [k for k in required if isinstance(props, Mapping) and props and k not in props]
+    if undeclared:
+        problems.append(f"config_schema() requires {', '.join(map(repr, undeclared))}, not in its properties")
+    for key, prop in props.items() if isinstance(props, Mapping) else ():
+        if not isinstance(prop, Mapping):
+            continue
+        examples = prop.get("examples")
+        candidates = [("default", prop["default"])] if "default" in prop else []
+        candidates += [("example", v) for v in examples] if isinstance(examples, list) else []
+        for word, value in candidates:
+            error = best_match(validator_for(prop)(prop).iter_errors(value))
+            if error is not None:
+                problems.append(f"config_schema() property {key!r}: {word} {value!r} is not valid: {error.message}")
+                break
+    return problems
+
+
+def metadata_error(where: str, config_schema: Mapping[str, Any]) -> str:
+    """``metadata_problems`` as one message naming the file (``where``), or "" when there are none:
+    what ``plugin check`` reports and the server shows in ListPlugins and its log."""
+    problems = metadata_problems(config_schema)
+    return f"{where}: {'; '.join(problems)}" if problems else ""
+
+
+# ---- sample arguments, as the host passes them (plugin check, rustbill.sdk.testing) ----
+
+SAMPLE_SPEC: dict[str, Any] = {
+    "cpu_cores": 2,
+    "memory_gb": 4,
+    "disk_gb": 20,
+    "bandwidth_mbps": 100,
+    "region": "",
+    "os": "",
+    "extra_specs": {},
+}
+
+
+def sample_spec(request_id: str | None = None) -> dict[str, Any]:
+    """A ServerSpec as query_price gets it, or with ``request_id`` as create_instance gets it."""
+    spec = dict(SAMPLE_SPEC, extra_specs={})
+    if request_id is not None:
+        spec["request_id"] = request_id
+    return spec
+
+
+def sample_order(**changes: Any) -> dict[str, str]:
+    order = {
+        "order_id": f"RB{uuid.uuid4().hex[:20]}",
+        "amount": "12.50",
+        "currency": "CNY",
+        "subject": "VPS 2C4G monthly",
+        "channel": "alipay",
+        "notify_url": "http://127.0.0.1:9/notify",
+        "return_url": "https://shop.example.com/orders/return",
+        "client_ip": "203.0.113.7",
+    }
+    return {**order, **changes}
+
+
+def sample_notify_request(order: Mapping[str, str] | None, query: Mapping[str, str] | None = None) -> dict[str, Any]:
+    expected = None if order is None else {k: order[k] for k in ("order_id", "amount", "currency")}
+    return {"method": "GET", "query": dict(query or {}), "form": {}, "headers": {}, "body": "", "order": expected}
+
+
+def sample_message(**changes: Any) -> dict[str, Any]:
+    message = {
+        "id": f"msg_{uuid.uuid4().hex}",
+        "event": "invoice.paid",
+        "subject": "Invoice 2024-0042 paid",
+        "text": "Thank you, 12.50 CNY received.",
+        "html": "<p>Thank you, <b>12.50 CNY</b> received.</p>",
+        "to": ["alice@example.net"],
+        "data": {"invoice": "2024-0042", "amount": Decimal("12.50")},
+    }
+    return {**message, **changes}
+
+
+_BY_TYPE: dict[str, Any] = {"string": "example", "integer": 1, "number": 1, "boolean": False, "array": [], "object": {}}
+
+
+def sample_config(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A config for ``schema``: every property's first ``examples`` value; for the other required
+    properties their ``default``, else their first ``enum`` value, else a value of their type.
+    Other optional properties are left out (the plugin's own defaults apply)."""
+    props = schema.get("properties") or {}
+    config: dict[str, Any] = {
+        k: p["examples"][0] for k, p in props.items() if isinstance(p, Mapping) and p.get("examples")
+    }
+    for key in schema.get("required") or []:
+        prop = props.get(key) or {}
+        if key in config:
+            continue
+        if "default" in prop:
+            config[key] = prop["default"]
+        elif prop.get("enum"):
+            config[key] = prop["enum"][0]
+        elif prop.get("type") == "object" or "properties" in prop:
+            config[key] = sample_config(prop)
+        else:
+            kind = prop.get("type", "string")
+            value = _BY_TYPE.get(kind[0] if isinstance(kind, list) else kind, "example")
+            if kind in ("integer", "number") and "minimum" in prop:
+                value = prop["minimum"]
+            config[key] = value
+    return config

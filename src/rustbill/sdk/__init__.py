@@ -17,12 +17,15 @@
   page and a table of items with per-status action buttons (``sdk/pages.py``).
 - ``sdk.ServerPricing`` and the schema helpers (``sdk.prop``, ``sdk.money_prop``, ...) — price rules,
   plans, regions, OS images and spec limits of a provider that sells servers (``sdk/pricing.py``).
+- ``sdk.now()`` — the current time (UTC, aware); ``rustbill.sdk.testing`` sets it in tests.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -56,6 +59,7 @@ __all__ = [
     "money",
     "money_prop",
     "non_negative_decimal",
+    "now",
     "object_schema",
     "prop",
     "region_schema",
@@ -161,6 +165,16 @@ def decimal(value: Any) -> Decimal:
 def money(value: Any) -> str:
     """``value`` as a canonical decimal string ("12.50"); floats raise ValueError."""
     return to_money_text(value)
+
+
+# The clock of sdk.now(): the real one, or a test's (rustbill.sdk.testing.PluginHost.clock).
+_clock: Callable[[], datetime] | None = None
+
+
+def now() -> datetime:
+    """The current time in UTC (timezone-aware). Use it for times a plugin's tests need to control
+    (expiry, "created_at"): ``rustbill.sdk.testing`` can set and advance it."""
+    return _clock() if _clock is not None else datetime.now(UTC)
 
 
 class State:
