@@ -388,7 +388,7 @@ class PluginHost:
 
     def __init__(self, db: Any, plugin_id: str, *, call_timeout: float = 30.0) -> None:
         from rustbill.domain import Channels, Providers
-        from rustbill.plugins import PluginRegistry, PluginRuntime, load_plugin
+        from rustbill.plugins import PluginRegistry, PluginRuntime
 
         self.db = db
         self.plugin_id = plugin_id
@@ -396,9 +396,8 @@ class PluginHost:
         self.runtime = PluginRuntime(db, self.registry, default_timeout=call_timeout)
         self.channels = Channels(db, self.runtime)
         self.providers = Providers(db, self.runtime)
-        path = SHIPPED_PLUGINS / f"{plugin_id}.py"
-        self.loaded = load_plugin(path, path.read_bytes(), plugin_id)
-        self.registry.put(self.loaded)
+        self.path = SHIPPED_PLUGINS / f"{plugin_id}.py"
+        self.loaded: Any = None
 
     async def interface(self, cfg: dict[str, Any]) -> uuid.UUID:
         import json
@@ -408,6 +407,9 @@ class PluginHost:
         from rustbill.db import Plugin, PluginInterface
         from rustbill.domain import validate_config
 
+        if self.loaded is None:  # (in a worker process, as the server runs it)
+            self.loaded = await self.registry.load(self.path, self.path.read_bytes(), self.plugin_id)
+            self.registry.put(self.loaded)
         checked = validate_config(json.dumps(cfg), self.loaded.config_schema)
         async with self.db.write() as s:
             plugin_row = (await s.execute(select(Plugin.id).where(Plugin.plugin_id == self.plugin_id))).scalar()

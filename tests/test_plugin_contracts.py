@@ -16,7 +16,6 @@ contract function fails ``test_every_plugin_function_has_a_sample`` until it has
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import re
 import uuid
@@ -46,7 +45,7 @@ from peers.epay_server import EpayServer
 from peers.incus_server import IncusServer
 from peers.webhook_receiver import WebhookReceiver, new_secret
 
-from rustbill import errors, sdk
+from rustbill import errors
 from rustbill.db import Database
 from rustbill.pb.product_pb2 import SyncProductsRequest
 from rustbill.plugins import load_plugin
@@ -160,9 +159,9 @@ class Bed:
         return await self.host.runtime.call(self.binding, function, *args, config=config)
 
     async def call_bare(self, function: str) -> Any:
-        """version() and config_schema(): no config, as the loader calls them."""
-        result = self.host.loaded.function(function)()
-        return await result if inspect.isawaitable(result) else result
+        """version() and config_schema(): called by the loader in the plugin's worker process,
+        which sent back what they returned (the loader's own checks passed)."""
+        return {"version": self.host.loaded.version, "config_schema": self.host.loaded.config_schema}[function]
 
 
 Setup = Callable[[Path], Any]  # tmp_path -> async context manager yielding (config, peer)
@@ -328,13 +327,7 @@ def db_url(databases: Databases) -> str:
 
 
 async def _close(host: PluginHost) -> None:
-    module = host.loaded.module
-    if hasattr(module, "_aclose_all"):  # incus: its HTTP clients
-        await module._aclose_all()
-    if hasattr(module, "_close_all"):  # kvm: its libvirt connections
-        module._close_all()
-    await host.runtime.close()
-    await sdk.aclose()
+    await host.runtime.close()  # (its worker process ends, with the plugin's connections)
 
 
 # ---------------------------------------------------------------- sample arguments
@@ -460,7 +453,7 @@ def _delivered(checked: Any, b: Bed) -> None:
 
 DEFAULTS: dict[str, Sample] = {
     "version": Sample(lambda b: b.call_bare("version")),
-    "config_schema": Sample(lambda b: b.call_bare("config_schema"), lambda c, b: c == b.host.loaded.config_schema),
+    "config_schema": Sample(lambda b: b.call_bare("config_schema"), lambda c, b: c.get("type") == "object"),
     "health_check": Sample(lambda b: b.call("health_check"), _healthy),
     "admin_page": Sample(lambda b: b.call("admin_page"), _page),
     "spec_template": Sample(lambda b: b.call("spec_template"), _template),

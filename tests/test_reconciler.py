@@ -339,13 +339,13 @@ class Host:
 
     def __init__(self, db: Database, path: Path, **timeouts: float) -> None:
         from rustbill.domain import Providers, Reconciler
-        from rustbill.plugins import PluginRegistry, PluginRuntime, load_plugin
+        from rustbill.plugins import PluginRegistry, PluginRuntime
 
         self.db = db
+        self.path = path
         self.registry = PluginRegistry()
         self.runtime = PluginRuntime(db, self.registry, default_timeout=30, timeouts=timeouts)
-        self.loaded = load_plugin(path, path.read_bytes(), path.stem)
-        self.registry.put(self.loaded)
+        self.loaded: Any = None
         self.processes = ProcessRegistry(db)
         self.providers = Providers(db, self.runtime, processes=self.processes)
         self.reconciler = Reconciler(db, self.runtime, self.providers, self.processes)
@@ -353,6 +353,9 @@ class Host:
     async def interface(self, config: dict[str, Any]) -> uuid.UUID:
         from rustbill.db import Plugin, PluginInterface
 
+        if self.loaded is None:
+            self.loaded = await self.registry.load(self.path, self.path.read_bytes(), self.path.stem)
+            self.registry.put(self.loaded)
         async with self.db.write() as s:
             plugin_def = (await s.execute(select(Plugin.id).where(Plugin.plugin_id == self.loaded.plugin_id))).scalar()
             if plugin_def is None:
