@@ -52,6 +52,9 @@ StateHandler = Callable[[str, str, dict[str, Any]], Awaitable[Any]]  # (interfac
 class WorkerLimits:
     # Address space of one worker process (MiB); 0: no limit.
     memory_limit_mb: int = 1024
+    # Scheduling priority of the workers below the server's: when CPU is short (a plugin spinning),
+    # the billing core's own work comes first.
+    nice: int = 5
     # Threads of one worker for plugin functions written with plain ``def``.
     max_threads: int = 16
     # CPU seconds a worker may use during its oldest running call; 0: no limit (the deadline rules).
@@ -197,6 +200,8 @@ class _Worker:
         # Why the server killed it: (status name, message), given to the calls it cut off.
         self.killed: tuple[str, str] | None = None
         self.stopping = False
+        # No new calls: one of its def calls overran its deadline (see PluginHost._doom).
+        self.doomed = False
         self.cpu_at_busy: float | None = None
         self.idle_samples: collections.deque[tuple[float, float]] = collections.deque()
         self.reading: asyncio.Task[None] | None = None
@@ -241,6 +246,7 @@ class PluginHost:
         self._consecutive = 0
         self._not_before = 0.0
         self._suspended_until = 0.0
+        self._suspended_faults = 0
         self.last_fault = ""
         self.retired = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -252,7 +258,7 @@ class PluginHost:
         now = time.monotonic()
         if now < self._suspended_until:
             return (
-                f"plugin {self.plugin_id!r} is suspended after {len(self._faults)} faults in "
+                f"plugin {self.plugin_id!r} is suspended after {self._suspended_faults} faults in "
                 f"{self.workers.limits.breaker_window_seconds:g} s (last: {self.last_fault}); "
                 f"next try in {self._suspended_until - now:.0f} s"
             )
@@ -290,7 +296,7 @@ class PluginHost:
     async def _start(self) -> _Worker:
         limits = self.workers.limits
         pid, sock = await self.workers.zygote.fork(
-            {"plugin_id": self.plugin_id, "memory_limit_mb": limits.memory_limit_mb}
+            {"plugin_id": self.plugin_id, "memory_limit_mb": limits.memory_limit_mb, "nice": limits.nice}
         )
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 26)
         w = _Worker(self, pid, reader, writer)
@@ -329,11 +335,11 @@ class PluginHost:
 
     async def _ready_worker(self) -> _Worker:
         w = self._worker
-        if w is not None and not w.gone and w.killed is None:
+        if w is not None and not w.gone and w.killed is None and not w.doomed:
             return w
         async with self._start_lock:
             w = self._worker
-            if w is not None and not w.gone and w.killed is None:
+            if w is not None and not w.gone and w.killed is None and not w.doomed:
                 return w
             trouble = self.trouble()
             if trouble is not None:
@@ -384,18 +390,27 @@ class PluginHost:
             async with asyncio.timeout_at(deadline) as scope:
                 reply = await fut
         except BaseException as exc:
-            if not fut.done():
+            if cid in w.pending:  # (no answer yet: awaiting it was cancelled, which cancels ``fut``)
                 # Our deadline, or the caller went away: the call must give its time back.
                 w.send({"t": "cancel", "id": cid})
                 at = max(deadline, loop.time()) + self.workers.limits.grace_seconds
                 loop.call_at(at, self._overran, w, cid, function, interface_name)
                 if isinstance(exc, TimeoutError) and scope.expired():
+                    if self.meta is not None and not self.meta.is_async.get(function, False):
+                        # A thread cannot be cancelled: new calls go to a new worker now, and
+                        # this one is killed at the grace unless its late calls end first.
+                        self._doom(w)
                     raise PluginFault({"kind": "deadline"}) from None
             raise
         self._consecutive = 0
         if reply.get("ok"):
             return reply.get("value")
         raise PluginFault(reply["error"])
+
+    def _doom(self, w: _Worker) -> None:
+        w.doomed = True
+        if self._worker is w:
+            self._worker = None
 
     def _overran(self, w: _Worker, cid: int, function: str, interface_name: str) -> None:
         if cid in w.pending and not w.gone:
@@ -409,7 +424,7 @@ class PluginHost:
         if not w.pending:
             w.cpu_at_busy = None
             w.idle_samples.clear()
-            if self.retired and w is self._worker:
+            if w.doomed or (self.retired and w is self._worker):
                 self._stop(w)
 
     async def _read(self, w: _Worker) -> None:
@@ -459,6 +474,7 @@ class PluginHost:
             self._faults.popleft()
         if len(self._faults) >= limits.breaker_faults:
             self._suspended_until = now + limits.suspend_seconds
+            self._suspended_faults = len(self._faults)
             log.error(
                 "plugin %s suspended for %g s: %d faults in %g s (last: %s)",
                 self.plugin_id, limits.suspend_seconds, len(self._faults), limits.breaker_window_seconds, why,

@@ -93,6 +93,7 @@ class _Worker:
         self.loaded = loaded
         self.executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="plugin")
         self.calls: dict[int, asyncio.Task[None]] = {}
+        self.names: dict[int, str] = {}  # call id → function
         self.asks: dict[int, asyncio.Future[Any]] = {}
         self.ids = itertools.count(1)
         self.loop: asyncio.AbstractEventLoop
@@ -110,10 +111,13 @@ class _Worker:
                 if kind == "call":
                     task = asyncio.create_task(self._call(msg))
                     self.calls[msg["id"]] = task
-                    task.add_done_callback(lambda _t, cid=msg["id"]: self.calls.pop(cid, None))
+                    self.names[msg["id"]] = msg["fn"]
+                    task.add_done_callback(lambda _t, cid=msg["id"]: self._done(cid))
                 elif kind == "cancel":
+                    # Only a coroutine can be cancelled; a thread cannot be stopped, so a def call
+                    # runs on (and the server kills this process if it does not end in time).
                     task = self.calls.get(msg["id"])
-                    if task is not None:
+                    if task is not None and self.loaded.meta.is_async.get(self.names.get(msg["id"], ""), False):
                         task.cancel()
                 elif kind == "state_reply":
                     fut = self.asks.pop(msg["id"], None)
@@ -125,6 +129,10 @@ class _Worker:
         finally:
             # The server closed the connection (or is gone): nothing may outlive it here.
             os._exit(0)
+
+    def _done(self, cid: int) -> None:
+        self.calls.pop(cid, None)
+        self.names.pop(cid, None)
 
     def send(self, message: dict[str, Any]) -> None:
         """Send from any thread (plugin threads log and ask for state too)."""

@@ -103,6 +103,8 @@ def _child(ctl: socket.socket, wake: tuple[int, int], fds: list[int], request: d
         for fd in wake:
             os.close(fd)
         die_with_parent()
+        os.nice(int(request.get("nice", 0)))
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # (print() of plugins)
         limit = int(request.get("memory_limit_mb", 0))
         if limit > 0:
             resource.setrlimit(resource.RLIMIT_AS, (limit << 20, limit << 20))
