@@ -183,8 +183,10 @@ class PluginSettings(_Section):
     cpu_seconds_per_call: float = Field(0.0, ge=0)
     # CPU seconds it may use within 10 s with no call running before it is replaced;
     idle_cpu_seconds: float = Field(5.0, gt=0)
-    # after a deadline, seconds a call has to end before its worker is killed and replaced.
+    # after a deadline, seconds a call has to end before its worker is killed and replaced;
     kill_grace_seconds: float = Field(0.5, ge=0)
+    # with no call for this many seconds it is stopped, giving its memory back (0: never).
+    worker_idle_seconds: float = Field(120.0, ge=0)
     # A plugin whose worker fails this many times within breaker_window_seconds is suspended
     # (its calls fail fast with UNAVAILABLE) for suspend_seconds.
     breaker_faults: int = Field(5, ge=1)

@@ -68,6 +68,7 @@ class App:
                     cpu_seconds_per_call=p.cpu_seconds_per_call,
                     idle_cpu_seconds=p.idle_cpu_seconds,
                     grace_seconds=p.kill_grace_seconds,
+                    idle_seconds=p.worker_idle_seconds,
                     breaker_faults=p.breaker_faults,
                     breaker_window_seconds=p.breaker_window_seconds,
                     suspend_seconds=p.suspend_seconds,

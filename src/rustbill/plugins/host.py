@@ -63,6 +63,8 @@ class WorkerLimits:
     idle_cpu_seconds: float = 5.0
     # After a deadline, how long a call has to end before its worker is killed.
     grace_seconds: float = 0.5
+    # A worker with no call for this long is stopped (0: never); the next call starts one.
+    idle_seconds: float = 120.0
     breaker_faults: int = 5
     breaker_window_seconds: float = 60.0
     suspend_seconds: float = 60.0
@@ -203,6 +205,7 @@ class _Worker:
         # No new calls: one of its def calls overran its deadline (see PluginHost._doom).
         self.doomed = False
         self.cpu_at_busy: float | None = None
+        self.last_used = time.monotonic()
         self.idle_samples: collections.deque[tuple[float, float]] = collections.deque()
         self.reading: asyncio.Task[None] | None = None
 
@@ -373,6 +376,7 @@ class PluginHost:
             raise PluginFault({"kind": "worker_lost", "status": "UNAVAILABLE", "message": why})
         cid = next(self._ids)
         fut: asyncio.Future[Any] = loop.create_future()
+        w.last_used = time.monotonic()
         w.pending[cid] = fut
         w.interfaces[cid] = interface_id
         try:
@@ -423,6 +427,7 @@ class PluginHost:
         w.interfaces.pop(cid, None)
         if not w.pending:
             w.cpu_at_busy = None
+            w.last_used = time.monotonic()
             w.idle_samples.clear()
             if w.doomed or (self.retired and w is self._worker):
                 self._stop(w)
@@ -504,6 +509,16 @@ class PluginHost:
         w = self._worker
         if w is not None and not w.pending:
             self._stop(w)
+
+    def stop_idle(self, w: _Worker) -> None:
+        """No call for ``idle_seconds``: give the memory back; the next call starts a worker."""
+        if w.pending or w.stopping:
+            return
+        if self._worker is w:
+            self._worker = None
+        log.info("plugin %s: worker process %d stopped after %g s without calls",
+                 self.plugin_id, w.pid, self.workers.limits.idle_seconds)  # fmt: skip
+        self._stop(w)
 
     def _stop(self, w: _Worker) -> None:
         w.stopping = True
@@ -617,6 +632,9 @@ class Workers:
                             )
                             log.warning("plugin %s: killing worker process %d: %s", w.host.plugin_id, w.pid, why)
                             w.kill("RESOURCE_EXHAUSTED", why)
+                    continue
+                if limits.idle_seconds > 0 and now - w.last_used > limits.idle_seconds:
+                    w.host.stop_idle(w)
                     continue
                 samples = w.idle_samples
                 samples.append((now, cpu))

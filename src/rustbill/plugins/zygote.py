@@ -30,12 +30,21 @@ import sys
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 
 
 def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent ends (no-op elsewhere)."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def _name(name: str) -> None:
+    """The process name ps and top show (15 bytes): which plugin a worker runs."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
     except (OSError, AttributeError):
         pass
 
@@ -47,6 +56,7 @@ def main() -> None:
     if os.getppid() != parent:
         os._exit(0)  # the server ended before we could follow it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
+    _name("rb:zygote")
     from . import worker
 
     worker.preload()
@@ -103,6 +113,7 @@ def _child(ctl: socket.socket, wake: tuple[int, int], fds: list[int], request: d
         for fd in wake:
             os.close(fd)
         die_with_parent()
+        _name(f"rb:{request.get('plugin_id', '')}")
         os.nice(int(request.get("nice", 0)))
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # (print() of plugins)
         limit = int(request.get("memory_limit_mb", 0))
