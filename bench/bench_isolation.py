@@ -252,7 +252,7 @@ def main() -> int:
     r = asyncio.run(runtime_part(a.quick))
     s = server_part(a.quick)
     rows = [
-        ("(a) dispatch p50, worker", f"{r['p50_worker'] * 1e6:.0f} us", f"in-process {r['p50_inproc'] * 1e6:.0f} us",  # noqa: E501
+        ("(a) dispatch p50, worker", f"{r['p50_worker'] * 1e6:.0f} us", f"in-process {r['p50_inproc'] * 1e6:.0f} us",
          "< 150 us", r["p50_worker"] < 150e-6),
         ("(b) throughput, 16 in flight", f"{r['rps_worker']:.0f}/s", f"in-process {r['rps_inproc']:.0f}/s",
          ">= 60 %", r["rps_worker"] >= 0.6 * r["rps_inproc"]),
