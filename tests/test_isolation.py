@@ -200,9 +200,7 @@ def test_plugin_code_gets_its_context_state_and_log(srv: ServerProcess, token: s
     assert action(srv, token, faulty, "admin_state_sync") == {"n": 2}
 
 
-def test_a_plugin_that_keeps_crashing_is_suspended_and_health_says_why(
-    tmp_path: Path, databases: Databases
-) -> None:
+def test_a_plugin_that_keeps_crashing_is_suspended_and_health_says_why(tmp_path: Path, databases: Databases) -> None:
     srv = _server(tmp_path, databases, RUSTBILL_PLUGINS__BREAKER_FAULTS="3")
     try:
         token = srv.token()
