@@ -35,7 +35,7 @@ async def main(db_url: str | None, concurrency: int) -> None:
     from rustbill.db import Database, Plugin, PluginInterface
     from rustbill.domain import Catalog, HealthService
     from rustbill.ids import utcnow
-    from rustbill.plugins import PluginRegistry, PluginRuntime, load_plugin
+    from rustbill.plugins import PluginRegistry, PluginRuntime
     from rustbill.vault import Vault
 
     tmp = Path(tempfile.mkdtemp())
@@ -56,7 +56,7 @@ async def main(db_url: str | None, concurrency: int) -> None:
     path = tmp / "hc.py"
     path.write_text(PLUGIN)
     registry = PluginRegistry()
-    registry.put(load_plugin(path, path.read_bytes(), "hc"))
+    registry.put(await registry.load(path, path.read_bytes(), "hc"))
     runtime = PluginRuntime(db, registry, timeouts={"health_check": 1.0})
     catalog = Catalog(db, registry, runtime, Vault([Vault.new_key()]))
     health = HealthService(db, runtime, catalog, concurrency=concurrency)

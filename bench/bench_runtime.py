@@ -5,7 +5,8 @@
     Target: QueryPrice latency within 1.3x GetPluginInterface's.
 (b) In one process: ``await runtime.call(binding, "query_price", spec, check=check_price)``
     against calling the plugin's function directly, for an ``async def`` and a plain ``def``
-    plugin (and t_provider itself). Target: overhead < 50 us per call.
+    plugin (and t_provider itself). Target: overhead < 150 us per call (through the plugin's worker
+    process since issue 10; it was 50 us when plugins ran in the server's process).
 (c) The first call after an eviction: in-process (evict, then ``Providers.query_price``: bind
     from the database, spec_template, query_price) and through the server (UpdatePluginInterface,
     then QueryPrice). Target: < 5 ms.
@@ -92,10 +93,11 @@ async def _timeit(fn: Any, target_s: float, repeats: int) -> float:
     return statistics.median(samples)
 
 
-def _variants(runtime: Any, binding: Any, check_price: Any) -> tuple[Any, Any, Any]:
-    """Three ways to get a price from ``binding``'s plugin: the function alone, the function and
-    the result check, and ``runtime.call`` (which does both, and everything else)."""
-    fn = binding.plugin.function("query_price")
+def _variants(runtime: Any, binding: Any, check_price: Any, module: Any) -> tuple[Any, Any, Any]:
+    """Three ways to get a price from ``binding``'s plugin: the function alone (its module loaded
+    in this process), the function and the result check, and ``runtime.call`` (which does both in
+    the plugin's worker process, and everything else)."""
+    fn = module.query_price
     cfg = binding.config
     if binding.plugin.is_async["query_price"]:
 
@@ -149,17 +151,17 @@ async def _inproc(job: dict[str, Any]) -> dict[str, Any]:
 
     registry = PluginRegistry()
     loaded = {}
+    modules = {}
     for pid in ("bench_async", "bench_sync", "t_provider"):
         path = pdir / f"{pid}.py"
-        loaded[pid] = load_plugin(path, path.read_bytes(), pid)
+        loaded[pid] = await registry.load(path, path.read_bytes(), pid)
         registry.put(loaded[pid])
+        modules[pid] = load_plugin(path, path.read_bytes(), pid).module
 
     db = Database(f"sqlite:///{tmp / 'inproc.sqlite3'}")
     await db.migrate()
     ps = PluginSettings()  # the server's defaults (timeouts, threads)
-    runtime = PluginRuntime(
-        db, registry, default_timeout=ps.call_timeout_seconds, timeouts=ps.timeouts, max_threads=ps.max_threads
-    )
+    runtime = PluginRuntime(db, registry, default_timeout=ps.call_timeout_seconds, timeouts=ps.timeouts)
     providers = Providers(db, runtime)
     rows: dict[str, PluginInterface] = {}
     now = utcnow()
@@ -202,7 +204,7 @@ async def _inproc(job: dict[str, Any]) -> dict[str, Any]:
         for pid in ("bench_async", "bench_sync", "t_provider"):
             binding = runtime.bind_row(rows[pid])
             is_async = binding.plugin.is_async["query_price"]
-            direct, direct_checked, via_runtime = _variants(runtime, binding, check_price)
+            direct, direct_checked, via_runtime = _variants(runtime, binding, check_price, modules[pid])
             await via_runtime()
             root.setLevel(logging.INFO)
             d = await _timeit(direct, t_s, reps)
@@ -221,7 +223,7 @@ async def _inproc(job: dict[str, Any]) -> dict[str, Any]:
 
         # ---- what one runtime.call spends its time on (bench_async's binding)
         binding = runtime.bind_row(rows["bench_async"])
-        fn = binding.plugin.function("query_price")
+        fn = modules["bench_async"].query_price
         demo_cfg = {
             "currency": "USD",
             "per_core": "2.00",
@@ -667,7 +669,7 @@ def report(results: dict[str, Any], a: argparse.Namespace, parts: set[str]) -> N
                 ]
             )
             verdicts.append(
-                (f"(b) runtime.call overhead < 50 us ({d['kind']}, {pid})", f"{over * 1e6:.1f} us", over < 50e-6)
+                (f"(b) runtime.call overhead < 150 us ({d['kind']}, {pid})", f"{over * 1e6:.1f} us", over < 150e-6)
             )
         print(
             c.table(

@@ -13,7 +13,7 @@ from rustbill.db import Database, Plugin, PluginInterface
 from rustbill.domain import Channels
 from rustbill.errors import FailedPrecondition, InvalidArgument
 from rustbill.ids import utcnow
-from rustbill.plugins import PluginRegistry, PluginRuntime, load_plugin
+from rustbill.plugins import PluginRegistry, PluginRuntime
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -29,7 +29,7 @@ async def host(databases: Databases, tmp_path: Path) -> AsyncIterator[tuple[Chan
     async with db.write() as s:
         for pid in ("t_gateway", "t_notifier"):
             path = TEST_PLUGINS / f"{pid}.py"
-            loaded = load_plugin(path, path.read_bytes(), pid)
+            loaded = await registry.load(path, path.read_bytes(), pid)
             registry.put(loaded)
             plugin = Plugin(plugin_id=pid, plugin_type=loaded.plugin_type, content_hash=loaded.content_hash,
                             version=loaded.version, created_at=now, updated_at=now)  # fmt: skip

@@ -16,7 +16,6 @@ contract function fails ``test_every_plugin_function_has_a_sample`` until it has
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import re
 import uuid
@@ -111,9 +110,9 @@ class Bed:
         return await self.host.runtime.call(self.binding, function, *args, config=config)
 
     async def call_bare(self, function: str) -> Any:
-        """version() and config_schema(): no config, as the loader calls them."""
-        result = self.host.loaded.function(function)()
-        return await result if inspect.isawaitable(result) else result
+        """version() and config_schema(): called by the loader in the plugin's worker process,
+        which sent back what they returned (the loader's own checks passed)."""
+        return {"version": self.host.loaded.version, "config_schema": self.host.loaded.config_schema}[function]
 
 
 Setup = Callable[[Path], Any]  # tmp_path -> async context manager yielding (config, peer)
@@ -279,13 +278,7 @@ def db_url(databases: Databases) -> str:
 
 
 async def _close(host: PluginHost) -> None:
-    plugin = host.registry.get(host.plugin_id)
-    module = getattr(plugin, "module", None)
-    if hasattr(module, "_aclose_all"):  # incus: its HTTP clients
-        await module._aclose_all()
-    if hasattr(module, "_close_all"):  # kvm: its libvirt connections
-        module._close_all()
-    await host.close()
+    await host.close()  # (the plugin's worker process ends, with its connections)
 
 
 # ---------------------------------------------------------------- sample arguments
@@ -411,7 +404,7 @@ def _delivered(checked: Any, b: Bed) -> None:
 
 DEFAULTS: dict[str, Sample] = {
     "version": Sample(lambda b: b.call_bare("version")),
-    "config_schema": Sample(lambda b: b.call_bare("config_schema"), lambda c, b: c == b.host.loaded.config_schema),
+    "config_schema": Sample(lambda b: b.call_bare("config_schema"), lambda c, b: c.get("type") == "object"),
     "health_check": Sample(lambda b: b.call("health_check"), _healthy),
     "admin_page": Sample(lambda b: b.call("admin_page"), _page),
     "spec_template": Sample(lambda b: b.call("spec_template"), _template),

@@ -196,7 +196,7 @@ def test_a_retry_while_the_first_attempt_runs_is_told_it_is_still_being_opened(f
     assert order(stub, token, iface, K9).provider_instance_id == first["reply"].provider_instance_id
 
 
-def test_a_late_answer_is_recorded_and_without_find_instance_a_retry_asks_again(
+def test_a_call_past_its_deadline_is_cut_off_and_without_find_instance_a_retry_asks_again(
     fresh_server: ServerProcess, tmp_path: Path
 ) -> None:
     token, stub = start(
@@ -205,21 +205,27 @@ def test_a_late_answer_is_recorded_and_without_find_instance_a_retry_asks_again(
         plugins__timeouts='{"create_instance": 1}',
         plugins__reconcile_interval_seconds="0.5",
     )
-    # a def create_instance that answers after the host stopped waiting: its answer is recorded
+    # a def create_instance still running after its deadline: its worker process is killed (issue
+    # 10), so there is no late answer; the order stays "unknown", owned by nobody
     late_store = store(tmp_path, "late")
-    late = create_interface(stub, token, "t_blind_provider", json.dumps({"store_dir": str(late_store), "sleep": 3}))
+    cfg = {"store_dir": str(late_store), "sleep": 3}
+    late = create_interface(stub, token, "t_blind_provider", json.dumps(cfg))
     with raises_code(grpc.StatusCode.DEADLINE_EXCEEDED):
         order(stub, token, late, LATE)
     [(row_id, status, _, owner)] = rows(fresh_server, LATE)
-    assert status == "unknown" and owner is not None  # the call still runs in its thread
-    with raises_code(grpc.StatusCode.UNAVAILABLE, rf"^order '{LATE}' is being reconciled; retry in 1 s$"):
-        order(stub, token, late, LATE)
-    wait_for("the late answer is recorded", lambda: rows(fresh_server, LATE)[0][2])
+    assert (status, owner) == ("unknown", None)
+    fresh_server.wait_for_log(
+        r"plugin t_blind_provider: killing worker process \d+: call create_instance of interface .* did not give"
+    )
+    time.sleep(3)  # (when the plugin's sleep would have ended)
+    assert not (late_store / f"{row_id}.json").exists()  # nothing was made after the deadline
+    cfg["sleep"] = 0
+    stub.UpdatePluginInterface(
+        pb.UpdatePluginInterfaceRequest(interface_id=late.id, config_json=json.dumps(cfg)), metadata=md(token)
+    )
+    assert order(stub, token, late, LATE).provider_instance_id == f"b-{row_id[-8:]}"  # asked again, same id
+    assert calls(late_store) == [row_id, row_id]
     assert rows(fresh_server, LATE) == [(row_id, "running", f"b-{row_id[-8:]}", None)]
-    fresh_server.wait_for_log(rf"order {row_id} settled \(late answer\)")
-    assert metric(fresh_server, "found", "late_answer") == 1
-    assert order(stub, token, late, LATE).provider_instance_id == f"b-{row_id[-8:]}"
-    assert calls(late_store) == [row_id]
 
     # no answer at all, and no find_instance to ask: left "unknown" (said once); a keyed retry asks
     # create_instance again with the same request_id
@@ -339,13 +345,13 @@ class Host:
 
     def __init__(self, db: Database, path: Path, **timeouts: float) -> None:
         from rustbill.domain import Providers, Reconciler
-        from rustbill.plugins import PluginRegistry, PluginRuntime, load_plugin
+        from rustbill.plugins import PluginRegistry, PluginRuntime
 
         self.db = db
+        self.path = path
         self.registry = PluginRegistry()
         self.runtime = PluginRuntime(db, self.registry, default_timeout=30, timeouts=timeouts)
-        self.loaded = load_plugin(path, path.read_bytes(), path.stem)
-        self.registry.put(self.loaded)
+        self.loaded: Any = None
         self.processes = ProcessRegistry(db)
         self.providers = Providers(db, self.runtime, processes=self.processes)
         self.reconciler = Reconciler(db, self.runtime, self.providers, self.processes)
@@ -353,6 +359,9 @@ class Host:
     async def interface(self, config: dict[str, Any]) -> uuid.UUID:
         from rustbill.db import Plugin, PluginInterface
 
+        if self.loaded is None:
+            self.loaded = await self.registry.load(self.path, self.path.read_bytes(), self.path.stem)
+            self.registry.put(self.loaded)
         async with self.db.write() as s:
             plugin_def = (await s.execute(select(Plugin.id).where(Plugin.plugin_id == self.loaded.plugin_id))).scalar()
             if plugin_def is None:
@@ -428,12 +437,14 @@ async def create_instance(config, spec):
 def find_instance(config, request_id):
     with (Path(config["dir"]) / "finds").open("a") as f:
         f.write(request_id + "\\n")
-    time.sleep(1.5)  # a def that outlives its timeout: its thread goes on
+    time.sleep(1.5)  # a def that outlives its deadline: its worker is killed
     return None
 """
 
 
-async def test_a_find_instance_thread_still_running_is_not_asked_again(databases: Databases, tmp_path: Path) -> None:
+async def test_a_find_instance_past_its_deadline_is_cut_off_and_asked_again(
+    databases: Databases, tmp_path: Path
+) -> None:
     db = Database(databases.new())
     await db.migrate()
     path = tmp_path / "t_slow_find.py"
@@ -447,11 +458,11 @@ async def test_a_find_instance_thread_still_running_is_not_asked_again(databases
         except Exception as exc:
             assert type(exc).__name__ == "DeadlineExceeded"
         finds = tmp_path / "finds"
-        assert (await host.reconciler.reconcile())["error"] == 1  # find_instance timed out; its thread runs on
-        assert sum((await host.reconciler.reconcile()).values()) == 0  # not asked while that thread runs
-        assert len(finds.read_text().split()) == 1
-        await asyncio.sleep(1.5)
-        assert (await host.reconciler.reconcile())["error"] == 1  # asked again once it is over
+        first = host.loaded.host.pid()
+        assert (await host.reconciler.reconcile())["error"] == 1  # find_instance timed out
+        await asyncio.sleep(1.0)  # its worker is killed half a second after the deadline: no thread runs on
+        assert host.loaded.host.pid() != first
+        assert (await host.reconciler.reconcile())["error"] == 1  # so the next round asks again
         assert len(finds.read_text().split()) == 2
         [(_, status, provider_id, owner)] = await host.rows(key)
         assert (status, provider_id, owner) == ("unknown", None, None)

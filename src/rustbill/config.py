@@ -174,8 +174,24 @@ class PluginSettings(_Section):
     # Per-function overrides of call_timeout_seconds, e.g. {create_instance = 300}.
     timeouts: dict[str, float] = Field(default_factory=dict)
     import_timeout_seconds: float = Field(10.0, gt=0)
-    # Threads for plugin functions written with plain ``def``.
-    max_threads: int = Field(64, ge=1)
+    # Each plugin runs in a worker process of its own (docs/plugins.md, "Isolation"). Per worker:
+    # threads for plugin functions written with plain ``def``;
+    max_threads: int = Field(16, ge=1)
+    # its address space in MiB (0: no limit; a call that runs out is RESOURCE_EXHAUSTED);
+    memory_limit_mb: int = Field(1024, ge=0)
+    # CPU seconds it may use during its oldest running call (0: no limit but the call's deadline);
+    cpu_seconds_per_call: float = Field(0.0, ge=0)
+    # CPU seconds it may use within 10 s with no call running before it is replaced;
+    idle_cpu_seconds: float = Field(5.0, gt=0)
+    # after a deadline, seconds a call has to end before its worker is killed and replaced;
+    kill_grace_seconds: float = Field(0.5, ge=0)
+    # with no call for this many seconds it is stopped, giving its memory back (0: never).
+    worker_idle_seconds: float = Field(120.0, ge=0)
+    # A plugin whose worker fails this many times within breaker_window_seconds is suspended
+    # (its calls fail fast with UNAVAILABLE) for suspend_seconds.
+    breaker_faults: int = Field(5, ge=1)
+    breaker_window_seconds: float = Field(60.0, gt=0)
+    suspend_seconds: float = Field(60.0, ge=0)
     health_interval_seconds: float = Field(300.0, ge=0)
     health_concurrency: int = Field(100, ge=1)
     # Orders whose create_instance outcome is unknown are settled (find_instance) every this many

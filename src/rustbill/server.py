@@ -34,6 +34,7 @@ from .domain.orders import Orders
 from .domain.shop import Shop
 from .metrics import Metrics
 from .plugins import PluginRegistry, PluginRuntime, PluginScanner
+from .plugins.host import WorkerLimits, Workers
 from .services.customer import ApiKeyServicer, BalanceServicer, InstanceServicer, ProductServicer
 from .services.dispatch import Dispatcher
 from .services.drift import DriftServicer
@@ -59,13 +60,25 @@ class App:
         self.settings = settings
         self.db = Database.from_settings(settings)
         self.auth = AuthService(self.db, settings)
-        self.registry = PluginRegistry()
+        p = settings.plugins
+        self.registry = PluginRegistry(
+            Workers(
+                WorkerLimits(
+                    memory_limit_mb=p.memory_limit_mb,
+                    max_threads=p.max_threads,
+                    cpu_seconds_per_call=p.cpu_seconds_per_call,
+                    idle_cpu_seconds=p.idle_cpu_seconds,
+                    grace_seconds=p.kill_grace_seconds,
+                    idle_seconds=p.worker_idle_seconds,
+                    breaker_faults=p.breaker_faults,
+                    breaker_window_seconds=p.breaker_window_seconds,
+                    suspend_seconds=p.suspend_seconds,
+                ),
+                import_timeout=p.import_timeout_seconds,
+            )
+        )
         self.runtime = PluginRuntime(
-            self.db,
-            self.registry,
-            default_timeout=settings.plugins.call_timeout_seconds,
-            timeouts=settings.plugins.timeouts,
-            max_threads=settings.plugins.max_threads,
+            self.db, self.registry, default_timeout=p.call_timeout_seconds, timeouts=p.timeouts
         )
         self.scanner = PluginScanner(
             self.db, self.registry, settings.plugins.dir, import_timeout=settings.plugins.import_timeout_seconds

@@ -201,7 +201,7 @@ class Catalog:
 
     def _info(self, row: Plugin) -> PluginInfo:
         loaded = self._registry.get(row.plugin_id)
-        title, description = _doc_title(loaded.module.__doc__ if loaded is not None else None)
+        title, description = _doc_title(loaded.doc if loaded is not None else None)
         return PluginInfo(
             row=row,
             config_schema=loaded.config_schema if loaded is not None else None,

@@ -87,6 +87,8 @@ class HealthService:
                 error = await self._runtime.call(binding, "health_check", check=check_health_result)
             except RustBillError as exc:
                 error = exc.message
+        else:
+            error = self._runtime.trouble(binding)  # (a plugin suspended after faults is not healthy)
         return HealthResult(error is None, error, utcnow())
 
     async def _store(self, results: dict[uuid.UUID, HealthResult]) -> None:

@@ -1,4 +1,10 @@
-"""Loading one plugin file: compile, execute as a module, check it against the contract."""
+"""Loading one plugin file: compile, execute as a module, check it against the contract.
+
+``load_plugin`` executes the file; the server never calls it itself: it runs in the plugin's worker
+process (``worker.py``), which sends back the ``PluginMeta``. The server keeps a ``LoadedPlugin``:
+that metadata, the file's hash and the ``PluginHost`` that runs the code. Tools and tests that want
+a plugin's module in their own process (to test its helpers) call ``load_plugin`` directly.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import inspect
 import json
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,7 +25,7 @@ from jsonschema.validators import validator_for
 
 from .contract import ACTION_PARAMS, FUNCTIONS_BY_TYPE, PLUGIN_TYPES
 
-__all__ = ["LoadedPlugin", "PluginLoadError", "load_plugin", "plugin_id_for"]
+__all__ = ["LoadedModule", "LoadedPlugin", "PluginLoadError", "PluginMeta", "load_plugin", "plugin_id_for"]
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,127}$")
 _SEMVER_RE = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.+-]*)?$")
@@ -30,24 +36,81 @@ class PluginLoadError(Exception):
 
 
 @dataclass(slots=True)
-class LoadedPlugin:
-    """A plugin module compiled from one file content."""
+class PluginMeta:
+    """What the server knows of a plugin's code: read in its worker, sent back as JSON."""
 
-    plugin_id: str
     plugin_type: str
-    path: Path
-    content_hash: str
     version: str
     has_admin_page: bool
-    module: ModuleType
     # The JSON Schema of an interface's config (``config_schema()``, checked at load).
     config_schema: dict[str, Any]
-    # Coroutine-ness of each contract function, computed once.
-    is_async: dict[str, bool] = field(default_factory=dict)
+    # Contract functions and admin_* actions the file defines → whether each is ``async def``.
+    is_async: dict[str, bool]
+    # The module's docstring (its title and description in the catalog).
+    doc: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PluginMeta:
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+
+@dataclass(slots=True)
+class LoadedModule:
+    """A plugin executed in this process (in a worker, or by a tool or test that wants its module)."""
+
+    plugin_id: str
+    path: Path
+    content_hash: str
+    module: ModuleType
+    meta: PluginMeta
+
+    def __getattr__(self, name: str) -> Any:  # plugin_type, version, config_schema …
+        return getattr(self.meta, name)
 
     def function(self, name: str) -> Any | None:
         fn = getattr(self.module, name, None)
         return fn if callable(fn) else None
+
+
+@dataclass(slots=True, eq=False)
+class LoadedPlugin:
+    """A plugin as the server holds it: its metadata and the host of the worker that runs it."""
+
+    plugin_id: str
+    path: Path
+    content_hash: str
+    meta: PluginMeta
+    host: Any  # PluginHost (host.py imports this module)
+
+    @property
+    def plugin_type(self) -> str:
+        return self.meta.plugin_type
+
+    @property
+    def version(self) -> str:
+        return self.meta.version
+
+    @property
+    def has_admin_page(self) -> bool:
+        return self.meta.has_admin_page
+
+    @property
+    def config_schema(self) -> dict[str, Any]:
+        return self.meta.config_schema
+
+    @property
+    def is_async(self) -> dict[str, bool]:
+        return self.meta.is_async
+
+    @property
+    def doc(self) -> str:
+        return self.meta.doc
+
+    def has(self, function: str) -> bool:
+        return function in self.meta.is_async
 
 
 def plugin_id_for(path: Path) -> str | None:
@@ -69,7 +132,7 @@ def _call_sync(fn: Any) -> Any:
     return result
 
 
-def load_plugin(path: Path, data: bytes, plugin_id: str) -> LoadedPlugin:
+def load_plugin(path: Path, data: bytes, plugin_id: str) -> LoadedModule:
     """Execute ``data`` (the content of ``path``) as a fresh module and check it.
 
     Blocking (it runs the module's top-level code): call it from a worker thread.
@@ -102,7 +165,7 @@ def load_plugin(path: Path, data: bytes, plugin_id: str) -> LoadedPlugin:
         raise
 
 
-def _check(module: ModuleType, path: Path, plugin_id: str, digest: str) -> LoadedPlugin:
+def _check(module: ModuleType, path: Path, plugin_id: str, digest: str) -> LoadedModule:
     where = path.name
     ptype = getattr(module, "PLUGIN_TYPE", None)
     if ptype is None:
@@ -155,14 +218,12 @@ def _check(module: ModuleType, path: Path, plugin_id: str, digest: str) -> Loade
         except (TypeError, ValueError) as exc:
             raise PluginLoadError(f"{where}: config_schema() is not JSON-serialisable: {exc}") from None
 
-    return LoadedPlugin(
-        plugin_id=plugin_id,
-        config_schema=schema,
+    meta = PluginMeta(
         plugin_type=ptype,
-        path=path,
-        content_hash=digest,
         version=version,
         has_admin_page="admin_page" in is_async,
-        module=module,
+        config_schema=schema,
         is_async=is_async,
+        doc=module.__doc__ if isinstance(module.__doc__, str) else "",
     )
+    return LoadedModule(plugin_id=plugin_id, path=path, content_hash=digest, module=module, meta=meta)

@@ -1,11 +1,12 @@
-"""The loaded plugins of this process, keyed by plugin id."""
+"""The loaded plugins of this process, keyed by plugin id, and the workers that run them."""
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
+from .host import Workers
 from .loader import LoadedPlugin
 
 __all__ = ["PluginRegistry"]
@@ -14,14 +15,22 @@ Listener = Callable[[str], None]
 
 
 class PluginRegistry:
-    """plugin_id → the last good ``LoadedPlugin``. Listeners hear of every change by plugin id."""
+    """plugin_id → the last good ``LoadedPlugin``. Listeners hear of every change by plugin id.
 
-    def __init__(self) -> None:
+    A replaced or removed version's worker process stops once its calls in flight have ended."""
+
+    def __init__(self, workers: Workers | None = None) -> None:
+        self.workers = workers or Workers()
         self._plugins: dict[str, LoadedPlugin] = {}
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
         # plugin_id → why its file's current content does not load (set by the scanner).
         self.load_errors: dict[str, str] = {}
+
+    async def load(self, path: Path, data: bytes, plugin_id: str, *, seconds: float | None = None) -> LoadedPlugin:
+        """Execute ``data`` (the content of ``path``) in a new worker process; PluginLoadError
+        says why it cannot be used. Not registered until ``put``."""
+        return await self.workers.load(path, data, plugin_id, seconds=seconds)
 
     def get(self, plugin_id: str) -> LoadedPlugin | None:
         return self._plugins.get(plugin_id)
@@ -33,15 +42,15 @@ class PluginRegistry:
         with self._lock:
             old = self._plugins.get(plugin.plugin_id)
             self._plugins[plugin.plugin_id] = plugin
-        if old is not None and old.module is not plugin.module:
-            _forget(old)
+        if old is not None and old is not plugin:
+            self.workers.retire(old)
         self._changed(plugin.plugin_id)
 
     def remove(self, plugin_id: str) -> None:
         with self._lock:
             gone = self._plugins.pop(plugin_id, None)
         if gone is not None:
-            _forget(gone)
+            self.workers.retire(gone)
             self._changed(plugin_id)
 
     def subscribe(self, listener: Listener) -> None:
@@ -51,9 +60,6 @@ class PluginRegistry:
         for listener in self._listeners:
             listener(plugin_id)
 
-
-def _forget(plugin: LoadedPlugin) -> None:
-    """Drop a replaced version's module from sys.modules, so that it can be collected once no
-    call uses it any more."""
-    if sys.modules.get(plugin.module.__name__) is plugin.module:
-        del sys.modules[plugin.module.__name__]
+    async def close(self) -> None:
+        """Stop every worker process (the server is stopping)."""
+        await self.workers.close()

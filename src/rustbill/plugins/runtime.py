@@ -1,51 +1,43 @@
 """PluginRuntime: binds interfaces to loaded plugins and calls their functions safely.
 
-- An interface's binding (its plugin module and parsed config) is cached; it is evicted when the
+- An interface's binding (its plugin and parsed config) is cached; it is evicted when the
   interface changes (``evict``) and rebuilt when its plugin file was reloaded.
-- Every call has a timeout (``plugins.call_timeout_seconds``, per function in
-  ``plugins.timeouts``). ``async def`` functions run on the event loop; ``def`` functions run in a
-  thread pool of their own, so a blocking plugin never stalls other RPCs.
+- Plugin code runs in worker processes (``host.py``): a plugin that hangs, crashes, spins or eats
+  memory costs only its own calls. Every call has a hard deadline (``plugins.call_timeout_seconds``,
+  per function in ``plugins.timeouts``).
 - Failures map, here and only here, to domain errors: a ``sdk.PluginError`` keeps its code and
-  message; a timeout is DEADLINE_EXCEEDED; a connection failure UNAVAILABLE; anything else
-  INTERNAL naming plugin, function and exception; a missing function UNIMPLEMENTED.
-- Every call is logged (interface, function, duration, outcome) with secret config values masked.
+  message; a deadline is DEADLINE_EXCEEDED; a connection failure UNAVAILABLE; a worker that ended
+  UNAVAILABLE naming why; a limit RESOURCE_EXHAUSTED naming it; anything else INTERNAL naming
+  plugin, function and exception (its traceback goes to the log); a missing function UNIMPLEMENTED.
+- Every call is logged (interface, function, caller, duration, outcome) with secret config values
+  masked.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
-import copy
 import json
 import logging
-import socket
-import ssl
 import time
-import traceback
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-
-import httpx
 
 from .. import errors
 from ..calls import caller
 from ..db import Database, PluginInterface
-from ..sdk import PluginError
+from ..ids import new_id
 from ..vault import Vault, secret_paths, secret_values
 from .contract import PROVIDER_TYPES, ShapeError
+from .host import PluginFault, WorkerLimits
 from .loader import LoadedPlugin
 from .registry import PluginRegistry
-from .state import CallContext, StateStore, current_call
+from .state import StateStore
 
 __all__ = ["Binding", "PluginRuntime"]
 
 log = logging.getLogger("rustbill.plugin_calls")
-# Failures that happen before a request reaches the remote system.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError, socket.gaierror, ssl.SSLError)
 T = TypeVar("T")
 
 
@@ -80,7 +72,7 @@ class PluginRuntime:
         *,
         default_timeout: float = 30.0,
         timeouts: dict[str, float] | None = None,
-        max_threads: int = 64,
+        limits: WorkerLimits | None = None,
         vault: Vault | None = None,
     ) -> None:
         self._db = db
@@ -91,8 +83,10 @@ class PluginRuntime:
         self._registry = registry
         self._default_timeout = default_timeout
         self._timeouts = dict(timeouts or {})
-        self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="plugin")
         self.state = StateStore(db)
+        if limits is not None:
+            registry.workers.limits = limits
+        registry.workers.serve_state(self.state.handle)
         self._bindings: dict[uuid.UUID, Binding] = {}
         self._listeners: list[Callable[[uuid.UUID | None], None]] = []
         registry.subscribe(self._plugin_changed)
@@ -179,7 +173,11 @@ class PluginRuntime:
         return self._default_timeout
 
     def has(self, binding: Binding, function: str) -> bool:
-        return binding.plugin.function(function) is not None
+        return binding.plugin.has(function)
+
+    def trouble(self, binding: Binding) -> str | None:
+        """Why calls of the binding's plugin fail fast now (suspended after crashes), or None."""
+        return binding.plugin.host.trouble()  # type: ignore[no-any-return]
 
     async def call(
         self,
@@ -188,42 +186,32 @@ class PluginRuntime:
         *args: Any,
         check: Callable[[Any], T] | None = None,
         config: dict[str, Any] | None = None,
-        on_abandoned: Callable[[concurrent.futures.Future[Any]], None] | None = None,
     ) -> T | Any:
-        """Call ``function(config, *args)`` of the binding's plugin and check its result.
-
-        ``on_abandoned``: when the call ends (timeout, cancelled) while a ``def`` function's thread
-        is still running, it is given the future of that thread, which completes when the plugin's
-        code returns (its raw result, unchecked) or raises."""
-        fn = binding.plugin.function(function)
-        if fn is None:
+        """Call ``function(config, *args)`` of the binding's plugin in its worker process and check
+        its result."""
+        plugin = binding.plugin
+        if not plugin.has(function):
             raise errors.Unimplemented(f"plugin {binding.plugin_id!r} does not implement {function}")
-        cfg = copy.deepcopy(binding.config if config is None else config)
+        cfg = binding.config if config is None else config
         timeout = self.timeout_for(function)
         start = time.perf_counter()
         outcome = "ok"
-        deadline = asyncio.timeout(None)
-        thread: concurrent.futures.Future[Any] | None = None
-        token = current_call.set(
-            CallContext(binding.interface_id, binding.plugin_id, self.state, asyncio.get_running_loop())
-        )
+        request_id = str(new_id())
         try:
-            # asyncio.timeout, unlike wait_for, does not wrap the call in a new Task (cheaper).
-            async with asyncio.timeout(timeout) as deadline:
-                if binding.plugin.is_async.get(function, False):
-                    result = await fn(cfg, *args)
-                else:
-                    ctx = contextvars.copy_context()
-                    thread = self._executor.submit(ctx.run, fn, cfg, *args)
-                    result = await asyncio.wrap_future(thread)
+            result = await plugin.host.call(
+                function,
+                cfg,
+                list(args),
+                seconds=timeout,
+                interface_id=str(binding.interface_id),
+                interface_name=binding.display_name,
+                caller=caller.get(),
+                request_id=request_id,
+            )
             if check is not None:
                 result = check(result)
             return result
         except BaseException as exc:
-            if on_abandoned is not None and thread is not None and not thread.done():
-                on_abandoned(thread)  # still running: the caller may want its late answer
-            if isinstance(exc, TimeoutError) and not deadline.expired():
-                exc = _PluginTimeout(str(exc) or "timed out")  # the plugin's own timeout, not ours
             err = self._map(binding, function, exc, timeout)
             if err is None:
                 outcome = "cancelled"
@@ -231,15 +219,16 @@ class PluginRuntime:
             outcome = f"{err.code.name}: {err.message}"
             raise err from None
         finally:
-            current_call.reset(token)
             elapsed = time.perf_counter() - start
             log.info(
-                "plugin call interface=%s name=%s plugin=%s function=%s caller=%s duration_ms=%.1f outcome=%s",
+                "plugin call interface=%s name=%s plugin=%s function=%s caller=%s request_id=%s "
+                "duration_ms=%.1f outcome=%s",
                 binding.interface_id,
                 _quoted(binding.display_name),
                 binding.plugin_id,
                 function,
                 caller.get(),
+                request_id,
                 elapsed * 1000,
                 outcome,
             )
@@ -250,42 +239,66 @@ class PluginRuntime:
         where = f"plugin {b.plugin_id!r} {function}"
         if isinstance(exc, asyncio.CancelledError):
             return None
-        if isinstance(exc, TimeoutError):
+        if isinstance(exc, ShapeError):
+            return errors.Internal(b.mask(f"plugin {b.plugin_id!r} returned a bad result from {function}: {exc}"))
+        if isinstance(exc, errors.RustBillError):
+            return exc
+        if not isinstance(exc, PluginFault):
+            return errors.Internal(f"{where} failed: {type(exc).__name__}")
+        f = exc.info
+        kind = f.get("kind")
+        message = str(f.get("message", ""))
+        if kind == "deadline":
             return errors.DeadlineExceeded(f"{where} did not finish within {timeout:g}s")
-        if isinstance(exc, (_PluginTimeout, httpx.TimeoutException)) and not isinstance(exc, httpx.ConnectTimeout):
+        if kind == "remote_timeout":
             # A request that was sent but not answered in time: it may have been acted upon.
-            return errors.DeadlineExceeded(b.mask(f"{where}: the remote system did not answer in time: {exc}"))
-        if isinstance(exc, PluginError):
-            err = errors.error_for_code(exc.code, b.mask(f"{where}: {exc.message}"))
+            return errors.DeadlineExceeded(b.mask(f"{where}: the remote system did not answer in time: {message}"))
+        if kind == "plugin":
+            err = errors.error_for_code(str(f.get("code", "INTERNAL")), b.mask(f"{where}: {message}"))
             if isinstance(err, errors.Unavailable):
                 # The plugin knows what happened; a plugin that does not know whether the remote
                 # side acted raises DEADLINE_EXCEEDED.
                 err.request_may_have_been_sent = False
             return err
-        if isinstance(exc, ShapeError):
-            return errors.Internal(b.mask(f"plugin {b.plugin_id!r} returned a bad result from {function}: {exc}"))
-        if isinstance(exc, (httpx.TransportError, ConnectionError, ssl.SSLError, socket.gaierror)):
+        if kind == "unreachable":
             return errors.Unavailable(
-                b.mask(f"{where}: cannot reach the remote system: {type(exc).__name__}: {exc}"),
-                request_may_have_been_sent=not isinstance(exc, _NOT_SENT),
+                b.mask(f"{where}: cannot reach the remote system: {message}"),
+                request_may_have_been_sent=bool(f.get("sent", True)),
             )
-        if isinstance(exc, errors.RustBillError):
-            return exc
-        if not isinstance(exc, Exception):
-            return errors.Internal(f"{where} stopped with {type(exc).__name__}")
-        # The plugin's author needs the file and line: the traceback goes to the server log (secrets
-        # masked), never into the reply.
-        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        log.warning("%s raised an exception (interface %s):\n%s", where, b.interface_id, b.mask(trace).rstrip())
-        return errors.Internal(b.mask(f"{where} failed: {type(exc).__name__}: {exc}"))
+        if kind == "memory":
+            limit = b.plugin.host.workers.limits.memory_limit_mb
+            return errors.ResourceExhausted(
+                f"{where} ran out of memory (plugins.memory_limit_mb = {limit}); its process is replaced"
+            )
+        if kind == "worker_lost":
+            if f.get("status") == "RESOURCE_EXHAUSTED":
+                return errors.ResourceExhausted(b.mask(f"{where}: {message}"))
+            return errors.Unavailable(b.mask(f"{where}: {message}"), request_may_have_been_sent=True)
+        if kind == "suspended":
+            return errors.Unavailable(message, request_may_have_been_sent=False, retry_after=f.get("retry_after"))
+        if kind == "start_failed":
+            return errors.Unavailable(
+                b.mask(f"plugin process for {b.plugin_id!r} cannot start: {message}"), request_may_have_been_sent=False
+            )
+        if kind == "bad_result":
+            return errors.Internal(b.mask(f"plugin {b.plugin_id!r} returned a bad result from {function}: {message}"))
+        if kind == "bad_argument":
+            return errors.Internal(f"{where}: its arguments cannot be sent to the plugin process: {message}")
+        if kind == "stopped":
+            return errors.Internal(f"{where} stopped with {f.get('type', 'an exit')}")
+        if kind == "cancelled":
+            return errors.DeadlineExceeded(f"{where} was cancelled")
+        # An exception of the plugin's: its author needs the file and line, so the traceback goes
+        # to the server log (secrets masked), never into the reply.
+        trace = str(f.get("traceback", "")).rstrip()
+        if trace:
+            log.warning("%s raised an exception (interface %s):\n%s", where, b.interface_id, b.mask(trace))
+        return errors.Internal(b.mask(f"{where} failed: {f.get('type', 'Exception')}: {message}"))
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop every plugin worker process."""
+        await self._registry.close()
 
 
 def _quoted(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-class _PluginTimeout(Exception):
-    """A TimeoutError raised inside the plugin (e.g. a socket timeout)."""

@@ -7,7 +7,10 @@ At start and then every ``plugins.rescan_seconds`` it looks at the folder:
 - a vanished file is unregistered; its row is deleted unless interfaces use it, in which case
   it is kept (``file_present`` false) so that their configuration is never lost;
 - a broken file (syntax error, missing or unknown ``PLUGIN_TYPE``, an exception at import, a
-  function with the wrong parameters) is logged once per content, with file and reason, and skipped.
+  function with the wrong parameters, an import that hangs or ends its process) is logged once per
+  content, with file and reason, and skipped.
+
+Files are executed in worker processes (``host.py``), never in the server's process.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..db import Database, Plugin, PluginInterface
 from ..ids import utcnow
-from .loader import LoadedPlugin, PluginLoadError, content_hash, load_plugin, plugin_id_for
+from .loader import LoadedPlugin, PluginLoadError, content_hash, plugin_id_for
 from .registry import PluginRegistry
 
 __all__ = ["PluginScanner", "ScanReport"]
@@ -139,14 +142,10 @@ class PluginScanner:
         if self._broken.get(pid) == digest:
             return
         try:
-            loaded = await asyncio.wait_for(
-                asyncio.to_thread(load_plugin, path, data, pid), timeout=self._import_timeout
-            )
+            # In a worker process of its own: a file that hangs or exits at import hurts only that.
+            loaded = await self._registry.load(path, data, pid, seconds=self._import_timeout)
         except PluginLoadError as exc:
             self._report_broken(pid, digest, str(exc), report)
-            return
-        except TimeoutError:
-            self._report_broken(pid, digest, f"{path.name}: import took longer than {self._import_timeout}s", report)
             return
         self._broken.pop(pid, None)
         self._registry.load_errors.pop(pid, None)

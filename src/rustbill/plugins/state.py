@@ -1,17 +1,13 @@
 """Per-interface persistent state for plugins (``sdk.state()``), stored in ``plugin_state``.
 
-The runtime puts the calling interface and this store in a context variable for the duration of
-each plugin call; the SDK reads it. ``def`` plugins (in worker threads) reach the database through
-the server's event loop; ``async def`` plugins await the ``a*`` methods directly.
+Plugins run in worker processes; their ``sdk.state()`` requests come to the server, which owns
+the database, with the interface of the call they belong to (``StateStore.handle``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import json
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -20,21 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from ..db import Database, PluginState
 from ..ids import utcnow
 
-__all__ = ["CallContext", "StateStore", "current_call"]
+__all__ = ["StateStore"]
 
 MAX_KEY = 200
 MAX_VALUE_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class CallContext:
-    interface_id: uuid.UUID
-    plugin_id: str
-    store: StateStore
-    loop: asyncio.AbstractEventLoop
-
-
-current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("plugin_call", default=None)
 
 
 def _encode(value: Any) -> str:
@@ -56,6 +41,21 @@ def _check_key(key: str) -> str:
 class StateStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    async def handle(self, interface_id: str, op: str, args: dict[str, Any]) -> Any:
+        """One ``sdk.state()`` request of a worker: ``op`` is get, set, add, delete or items."""
+        iid = uuid.UUID(interface_id)
+        if op == "get":
+            return await self.get(iid, args["key"], args.get("default"))
+        if op == "set":
+            return await self.set(iid, args["key"], args.get("value"))
+        if op == "add":
+            return await self.add(iid, args["key"], args.get("value"))
+        if op == "delete":
+            return await self.delete(iid, args["key"])
+        if op == "items":
+            return await self.items(iid, args.get("prefix", ""))
+        raise ValueError(f"unknown state operation {op!r}")
 
     async def get(self, interface_id: uuid.UUID, key: str, default: Any = None) -> Any:
         async with self._db.read() as s:

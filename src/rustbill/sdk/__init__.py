@@ -11,6 +11,8 @@
 - ``sdk.state()`` — small JSON values kept per interface in the database, surviving reloads and
   restarts: ``get/set/add/delete/items`` in ``def`` functions, ``aget/aset/aadd/adelete/aitems``
   in ``async def`` functions. ``add`` inserts only when the key is absent (a once-only guard).
+- ``sdk.context()`` — the call in progress: interface, caller, ``request_id`` and ``remaining()``
+  seconds before the server gives up on it (plan retries and remote timeouts with it).
 - ``sdk.admin_bridge_script()`` — the ``<script>`` an ``admin_page`` includes to run its
   ``admin_*`` actions through the admin console: ``rustbill.call(function, args)`` → Promise.
 - ``sdk.admin_html(title, heading, parts, scripts)`` / ``sdk.item_table(...)`` — the frame of an admin
@@ -32,12 +34,14 @@ from typing import Any
 import httpx
 
 from ..money import to_money_text
+from ..plugins.context import CallContext, current_call
 
 __all__ = [
     "DECIMAL_PATTERN",
     "DEFAULT_TIMEOUT",
     "PRICING_DEFAULTS",
     "AlreadyExists",
+    "CallContext",
     "DeadlineExceeded",
     "FailedPrecondition",
     "InvalidArgument",
@@ -49,6 +53,7 @@ __all__ = [
     "Unavailable",
     "admin_bridge_script",
     "admin_html",
+    "context",
     "cycle_amount",
     "decimal",
     "http",
@@ -174,23 +179,26 @@ _clock: Callable[[], datetime] | None = None
 def now() -> datetime:
     """The current time in UTC (timezone-aware). Use it for times a plugin's tests need to control
     (expiry, "created_at"): ``rustbill.sdk.testing`` can set and advance it."""
+    ctx = current_call.get()
+    if ctx is not None and ctx.now is not None:  # (a test's fake time, sent with the call)
+        return ctx.now
     return _clock() if _clock is not None else datetime.now(UTC)
 
 
 class State:
-    """The calling interface's persistent key/value state (JSON values, keys up to 200 chars)."""
+    """The calling interface's persistent key/value state (JSON values, keys up to 200 chars).
+
+    The server keeps it in its database; a plugin's worker process asks the server for it."""
 
     _TIMEOUT = 30.0
 
     def __init__(self) -> None:
-        from ..plugins.state import current_call
+        self._ctx = _current()
 
-        ctx = current_call.get()
-        if ctx is None:
-            raise RuntimeError("sdk.state() is only available inside a plugin call")
-        self._ctx = ctx
+    async def _ask(self, op: str, **args: Any) -> Any:
+        return await self._ctx.state_request(op, **args)
 
-    def _sync(self, coro: Any) -> Any:
+    def _sync(self, op: str, **args: Any) -> Any:
         import asyncio
 
         try:
@@ -198,46 +206,59 @@ class State:
         except RuntimeError:
             running = None
         if running is self._ctx.loop:
-            coro.close()
             raise RuntimeError("in an async def plugin function use the awaitable methods (aget, aset, ...)")
-        return asyncio.run_coroutine_threadsafe(coro, self._ctx.loop).result(self._TIMEOUT)
+        return asyncio.run_coroutine_threadsafe(self._ask(op, **args), self._ctx.loop).result(self._TIMEOUT)
 
     # async
     async def aget(self, key: str, default: Any = None) -> Any:
-        return await self._ctx.store.get(self._ctx.interface_id, key, default)
+        return await self._ask("get", key=key, default=default)
 
     async def aset(self, key: str, value: Any) -> None:
-        await self._ctx.store.set(self._ctx.interface_id, key, value)
+        await self._ask("set", key=key, value=value)
 
     async def aadd(self, key: str, value: Any) -> bool:
-        return await self._ctx.store.add(self._ctx.interface_id, key, value)
+        return bool(await self._ask("add", key=key, value=value))
 
     async def adelete(self, key: str) -> bool:
-        return await self._ctx.store.delete(self._ctx.interface_id, key)
+        return bool(await self._ask("delete", key=key))
 
     async def aitems(self, prefix: str = "") -> dict[str, Any]:
-        return await self._ctx.store.items(self._ctx.interface_id, prefix)
+        return dict(await self._ask("items", prefix=prefix))
 
     # blocking (for def functions, which run in worker threads)
     def get(self, key: str, default: Any = None) -> Any:
-        return self._sync(self.aget(key, default))
+        return self._sync("get", key=key, default=default)
 
     def set(self, key: str, value: Any) -> None:
-        self._sync(self.aset(key, value))
+        self._sync("set", key=key, value=value)
 
     def add(self, key: str, value: Any) -> bool:
-        return bool(self._sync(self.aadd(key, value)))
+        return bool(self._sync("add", key=key, value=value))
 
     def delete(self, key: str) -> bool:
-        return bool(self._sync(self.adelete(key)))
+        return bool(self._sync("delete", key=key))
 
     def items(self, prefix: str = "") -> dict[str, Any]:
-        return dict(self._sync(self.aitems(prefix)))
+        return dict(self._sync("items", prefix=prefix))
+
+
+def _current() -> CallContext:
+    ctx = current_call.get()
+    if ctx is None:
+        raise RuntimeError("sdk.state() and sdk.context() are only available inside a plugin call")
+    return ctx
 
 
 def state() -> State:
     """The persistent state of the interface this plugin call is for."""
     return State()
+
+
+def context() -> CallContext:
+    """The call in progress: ``interface_id``, ``interface_name``, ``plugin_id``, ``function``,
+    ``request_id`` (this call's id, also in the server's log line), ``caller`` and
+    ``remaining()`` — the seconds left before the server gives up on the call."""
+    return _current()
 
 
 # The page side of the admin console's bridge (docs/plugins.md, "Admin pages and the console

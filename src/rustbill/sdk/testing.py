@@ -18,7 +18,8 @@ tells it to: point a plugin's URL setting at ``recorder.url``. ``host.notifier_m
 messages a notifier interface was given through ``send``. ``host.clock`` sets and advances what
 ``sdk.now()`` returns while the host is open.
 
-Nothing here is mocked: the same code paths as in the server run, in this process.
+Nothing here is mocked: the same code paths as in the server run; the plugin's code runs in a
+worker process, as in the server.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ __all__ = ["FakeClock", "HttpRecorder", "PluginHost", "PluginLoadFailed", "Recor
 
 class FakeClock:
     """What ``sdk.now()`` returns while installed: a fixed time that only ``set`` and ``advance``
-    move. Calls of the plugin see it too (they run in this process)."""
+    move. Calls of the plugin see it too (the host sends it with each call to the plugin's worker)."""
 
     def __init__(self, start: datetime | None = None) -> None:
         self._now = start or datetime(2030, 1, 1, tzinfo=UTC)
@@ -150,6 +151,7 @@ class PluginHost:
 
         self.clock = FakeClock(start)
         sdk._clock = self.clock
+        self.registry.workers.clock = self.clock  # (plugin code runs in a worker: sent with each call)
         return self.clock
 
     async def close(self) -> None:
