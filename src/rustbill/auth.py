@@ -27,7 +27,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from .config import Settings
-from .db import ApiKey, Database, RefreshToken, Setting, User
+from .db import ApiKey, Database, RefreshToken, Setting, User, rowcount
 from .errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
 from .ids import new_id, utcnow
 
@@ -308,7 +308,7 @@ class AuthService:
                 .values(used_at=now)
             )
             family_id, user_id = row.family_id, row.user_id
-            reused = claimed.rowcount != 1  # type: ignore[attr-defined]  # CursorResult has rowcount
+            reused = rowcount(claimed) != 1
             if reused:
                 await s.execute(
                     update(RefreshToken)

@@ -6,14 +6,20 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
 
 from .config import Settings, load_settings
+
+if TYPE_CHECKING:  # (imported where used: a command loads only what it needs)
+    from .auth import AuthService
+    from .db import Database
+
+T = TypeVar("T")
 
 __all__ = ["app", "main"]
 
@@ -106,8 +112,12 @@ def _database_error(exc: BaseException, url: str) -> str | None:
     if isinstance(exc, ValueError) and "db.url" in str(exc):
         return f"{exc} (db.url / RUSTBILL_DB__URL)"
     inner: BaseException = exc
-    while isinstance(getattr(inner, "orig", None), BaseException) or inner.__cause__ is not None:
-        inner = getattr(inner, "orig", None) or inner.__cause__  # type: ignore[assignment]
+    while True:  # down to the driver's own exception: SQLAlchemy's .orig, else the __cause__
+        orig = getattr(inner, "orig", None)
+        deeper = orig if isinstance(orig, BaseException) else inner.__cause__
+        if deeper is None:
+            break
+        inner = deeper
     name = type(inner).__name__
     if name == "InvalidCatalogNameError" or ("does not exist" in str(inner) and "database" in str(inner)):
         return f"{where} does not exist: create it (e.g. createdb) or fix db.url"
@@ -164,7 +174,7 @@ def _main(
     _State.config = config or (Path(env) if env else None)
 
 
-def _run(coro_fn: Any, *, create_db: bool = False) -> Any:
+def _run(coro_fn: Callable[[Database, Settings], Awaitable[T]], *, create_db: bool = False) -> T:
     """Run a coroutine with a migrated database; domain errors print as one line, exit 1. An SQLite
     database that does not exist is not created (unless ``create_db``): a command run from another
     folder than the server's would otherwise work on an empty database of its own."""
@@ -183,7 +193,7 @@ def _run(coro_fn: Any, *, create_db: bool = False) -> Any:
     _setup_logging("WARNING", settings.log.format)  # the server's format; only the CLI's own lines at INFO
     log.setLevel(settings.log.level)
 
-    async def go() -> Any:
+    async def go() -> T:
         db = Database.from_settings(settings)
         try:
             await db.migrate()
@@ -222,7 +232,7 @@ def _changed(message: str, *args: Any) -> None:
     log.info(message + " by %s", *args, _admin_name())
 
 
-def _auth(db: Any, settings: Settings) -> Any:
+def _auth(db: Database, settings: Settings) -> AuthService:
     from .auth import AuthService
 
     return AuthService(db, settings)
@@ -341,7 +351,7 @@ def token_create(
     async def go(db: Any, settings: Settings) -> str:
         token = await _auth(db, settings).create_token(user, ttl)
         _changed("access token issued to user %s (valid %d s)", user, ttl or settings.jwt.ttl_seconds)
-        return token  # type: ignore[no-any-return]
+        return token
 
     typer.echo(_run(go))
 
@@ -378,7 +388,7 @@ def apikey_create(
         key, row = await auth.issue_api_key((await auth.get_user(user)).id, name, expires_at=expires)
         until = f", expires {expires.isoformat()}" if expires is not None else ""
         _changed("API key %s created for user %s (name %r%s)", row.key_prefix, user, name, until)
-        return key  # type: ignore[no-any-return]
+        return key
 
     typer.echo(_run(go))
 

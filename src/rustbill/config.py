@@ -294,7 +294,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return Settings(**overrides)
     if not config_file.is_file():
         raise FileNotFoundError(f"configuration file not found: {config_file}")
-    bound = type(
+    bound: type[Settings] = type(
         "FileSettings",
         (Settings,),
         {"model_config": SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})},

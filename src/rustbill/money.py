@@ -34,6 +34,7 @@ def money_text(d: Decimal) -> str:
     """A stored amount with at least two decimals and no trailing zeros beyond them
     (``12.50000000`` → ``12.50``, ``0.12500000`` → ``0.125``, ``-3`` → ``-3.00``)."""
     d = d.normalize()
-    if d.as_tuple().exponent > -2:  # type: ignore[operator]
+    exponent = d.as_tuple().exponent  # (a str only for NaN and infinity, which are no amounts)
+    if isinstance(exponent, int) and exponent > -2:
         d = d.quantize(Decimal("0.01"))
     return format(d, "f")

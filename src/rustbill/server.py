@@ -43,7 +43,7 @@ from .services.http_edge import HttpEdge, build_app
 from .services.identity import IdentityServicer
 from .services.permissions import PERMISSIONS, SERVICES, with_overrides
 from .services.servicer import IntegrationServicer
-from .services.system import SystemServicer
+from .services.system import ServerFacts, SystemServicer
 from .tls import TlsFiles, is_loopback
 from .vault import Vault
 
@@ -276,7 +276,7 @@ class App:
             log.info("HTTP (gRPC-Web, Connect, /pay/notify, /metrics) on %s://%s:%d", scheme, host, self.http_port)
         return self.port
 
-    def _server_info(self) -> dict[str, object]:
+    def _server_info(self) -> ServerFacts:
         s = self.settings
         return {
             "database": "sqlite" if self.db.is_sqlite else "postgresql",

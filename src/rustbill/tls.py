@@ -21,6 +21,7 @@ import logging
 import os
 import ssl
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -60,7 +61,7 @@ def _pair(cert: Path, key: Path) -> tuple[bytes, bytes]:
 
 
 @contextlib.contextmanager
-def _files(cert_pem: bytes, key_pem: bytes):  # type: ignore[no-untyped-def]
+def _files(cert_pem: bytes, key_pem: bytes) -> Iterator[tuple[str, str]]:
     """The pair as private temporary files (``ssl`` loads certificates only from files)."""
     with tempfile.TemporaryDirectory(prefix="rustbill-tls-") as d:
         c, k = Path(d) / "cert.pem", Path(d) / "key.pem"
@@ -110,7 +111,8 @@ class TlsFiles:
 
         cert_pem, key_pem = self._pem
         return grpc.dynamic_ssl_server_credentials(
-            grpc.ssl_server_certificate_configuration([(key_pem, cert_pem)]), fetch
+            grpc.ssl_server_certificate_configuration([(key_pem, cert_pem)]),
+            fetch,  # type: ignore[arg-type]  # grpcio takes None as "keep the current pair"; its stubs omit None
         )
 
     def ssl_context(self, alpn: list[str] | None = None) -> ssl.SSLContext:

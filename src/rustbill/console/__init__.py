@@ -18,6 +18,7 @@ from typing import Any
 from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["CONSOLE_CSP", "FRAME_CSP", "STATIC", "routes"]
 
@@ -54,17 +55,17 @@ _FRAME = [*_COMMON, (b"content-security-policy", FRAME_CSP.encode()), (b"x-frame
 class _SecurityHeaders:
     """Adds the console's security headers to every response of the static files app."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self._app = app
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
         extra = _FRAME if scope.get("path") == FRAME_PATH else _CONSOLE
         names = {k for k, _ in extra}
 
-        async def send_with_headers(message: dict[str, Any]) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
                 message = {**message, "headers": headers + extra}

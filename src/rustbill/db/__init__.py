@@ -18,7 +18,7 @@ from .models import (
     Setting,
     User,
 )
-from .session import Database, redact_url
+from .session import Database, redact_url, rowcount
 
 __all__ = [
     "ApiKey",
@@ -39,4 +39,5 @@ __all__ = [
     "Setting",
     "User",
     "redact_url",
+    "rowcount",
 ]

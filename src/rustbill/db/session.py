@@ -11,21 +11,27 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, CursorResult, Result, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from ..config import Settings, async_db_url
 
-__all__ = ["Database", "redact_url"]
+__all__ = ["Database", "redact_url", "rowcount"]
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Key of the PostgreSQL advisory lock that serialises migrations across processes.
 _MIGRATION_LOCK = 0x52424D47  # "RBMG"
+
+
+def rowcount(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE matched. Its result is a CursorResult, which has the
+    count, but ``AsyncSession.execute`` is typed to return a plain Result."""
+    return cast("CursorResult[Any]", result).rowcount
 
 
 def redact_url(url: str) -> str:

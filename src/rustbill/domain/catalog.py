@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from jsonschema.exceptions import ValidationError
 from jsonschema.validators import validator_for
@@ -96,7 +96,8 @@ def check_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, An
 def _first_error(validator: Any, config: dict[str, Any]) -> ValidationError | None:
     from jsonschema.exceptions import best_match
 
-    return best_match(validator.iter_errors(config))
+    error: ValidationError | None = best_match(validator.iter_errors(config))  # (its stub has no return type)
+    return error
 
 
 def _secret_at(schema: dict[str, Any], error: ValidationError) -> bool:
@@ -225,7 +226,7 @@ class Catalog:
         here or in another process (LISTEN/NOTIFY), and on every plugin reload."""
         hit = self._listings.get(("row", interface_id))
         if hit is not None:
-            return hit[1]  # type: ignore[no-any-return]
+            return cast(PluginInterface, hit[1])  # (the listing cache holds each kind under its own key)
         async with self._db.read() as s:
             row = await s.get(PluginInterface, interface_id)
         if row is None:
@@ -374,7 +375,7 @@ class Catalog:
     async def providers(self) -> list[ProviderEntry]:
         hit = self._listings.get("providers")
         if hit is not None and hit[0] > time.monotonic():
-            return hit[1]  # type: ignore[no-any-return]
+            return cast(list[ProviderEntry], hit[1])
         rows = await self._enabled(PROVIDER_TYPES)
         results = await asyncio.gather(*(self._spec_template(r) for r in rows))
         entries = [
@@ -394,7 +395,7 @@ class Catalog:
     async def channels(self, plugin_type: str) -> list[ChannelEntry]:
         hit = self._listings.get(plugin_type)
         if hit is not None:
-            return hit[1]  # type: ignore[no-any-return]
+            return cast(list[ChannelEntry], hit[1])
         entries = [ChannelEntry(r.id, r.display_name, r.is_healthy) for r in await self._enabled((plugin_type,))]
         self._listings[plugin_type] = (float("inf"), entries)
         return entries

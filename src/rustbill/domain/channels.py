@@ -173,7 +173,7 @@ class Channels:
         if not (msg["subject"] or msg["text"] or msg["html"] or msg["data"]):
             raise InvalidArgument("message is empty: give a subject, text, html or data")
         b = await self._bind(interface_id, "notifier")
-        return await self._runtime.call(b, "send", msg, check=check_send_result)  # type: ignore[no-any-return]
+        return await self._runtime.call(b, "send", msg, check=check_send_result)
 
 
 def _matches(expected: dict[str, Any], result: dict[str, Any]) -> bool:

@@ -38,7 +38,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from ..db import Database, DriftFinding, Instance, PluginInterface, Product
+from ..db import Database, DriftFinding, Instance, PluginInterface, Product, rowcount
 from ..errors import FailedPrecondition, NotFound, RustBillError, Unavailable
 from ..ids import utcnow
 from ..money import money_text
@@ -170,15 +170,12 @@ class DriftWatch:
     async def _instances(self, interface_id: uuid.UUID) -> list[Finding]:
         upstream = {i["instance_id"]: i for i in await self._providers.upstream_instances(interface_id)}
         async with self._db.read() as s:
-            local = set(
-                (
-                    await s.execute(
-                        select(Instance.provider_instance_id).where(
-                            Instance.interface_id == interface_id, Instance.provider_instance_id.is_not(None)
-                        )
-                    )
-                ).scalars()
+            rows = await s.execute(
+                select(Instance.provider_instance_id).where(
+                    Instance.interface_id == interface_id, Instance.provider_instance_id.is_not(None)
+                )
             )
+            local = {p for p in rows.scalars() if p is not None}  # (the query's filter, for the type checker)
         out = [
             Finding.of(
                 "orphan",
@@ -230,7 +227,7 @@ class DriftWatch:
         async with self._db.read() as s:
             rows = list((await s.execute(q)).scalars())
             orphans = {(f.interface_id, subject_of(f.key)) for f in rows if kind_of(f.key) == "orphan"}
-            taken: set[tuple[uuid.UUID, str]] = set()
+            taken: set[tuple[uuid.UUID, str | None]] = set()
             if orphans:
                 local = await s.execute(
                     select(Instance.interface_id, Instance.provider_instance_id).where(
@@ -254,6 +251,7 @@ class DriftWatch:
             )
         if not row.enabled:
             raise FailedPrecondition(f"interface {row.display_name!r} is disabled: enable it to compare it")
+
         async def compare() -> None:
             await self._report(interface_id, row.display_name, await self.check(interface_id))
 
@@ -278,7 +276,7 @@ class DriftWatch:
             result = await s.execute(
                 delete(DriftFinding).where(DriftFinding.interface_id == interface_id, DriftFinding.key == key)
             )
-            if result.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult has rowcount
+            if rowcount(result) != 1:
                 raise NotFound(f"no drift finding {key!r} at interface {interface_id}")
 
     # ---- rounds

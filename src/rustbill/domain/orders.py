@@ -31,7 +31,7 @@ import asyncio
 import logging
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,6 +45,14 @@ from .providers import Providers
 __all__ = ["Orders"]
 
 log = logging.getLogger("rustbill.orders")
+
+
+class _Order(TypedDict):
+    """What every ``Providers.create_instance`` call of one order passes as ``**order``, typed so
+    that the type checker matches each key against that method's keywords."""
+
+    has_spec: bool
+    idempotency_key: str | None
 
 
 class Orders:
@@ -102,7 +110,7 @@ class Orders:
         principal: Principal | None,
         max_price: Decimal | None,
     ) -> Instance:
-        order = {"has_spec": has_spec, "idempotency_key": idempotency_key}
+        order: _Order = {"has_spec": has_spec, "idempotency_key": idempotency_key}
         if principal is None or principal.is_admin:
             customer = principal.user_id if principal is not None else None
             return await self._providers.create_instance(interface_id, spec, customer_id=customer, **order)
@@ -158,7 +166,7 @@ class Orders:
 
     async def _prior(self, interface_id: uuid.UUID, customer: uuid.UUID, key: str) -> uuid.UUID | None:
         async with self._db.read() as s:
-            return (  # type: ignore[no-any-return]
+            return (
                 await s.execute(
                     select(Instance.id).where(
                         Instance.interface_id == interface_id,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, select, update
 
-from ..db import Database, Process
+from ..db import Database, Process, rowcount
 from ..ids import new_id, utcnow
 
 __all__ = ["ProcessRegistry", "local_node", "pid_start"]
@@ -103,7 +103,7 @@ class ProcessRegistry:
         """Refresh this process's heartbeat (and put its row back if it was taken for dead)."""
         async with self._db.write() as s:
             res = await s.execute(update(Process).where(Process.id == self.id).values(heartbeat_at=utcnow()))
-            if res.rowcount == 0:  # type: ignore[attr-defined]
+            if rowcount(res) == 0:
                 log.warning(
                     "this process (%s) was taken for dead (no heartbeat for %ss); registered again",
                     self.id,
@@ -154,6 +154,6 @@ class ProcessRegistry:
         async with self._db.write() as s:
             for r in dead:  # unless it heartbeat meanwhile
                 res = await s.execute(delete(Process).where(Process.id == r.id, Process.heartbeat_at == r.heartbeat_at))
-                if res.rowcount:  # type: ignore[attr-defined]
+                if rowcount(res):
                     gone.append(r.id)
         return gone

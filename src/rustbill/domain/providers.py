@@ -17,7 +17,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db import Database, Instance, Product
+from ..db import Database, Instance, Product, rowcount
 from ..errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -153,7 +153,7 @@ class Providers:
         b = await self._runtime.bind(interface_id)
         if not self._runtime.has(b, "admin_page"):
             raise NotFound(f"plugin {b.plugin_id!r} has no admin page")
-        return await self._runtime.call(b, "admin_page", check=lambda r: check_admin_page(r, b.display_name))  # type: ignore[no-any-return]
+        return await self._runtime.call(b, "admin_page", check=lambda r: check_admin_page(r, b.display_name))
 
     async def call_action(self, interface_id: uuid.UUID, function: str, args_json: str) -> str:
         if not function.startswith("admin_"):
@@ -172,9 +172,7 @@ class Providers:
         if clash:
             raise InvalidArgument(f"args_json cannot override configuration field(s): {', '.join(clash)}")
         merged = {**b.config, **args}
-        return await self._runtime.call(  # type: ignore[no-any-return]
-            b, function, config=merged, check=lambda r: check_json_result(r, function)
-        )
+        return await self._runtime.call(b, function, config=merged, check=lambda r: check_json_result(r, function))
 
     # ---- provider calls ----
 
@@ -182,11 +180,11 @@ class Providers:
         validate_spec(spec)
         b = await self._runtime.bind_provider(interface_id)
         validate_spec(spec, await spec_template(self._runtime, b))
-        return await self._runtime.call(b, "query_price", spec, check=check_price)  # type: ignore[no-any-return]
+        return await self._runtime.call(b, "query_price", spec, check=check_price)
 
     async def balance(self, interface_id: uuid.UUID) -> UpstreamBalance:
         b = await self._runtime.bind_provider(interface_id)
-        return await self._runtime.call(b, "get_upstream_balance", check=check_balance)  # type: ignore[no-any-return]
+        return await self._runtime.call(b, "get_upstream_balance", check=check_balance)
 
     async def instance_status(self, interface_id: uuid.UUID, instance_id: str) -> ProviderInstance:
         instance_id = _check_instance_id(instance_id)
@@ -202,7 +200,7 @@ class Providers:
         )
         if result is None:
             raise NotFound(f"instance {shown(instance_id)} not found at provider {b.display_name!r}")
-        return result  # type: ignore[no-any-return]
+        return result
 
     async def upstream_instances(self, interface_id: uuid.UUID) -> list[ProviderInstance]:
         """The provider's instances; local instances linked to them get their status and IP."""
@@ -420,7 +418,7 @@ class Providers:
         try:
             async with self._db.write() as s:
                 res = await s.execute(update(Instance).where(Instance.id == row.id).values(**values))
-            if res.rowcount == 0:  # type: ignore[attr-defined]
+            if rowcount(res) == 0:
                 await self._record_again(b, row, values)
         except IntegrityError:
             log.error(
@@ -513,7 +511,7 @@ class Providers:
                 )
                 .values(owner=self.processes.id, status=UNKNOWN, updated_at=now)
             )
-        if res.rowcount != 1:  # type: ignore[attr-defined]
+        if rowcount(res) != 1:
             return False
         self._busy.add(row.id)
         row.owner, row.status, row.updated_at = self.processes.id, UNKNOWN, now
@@ -532,13 +530,13 @@ class Providers:
             if not keep_busy:
                 self._busy.discard(row.id)
 
-    async def _find(self, b: Binding, row: Instance) -> dict[str, str] | None:
+    async def _find(self, b: Binding, row: Instance) -> ProviderInstance | None:
         """``find_instance`` for a claimed order; any failure gives the claim back. While a
         find_instance cut off by its timeout still runs in the plugin's worker, this process asks no
         more about that order."""
         abandoned: list[asyncio.Future[Any]] = []
         try:
-            return await self._runtime.call(  # type: ignore[no-any-return]
+            return await self._runtime.call(
                 b, "find_instance", str(row.id), check=check_found_instance, on_abandoned=abandoned.append
             )
         except BaseException:
@@ -555,7 +553,7 @@ class Providers:
                 abandoned[0].add_done_callback(done)
             raise
 
-    async def _record(self, b: Binding, row: Instance, found: dict[str, str], *, by: str) -> Instance:
+    async def _record(self, b: Binding, row: Instance, found: ProviderInstance, *, by: str) -> Instance:
         """The provider has the claimed order's instance: record it."""
         values = {
             "provider_instance_id": found["instance_id"],
@@ -569,7 +567,7 @@ class Providers:
                 res = await s.execute(
                     update(Instance).where(Instance.id == row.id, Instance.owner == self.processes.id).values(**values)
                 )
-            if res.rowcount == 0:  # type: ignore[attr-defined]
+            if rowcount(res) == 0:
                 # (only if this process was taken for dead and the order settled by another meanwhile)
                 self._busy.discard(row.id)
                 raise Unavailable(f"order {row.id} was settled by another process meanwhile; retry", retry_after=1)
@@ -601,7 +599,7 @@ class Providers:
                 )
         finally:
             self._busy.discard(row.id)
-        if res.rowcount == 0:  # type: ignore[attr-defined]
+        if rowcount(res) == 0:
             return  # (settled by another process meanwhile)
         log.info(
             "order %s settled (%s): provider %s has no instance for it; the order is released",
@@ -763,7 +761,7 @@ class ProductRecord:
     updated_at: datetime
 
 
-_PRODUCT_COLUMNS = [Product.__table__.c[f] for f in ProductRecord.__slots__]  # type: ignore[attr-defined]
+_PRODUCT_COLUMNS = [Product.__table__.c[f] for f in ProductRecord.__slots__]
 
 
 async def _load_products(s: Any, interface_id: uuid.UUID) -> dict[str, ProductRecord]:

@@ -45,7 +45,7 @@ class Shop:
 
     # ---- products ----
 
-    def _products(self, principal: Principal) -> Select[tuple[Product]]:
+    def _products(self, principal: Principal) -> Select[Product]:
         q = select(Product)
         if not principal.is_admin:  # on offer: active, from an enabled interface
             q = q.join(PluginInterface, PluginInterface.id == Product.interface_id).where(

@@ -9,7 +9,7 @@ remembered, so the next use asks again.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ..plugins import Binding, PluginRuntime
 from ..plugins.contract import check_spec_template
@@ -28,4 +28,4 @@ async def spec_template(runtime: PluginRuntime, binding: Binding) -> dict[str, A
             binding.memo["spec_template"] = await runtime.call(binding, "spec_template", check=check_spec_template)
         else:
             binding.memo["spec_template"] = empty_template()
-    return binding.memo["spec_template"]  # type: ignore[no-any-return]
+    return cast(dict[str, Any], binding.memo["spec_template"])

@@ -83,7 +83,7 @@ FUNCTIONS_BY_TYPE: dict[str, dict[str, tuple[str, ...]]] = {
     "notifier": {**COMMON_FUNCTIONS, "send": ("config", "message")},
 }
 # admin_* actions take the config (with the action's arguments merged in).
-ACTION_PARAMS = ("config",)
+ACTION_PARAMS: tuple[str, ...] = ("config",)
 
 
 class ShapeError(Exception):
@@ -336,8 +336,9 @@ def check_products(result: Any) -> list[dict[str, Any]]:
         if "price" not in m:
             raise ShapeError(f"{what} has no 'price'")
         cycles = _mapping(m.get("billing_cycles") or {}, f"{what} billing_cycles")
-        price = Decimal(money(m["price"], f"{what} price"))
-        if price.as_tuple().exponent < -8 or abs(price) >= Decimal(10) ** 12:  # type: ignore[operator]
+        price = Decimal(money(m["price"], f"{what} price"))  # finite: money() refuses the rest
+        exponent = price.as_tuple().exponent
+        if (isinstance(exponent, int) and exponent < -8) or abs(price) >= Decimal(10) ** 12:
             raise ShapeError(f"{what} price {price} does not fit 12 digits and 8 decimals")
         out.append(
             {

@@ -18,12 +18,15 @@ import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
 from .contract import ACTION_PARAMS, FUNCTIONS_BY_TYPE, PLUGIN_TYPES
+
+if TYPE_CHECKING:  # host.py imports this module
+    from .host import PluginHost
 
 __all__ = ["LoadedModule", "LoadedPlugin", "PluginLoadError", "PluginMeta", "load_plugin", "plugin_id_for"]
 
@@ -83,7 +86,7 @@ class LoadedPlugin:
     path: Path
     content_hash: str
     meta: PluginMeta
-    host: Any  # PluginHost (host.py imports this module)
+    host: PluginHost
 
     @property
     def plugin_type(self) -> str:
@@ -127,7 +130,7 @@ def content_hash(data: bytes) -> str:
 
 def _call_sync(fn: Any) -> Any:
     result = fn()
-    if inspect.isawaitable(result):
+    if inspect.iscoroutine(result):
         result = asyncio.run(result)  # runs in the loader's worker thread, which has no loop
     return result
 

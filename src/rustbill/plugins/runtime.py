@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from .. import errors
 from ..calls import caller
@@ -177,7 +177,29 @@ class PluginRuntime:
 
     def trouble(self, binding: Binding) -> str | None:
         """Why calls of the binding's plugin fail fast now (suspended after crashes), or None."""
-        return binding.plugin.host.trouble()  # type: ignore[no-any-return]
+        return binding.plugin.host.trouble()
+
+    @overload
+    async def call(
+        self,
+        binding: Binding,
+        function: str,
+        *args: Any,
+        check: Callable[[Any], T],
+        config: dict[str, Any] | None = None,
+        on_abandoned: Callable[[asyncio.Future[Any]], None] | None = None,
+    ) -> T: ...
+
+    @overload
+    async def call(
+        self,
+        binding: Binding,
+        function: str,
+        *args: Any,
+        check: None = None,
+        config: dict[str, Any] | None = None,
+        on_abandoned: Callable[[asyncio.Future[Any]], None] | None = None,
+    ) -> Any: ...
 
     async def call(
         self,
@@ -190,6 +212,9 @@ class PluginRuntime:
     ) -> T | Any:
         """Call ``function(config, *args)`` of the binding's plugin in its worker process and check
         its result.
+
+        With a ``check`` the result is what the checker returns (typed by it); without one it is the
+        plugin's JSON as it came from the worker, which the caller still has to check.
 
         ``on_abandoned``: when the call ends (deadline, cancelled) while the plugin's code still
         runs, it is given a future of that code's end: its raw result (unchecked) when it answers

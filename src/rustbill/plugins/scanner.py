@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import Database, Plugin, PluginInterface
 from ..ids import utcnow
@@ -219,9 +220,9 @@ class PluginScanner:
                 return
             await self._retire(s, row)
 
-    async def _retire(self, s: object, row: Plugin) -> None:
+    async def _retire(self, s: AsyncSession, row: Plugin) -> None:
         used = (
-            await s.execute(  # type: ignore[attr-defined]
+            await s.execute(
                 select(func.count()).select_from(PluginInterface).where(PluginInterface.plugin_def_id == row.id)
             )
         ).scalar_one()
@@ -231,7 +232,7 @@ class PluginScanner:
                 row.updated_at = utcnow()
         else:
             with contextlib.suppress(IntegrityError):
-                await s.execute(delete(Plugin).where(Plugin.id == row.id))  # type: ignore[attr-defined]
+                await s.execute(delete(Plugin).where(Plugin.id == row.id))
 
     async def _reconcile_rows(self, present: set[str]) -> None:
         """At the first scan: rows whose files went away while the server was down."""

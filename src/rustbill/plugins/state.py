@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from ..db import Database, PluginState
+from ..db import Database, PluginState, rowcount
 from ..ids import utcnow
 
 __all__ = ["StateStore"]
@@ -92,7 +92,7 @@ class StateStore:
             res = await s.execute(
                 delete(PluginState).where(PluginState.interface_id == interface_id, PluginState.key == _check_key(key))
             )
-        return bool(res.rowcount)  # type: ignore[attr-defined]
+        return bool(rowcount(res))
 
     async def items(self, interface_id: uuid.UUID, prefix: str = "") -> dict[str, Any]:
         q = select(PluginState).where(PluginState.interface_id == interface_id).order_by(PluginState.key)

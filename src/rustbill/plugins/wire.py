@@ -33,7 +33,8 @@ def _default(value: Any) -> Any:
         return {_DEC: str(value)}
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {_BYTES: base64.b64encode(bytes(value)).decode("ascii")}
-    raise TypeError(f"a value of type {type(value).__name__} is not JSON-serialisable (it cannot leave the plugin process)")
+    what = type(value).__name__
+    raise TypeError(f"a value of type {what} is not JSON-serialisable (it cannot leave the plugin process)")
 
 
 def _hook(obj: dict[str, Any]) -> Any:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import itertools
 import logging
 import os
@@ -113,13 +114,13 @@ class _Worker:
                     task = asyncio.create_task(self._call(msg))
                     self.calls[msg["id"]] = task
                     self.names[msg["id"]] = msg["fn"]
-                    task.add_done_callback(lambda _t, cid=msg["id"]: self._done(cid))
+                    task.add_done_callback(functools.partial(self._done, msg["id"]))
                 elif kind == "cancel":
                     # Only a coroutine can be cancelled; a thread cannot be stopped, so a def call
                     # runs on (and the server kills this process if it does not end in time).
-                    task = self.calls.get(msg["id"])
-                    if task is not None and self.loaded.meta.is_async.get(self.names.get(msg["id"], ""), False):
-                        task.cancel()
+                    running = self.calls.get(msg["id"])
+                    if running is not None and self.loaded.meta.is_async.get(self.names.get(msg["id"], ""), False):
+                        running.cancel()
                 elif kind == "state_reply":
                     fut = self.asks.pop(msg["id"], None)
                     if fut is not None and not fut.done():
@@ -131,7 +132,7 @@ class _Worker:
             # The server closed the connection (or is gone): nothing may outlive it here.
             os._exit(0)
 
-    def _done(self, cid: int) -> None:
+    def _done(self, cid: int, _task: asyncio.Task[None]) -> None:
         self.calls.pop(cid, None)
         self.names.pop(cid, None)
 

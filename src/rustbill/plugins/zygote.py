@@ -115,7 +115,8 @@ def _child(ctl: socket.socket, wake: tuple[int, int], fds: list[int], request: d
         die_with_parent()
         _name(f"rb:{request.get('plugin_id', '')}")
         os.nice(int(request.get("nice", 0)))
-        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # (print() of plugins)
+        # (print() of plugins, line by line)
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # a TextIOWrapper; typed TextIO
         limit = int(request.get("memory_limit_mb", 0))
         if limit > 0:
             resource.setrlimit(resource.RLIMIT_AS, (limit << 20, limit << 20))

@@ -214,7 +214,7 @@ class ServerPricing:
         def price(key: str) -> Decimal:
             return non_negative_decimal(key, self.setting(config, key))
 
-        total = (
+        total: Decimal = (
             price("price_base")
             + price("price_per_core") * spec["cpu_cores"]
             + price("price_per_gb_memory") * spec["memory_gb"]

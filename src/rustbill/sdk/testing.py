@@ -228,7 +228,7 @@ class PluginHost:
                 has_admin_page=plugin.has_admin_page,
             )
             s.add(row)
-        return row.id  # type: ignore[no-any-return]
+        return row.id
 
     async def call(
         self, interface_id: uuid.UUID, function: str, *args: Any, check: Callable[[Any], Any] | None = None
@@ -247,7 +247,8 @@ class PluginHost:
 
     async def health(self, interface_id: uuid.UUID) -> str | None:
         """None when healthy, else the error (the check CheckPluginHealth makes)."""
-        return await self.call(interface_id, "health_check")  # type: ignore[no-any-return]
+        error: str | None = await self.call(interface_id, "health_check")
+        return error
 
     async def action(self, interface_id: uuid.UUID, function: str, **args: Any) -> Any:
         """An ``admin_*`` action, as CallPluginAction runs it (arguments merged into the config)."""

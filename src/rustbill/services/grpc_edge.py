@@ -40,7 +40,7 @@ def error_metadata(exc: RustBillError, call: Call) -> list[tuple[str, str]]:
 
 
 def _behavior(d: Dispatcher, method: Method) -> Any:
-    async def behavior(request: bytes, context: aio.ServicerContext) -> Any:
+    async def behavior(request: bytes, context: aio.ServicerContext[bytes, Any]) -> Any:
         md = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         call = Call(method=method, edge="grpc", metadata=md, peer=peer_host(context.peer()))
         code: Code | None = None
@@ -64,7 +64,7 @@ def _behavior(d: Dispatcher, method: Method) -> Any:
 
 
 def grpc_handlers(d: Dispatcher) -> list[grpc.GenericRpcHandler]:
-    by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = defaultdict(dict)
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler[bytes, Any]]] = defaultdict(dict)
     for m in d.methods.values():
         by_service[m.service][m.name] = grpc.unary_unary_rpc_method_handler(
             _behavior(d, m), request_deserializer=None, response_serializer=m.output.SerializeToString

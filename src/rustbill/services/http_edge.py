@@ -37,6 +37,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
 
 from ..errors import Code, RustBillError
 from ..metrics import CONTENT_TYPE
@@ -52,7 +54,7 @@ log = logging.getLogger("rustbill.http")
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_NOTIFY_BYTES = 64 * 1024
 _FROM_CONNECT = {connect_code(c): c for c in Code}
-ASGI = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+ASGI = ASGIApp
 
 
 # ---------------------------------------------------------------- codecs
@@ -117,14 +119,14 @@ class _RpcApp(ConnectASGIApplication[Dispatcher]):
     path = "/"
 
     def __init__(self, d: Dispatcher) -> None:
-        self._calls: weakref.WeakKeyDictionary[RequestContext, Call] = weakref.WeakKeyDictionary()
+        self._calls: weakref.WeakKeyDictionary[RequestContext[Any, Any], Call] = weakref.WeakKeyDictionary()
         self._d = d
         super().__init__(
             service=d,
             endpoints=self._endpoints_of,
             interceptors=[_Admission(self)],
             read_max_bytes=MAX_MESSAGE_BYTES,
-            codecs=[_BinaryCodec(), _JsonCodec()],  # type: ignore[list-item]  # structural Codec
+            codecs=[_BinaryCodec(), _JsonCodec()],
         )
 
     def _endpoints_of(self, d: Dispatcher) -> dict[str, Any]:
@@ -143,8 +145,8 @@ class _RpcApp(ConnectASGIApplication[Dispatcher]):
             for m in d.methods.values()
         }
 
-    def _invoker(self, m: Method) -> Callable[[Message, RequestContext], Awaitable[Message]]:
-        async def invoke(request: Message, ctx: RequestContext) -> Message:
+    def _invoker(self, m: Method) -> Callable[[Message, RequestContext[Any, Any]], Awaitable[Message]]:
+        async def invoke(request: Message, ctx: RequestContext[Any, Any]) -> Message:
             call = self._calls[ctx]
             try:
                 reply = await self._d.invoke(call, request)
@@ -157,7 +159,7 @@ class _RpcApp(ConnectASGIApplication[Dispatcher]):
         return invoke
 
 
-def _connect_error(exc: RustBillError, call: Call, ctx: RequestContext) -> ConnectError:
+def _connect_error(exc: RustBillError, call: Call, ctx: RequestContext[Any, Any]) -> ConnectError:
     for k, v in error_metadata(exc, call):
         ctx.response_headers.add(k, v)
     return ConnectError(connect_code(exc.code), exc.message)
@@ -169,7 +171,7 @@ class _Admission:
     def __init__(self, app: _RpcApp) -> None:
         self._app = app
 
-    async def on_start(self, ctx: RequestContext) -> Call:
+    async def on_start(self, ctx: RequestContext[Any, Any]) -> Call:
         d = self._app._d
         h = ctx.request_headers
         content_type = h.get("content-type", "")
@@ -188,7 +190,7 @@ class _Admission:
             raise _connect_error(exc, call, ctx) from None
         return call
 
-    async def on_end(self, call: Call, ctx: RequestContext, error: Exception | None, /) -> None:
+    async def on_end(self, call: Call, ctx: RequestContext[Any, Any], error: Exception | None, /) -> None:
         code = None
         if error is not None:
             code = _FROM_CONNECT.get(error.code, Code.INTERNAL) if isinstance(error, ConnectError) else Code.INTERNAL
@@ -199,11 +201,11 @@ def _grpc_web_trailers_only(app: ASGI) -> ASGI:
     """Sends a gRPC-Web reply that carries only a status (no message) as trailers-only, and
     encodes ``grpc-message`` as the gRPC spec says. Unary replies only: the body is buffered."""
 
-    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        start: dict[str, Any] | None = None
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        start: AsgiMessage | None = None
         body = bytearray()
 
-        async def capture(message: dict[str, Any]) -> None:
+        async def capture(message: AsgiMessage) -> None:
             nonlocal start
             if message["type"] == "http.response.start":
                 start = message
@@ -352,7 +354,7 @@ def build_app(
     site = Starlette(routes=routes)
     rpc_paths = frozenset(dispatcher.methods)
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in rpc_paths:
             # Whether browsers reach us over TLS (here, or at a proxy in front: [http] public_url):
             # the refresh cookie is then Secure. A client cannot claim it.
@@ -397,7 +399,7 @@ def build_app(
         ],
         expose_headers=["grpc-status", "grpc-message", "grpc-status-details-bin", "retry-after"],
         max_age=600,
-    )  # type: ignore[return-value]
+    )
 
 
 _ACCEPT = "application/json, application/proto, application/grpc-web+proto"
@@ -408,10 +410,11 @@ _HOW = (
 )
 
 
-def _header(scope: dict[str, Any], name: bytes) -> bytes:
-    for k, v in scope.get("headers", ()):
+def _header(scope: Scope, name: bytes) -> bytes:
+    headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    for k, v in headers:
         if k == name:
-            return v  # type: ignore[no-any-return]
+            return v
     return b""
 
 
@@ -472,7 +475,7 @@ class HttpEdge:
     async def stop(self, grace: float) -> None:
         if self._server is None or self._task is None:
             return
-        self._server.config.timeout_graceful_shutdown = max(grace, 0.1)
+        self._server.config.timeout_graceful_shutdown = max(grace, 0.1)  # type: ignore[assignment]  # uvicorn says int; any float works
         self._server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(self._task, grace + 2)
