@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from helpers import SHIPPED_PLUGINS, TEST_PLUGINS, Databases, ServerProcess, uni
 
 @pytest.fixture(scope="session")
 def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
-    dbs = Databases(tmp_path_factory.mktemp("db"))
+    # Under pytest-xdist every worker is a session of its own (own shared server, own databases).
+    dbs = Databases(tmp_path_factory.mktemp("db"), share_base="PYTEST_XDIST_WORKER" not in os.environ)
     yield dbs
     dbs.drop_all()
 
@@ -65,3 +67,19 @@ def customer_token(server: ServerProcess, customer: str) -> str:
 @pytest.fixture(scope="session")
 def stub(server: ServerProcess):  # type: ignore[no-untyped-def]
     return server.stub()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """For pytest-xdist's ``--dist loadgroup`` (what scripts/test runs): the tests of a module that
+    defines module-scoped fixtures (a server, a browser, a peer, a database shared by its tests)
+    go to one worker, so that those start once per run and the module's tests keep their order;
+    all other tests are handed to whichever worker is free, one by one."""
+    for item in items:
+        module = getattr(item, "module", None)
+        defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        if module is not None and any(
+            d.scope == "module" and getattr(d.func, "__module__", None) == module.__name__
+            for fixturedefs in defs.values()
+            for d in fixturedefs
+        ):
+            item.add_marker(pytest.mark.xdist_group(module.__name__))
