@@ -68,26 +68,3 @@ def customer_token(server: ServerProcess, customer: str) -> str:
 def stub(server: ServerProcess):  # type: ignore[no-untyped-def]
     return server.stub()
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """For pytest-xdist's ``--dist loadgroup`` (what scripts/test runs): the tests of a module that
-    defines module-scoped fixtures (a server, a browser, a peer, a database shared by its tests)
-    go to one worker, so that those start once per run and the module's tests keep their order;
-    all other tests are handed to whichever worker is free, one by one.
-
-    In a worker the grouped tests come first: xdist hands out work in collection order, and a long
-    module that starts last would keep one worker busy while the others wait."""
-    grouped = []
-    for item in items:
-        module = getattr(item, "module", None)
-        defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-        if module is not None and any(
-            d.scope == "module" and getattr(d.func, "__module__", None) == module.__name__
-            for fixturedefs in defs.values()
-            for d in fixturedefs
-        ):
-            item.add_marker(pytest.mark.xdist_group(module.__name__))
-            grouped.append(item)
-    if "PYTEST_XDIST_WORKER" in os.environ:
-        first = {id(item) for item in grouped}
-        items[:] = grouped + [item for item in items if id(item) not in first]
