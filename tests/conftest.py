@@ -68,3 +68,26 @@ def customer_token(server: ServerProcess, customer: str) -> str:
 def stub(server: ServerProcess):  # type: ignore[no-untyped-def]
     return server.stub()
 
+
+
+# The test files that took longest on SQLite (pytest --durations, 2026-11), slowest first: under
+# pytest-xdist (scripts/test) a file goes to one worker whole, in collection order, so these start
+# first instead of keeping one worker busy while the others have finished.
+SLOWEST_FILES_FIRST = (
+    "test_scanner.py",
+    "test_reselling.py",
+    "test_customer_services.py",
+    "test_secrets.py",
+    "test_reconciler.py",
+    "test_provider_rpcs.py",
+    "test_lifecycle.py",
+    "test_console.py",
+    "test_tls.py",
+    "test_http_edge.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        rank = {name: i for i, name in enumerate(SLOWEST_FILES_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
