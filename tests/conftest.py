@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from helpers import SHIPPED_PLUGINS, TEST_PLUGINS, Databases, ServerProcess, uni
 
 @pytest.fixture(scope="session")
 def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
-    dbs = Databases(tmp_path_factory.mktemp("db"))
+    # Under pytest-xdist every worker is a session of its own (own shared server, own databases).
+    dbs = Databases(tmp_path_factory.mktemp("db"), share_base="PYTEST_XDIST_WORKER" not in os.environ)
     yield dbs
     dbs.drop_all()
 
@@ -65,3 +67,27 @@ def customer_token(server: ServerProcess, customer: str) -> str:
 @pytest.fixture(scope="session")
 def stub(server: ServerProcess):  # type: ignore[no-untyped-def]
     return server.stub()
+
+
+
+# The test files that took longest on SQLite (pytest --durations, 2026-11), slowest first: under
+# pytest-xdist (scripts/test) a file goes to one worker whole, in collection order, so these start
+# first instead of keeping one worker busy while the others have finished.
+SLOWEST_FILES_FIRST = (
+    "test_scanner.py",
+    "test_reselling.py",
+    "test_customer_services.py",
+    "test_secrets.py",
+    "test_reconciler.py",
+    "test_provider_rpcs.py",
+    "test_lifecycle.py",
+    "test_console.py",
+    "test_tls.py",
+    "test_http_edge.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        rank = {name: i for i, name in enumerate(SLOWEST_FILES_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept

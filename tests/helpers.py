@@ -50,14 +50,18 @@ def unique(prefix: str = "t") -> str:
 class Databases:
     """Fresh databases for server processes: SQLite files, or PostgreSQL databases when
     RUSTBILL_TEST_DATABASE_URL names one (each extra server gets its own database on that
-    PostgreSQL server, dropped afterwards)."""
+    PostgreSQL server, dropped afterwards).
 
-    def __init__(self, tmp: Path) -> None:
+    ``share_base=False`` never hands out the named database itself: parallel test workers
+    (pytest-xdist) each run their own shared server, and two servers on one database would see
+    each other's rows."""
+
+    def __init__(self, tmp: Path, *, share_base: bool = True) -> None:
         self.tmp = tmp
         self.base = os.environ.get("RUSTBILL_TEST_DATABASE_URL", "")
         self.is_pg = self.base.startswith(("postgresql", "postgres"))
         self._created: list[str] = []
-        self._used_base = False
+        self._used_base = not share_base
 
     def new(self) -> str:
         if not self.is_pg:
