@@ -69,7 +69,6 @@ def stub(server: ServerProcess):  # type: ignore[no-untyped-def]
     return server.stub()
 
 
-
 # The test files that took longest on SQLite (pytest --durations, 2026-11), slowest first: under
 # pytest-xdist (scripts/test) a file goes to one worker whole, in collection order, so these start
 # first instead of keeping one worker busy while the others have finished.

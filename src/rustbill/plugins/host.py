@@ -53,9 +53,9 @@ StateHandler = Callable[[str, str, dict[str, Any]], Awaitable[Any]]  # (interfac
 class WorkerLimits:
     # Address space of one worker process (MiB); 0: no limit.
     memory_limit_mb: int = 1024
-    # Scheduling priority of the workers below the server's: when CPU is short (a plugin spinning),
-    # the billing core's own work comes first.
-    nice: int = 5
+    # Scheduling priority (nice) of the workers. A worker seen keeping a core busy is lowered to 19
+    # anyway, so that a spinning plugin cannot slow the server or the other plugins.
+    nice: int = 0
     # Threads of one worker for plugin functions written with plain ``def``.
     max_threads: int = 16
     # CPU seconds a worker may use during its oldest running call; 0: no limit (the deadline rules).
@@ -206,6 +206,8 @@ class _Worker:
         # No new calls: one of its def calls overran its deadline (see PluginHost._doom).
         self.doomed = False
         self.cpu_at_busy: float | None = None
+        self.last_cpu: float | None = None
+        self.lowered = False  # set to the lowest CPU priority (it kept a core busy)
         self.last_used = time.monotonic()
         self.idle_samples: collections.deque[tuple[float, float]] = collections.deque()
         self.reading: asyncio.Task[None] | None = None
@@ -231,6 +233,7 @@ class _Worker:
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_TICK = 0.25  # seconds between two looks at the workers' CPU
 
 
 class PluginHost:
@@ -345,10 +348,13 @@ class PluginHost:
             w = self._worker
             if w is not None and not w.gone and w.killed is None and not w.doomed:
                 return w
-            trouble = self.trouble()
-            if trouble is not None:
-                wait = max(self._suspended_until, self._not_before) - time.monotonic()
-                raise PluginFault({"kind": "suspended", "message": trouble, "retry_after": max(1, round(wait))})
+            now = time.monotonic()
+            if now < self._suspended_until:
+                wait = self._suspended_until - now
+                raise PluginFault({"kind": "suspended", "message": self.trouble(), "retry_after": max(1, round(wait))})
+            if now < self._not_before:
+                # The restart delay after repeated faults: waited out within the caller's deadline.
+                await asyncio.sleep(self._not_before - now)
             try:
                 w = await asyncio.wait_for(self._start(), self.workers.import_timeout)
             except (TimeoutError, _LoadFailed, OSError, WireError) as exc:
@@ -643,10 +649,12 @@ class Workers:
             w.exit_code.set_result(code)
 
     async def _watch_cpu(self) -> None:
-        """Every half second: workers over their CPU limits are killed."""
+        """Every quarter second: a worker keeping a core busy is lowered to the lowest CPU priority
+        at once (the server and the other plugins come first); workers over their CPU limits are
+        killed."""
         limits = self.limits
         while self._by_pid:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(_TICK)
             now = time.monotonic()
             for w in list(self._by_pid.values()):
                 if w.gone or w.killed is not None:
@@ -654,9 +662,16 @@ class Workers:
                 cpu = w.cpu_seconds()
                 if cpu is None:
                     continue
+                if w.last_cpu is not None and cpu - w.last_cpu >= 0.5 * _TICK and not w.lowered:
+                    w.lowered = True
+                    with contextlib.suppress(OSError):
+                        os.setpriority(os.PRIO_PROCESS, w.pid, 19)
+                        log.info("plugin %s: worker process %d keeps a core busy: lowered to the lowest CPU "
+                                 "priority", w.host.plugin_id, w.pid)  # fmt: skip
+                w.last_cpu = cpu
                 if w.pending:
                     if w.cpu_at_busy is None:
-                        w.cpu_at_busy = cpu  # (the watch's own clock: within half a second of the call)
+                        w.cpu_at_busy = cpu  # (the watch's own clock: within a tick of the call)
                     elif limits.cpu_seconds_per_call > 0:
                         if cpu - w.cpu_at_busy > limits.cpu_seconds_per_call:
                             why = (

@@ -114,7 +114,8 @@ def _child(ctl: socket.socket, wake: tuple[int, int], fds: list[int], request: d
             os.close(fd)
         die_with_parent()
         _name(f"rb:{request.get('plugin_id', '')}")
-        os.nice(int(request.get("nice", 0)))
+        if int(request.get("nice", 0)):
+            os.nice(int(request.get("nice", 0)))
         # (print() of plugins, line by line)
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # a TextIOWrapper; typed TextIO
         limit = int(request.get("memory_limit_mb", 0))
