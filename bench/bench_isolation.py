@@ -215,6 +215,7 @@ def server_part(quick: bool) -> dict[str, float]:
         req = price(target.id)
         samples = []
         for _ in range(3 if quick else 10):
+            stub.QueryPrice(req, metadata=meta, timeout=5)  # (its worker may have stopped when idle)
             before = set(w for z in proc_children(srv.proc.pid) for w in proc_children(z))
             victim = _worker_of(before, "bench_p000")
             t = time.perf_counter()
