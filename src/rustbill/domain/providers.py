@@ -541,16 +541,8 @@ class Providers:
             )
         except BaseException:
             await asyncio.shield(self._unclaim(row, keep_busy=bool(abandoned)))
-            if abandoned:
-                loop = asyncio.get_running_loop()
-
-                def done(_f: asyncio.Future[Any]) -> None:
-                    try:
-                        loop.call_soon_threadsafe(self._busy.discard, row.id)
-                    except RuntimeError:
-                        pass  # the loop is closed: the process is stopping
-
-                abandoned[0].add_done_callback(done)
+            if abandoned:  # (an asyncio future: its callbacks run on this loop)
+                abandoned[0].add_done_callback(lambda _f: self._busy.discard(row.id))
             raise
 
     async def _record(self, b: Binding, row: Instance, found: ProviderInstance, *, by: str) -> Instance:
@@ -628,31 +620,27 @@ class Providers:
         await self._unclaim(row)
         return True
 
-    def _await_late_answer(self, b: Binding, row: Instance, thread: asyncio.Future[Any]) -> None:
+    def _await_late_answer(self, b: Binding, row: Instance, ended: asyncio.Future[Any]) -> None:
         """When a cut-off create_instance call ends in the plugin's worker (it answers late, or the
-        worker is killed at its deadline), record its answer (or give the order to the reconciler)."""
-        loop = asyncio.get_running_loop()
+        worker is killed at its deadline), record its answer (or give the order to the reconciler).
+        (``ended`` is an asyncio future: its callbacks run on this loop.)"""
 
-        def spawn() -> None:
-            task = loop.create_task(self._late_answer(b, row, thread), name=f"late-answer-{row.id}")
+        def spawn(_f: asyncio.Future[Any]) -> None:
+            task = asyncio.get_running_loop().create_task(
+                self._late_answer(b, row, ended), name=f"late-answer-{row.id}"
+            )
             self._late.add(task)
             task.add_done_callback(self._late.discard)
 
-        def done(_f: asyncio.Future[Any]) -> None:
-            try:
-                loop.call_soon_threadsafe(spawn)
-            except RuntimeError:
-                pass  # the loop is closed: the process is stopping
+        ended.add_done_callback(spawn)
 
-        thread.add_done_callback(done)
-
-    async def _late_answer(self, b: Binding, row: Instance, thread: asyncio.Future[Any]) -> None:
+    async def _late_answer(self, b: Binding, row: Instance, ended: asyncio.Future[Any]) -> None:
         mine = (Instance.id == row.id, Instance.owner == self.processes.id, Instance.provider_instance_id.is_(None))
         try:
             result = None
-            if not thread.cancelled() and thread.exception() is None:
+            if not ended.cancelled() and ended.exception() is None:
                 try:
-                    result = check_instance(thread.result(), "create_instance", need_id=True)
+                    result = check_instance(ended.result(), "create_instance", need_id=True)
                 except ShapeError as exc:
                     log.warning("order %s: the late answer of create_instance is not usable: %s", row.id, exc)
             if result is not None:

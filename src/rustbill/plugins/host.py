@@ -374,8 +374,9 @@ class PluginHost:
         """The function's result within ``seconds``, or PluginFault describing why there is none.
 
         ``on_abandoned``: when the call ends for its caller (deadline, cancelled) while the plugin's
-        code still runs, it is given a future of that code's own end: its raw result when it answers
-        late (within its deadline and the grace), or PluginFault when its worker is killed."""
+        ``def`` code still runs in its thread, it is given a future of that code's own end: its raw
+        result when it answers late (within its deadline and the grace), or PluginFault when its
+        worker is killed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         try:
@@ -411,13 +412,14 @@ class PluginHost:
                 # Our deadline, or the caller went away: the call must give its time back.
                 late: asyncio.Future[Any] = loop.create_future()
                 w.pending[cid] = late
-                if on_abandoned is not None:
+                is_async = self.meta is not None and self.meta.is_async.get(function, False)
+                if on_abandoned is not None and not is_async:  # (a coroutine is cancelled at once)
                     on_abandoned(_unwrapped(late))
                 w.send({"t": "cancel", "id": cid})
                 at = max(deadline, loop.time()) + self.workers.limits.grace_seconds
                 loop.call_at(at, self._overran, w, cid, function, interface_name)
                 if isinstance(exc, TimeoutError) and scope.expired():
-                    if self.meta is not None and not self.meta.is_async.get(function, False):
+                    if not is_async:
                         # A thread cannot be cancelled: new calls go to a new worker now, and
                         # this one is killed at the grace unless its late calls end first.
                         self._doom(w)

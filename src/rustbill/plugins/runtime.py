@@ -216,9 +216,10 @@ class PluginRuntime:
         With a ``check`` the result is what the checker returns (typed by it); without one it is the
         plugin's JSON as it came from the worker, which the caller still has to check.
 
-        ``on_abandoned``: when the call ends (deadline, cancelled) while the plugin's code still
-        runs, it is given a future of that code's end: its raw result (unchecked) when it answers
-        late, or an exception when it fails or its worker is killed at the deadline + grace."""
+        ``on_abandoned``: when the call ends (deadline, cancelled) while a ``def`` function's code
+        still runs in its thread, it is given a future of that code's end: its raw result
+        (unchecked) when it answers late, or an exception when it fails or its worker is killed at
+        the deadline + grace."""
         plugin = binding.plugin
         if not plugin.has(function):
             raise errors.Unimplemented(f"plugin {binding.plugin_id!r} does not implement {function}")
