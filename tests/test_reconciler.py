@@ -55,7 +55,11 @@ K9 = unique("order-9")
 LATE = unique("order-late")
 BLIND = unique("order-blind")
 CUT = unique("order-cut")
-FAST = {"plugins__timeouts": '{"create_instance": 1}', "plugins__reconcile_interval_seconds": "0.5"}
+FAST = {
+    "plugins__timeouts": '{"create_instance": 1}',
+    "plugins__reconcile_interval_seconds": "0.5",
+    "plugins__release_after_seconds": "0",
+}
 
 
 def start(srv: ServerProcess, *plugins: str, **env: str) -> tuple[str, Any]:
@@ -120,21 +124,28 @@ def metric(srv: ServerProcess, outcome: str, by: str) -> float:
 
 
 def test_reconciler_settles_timed_out_orders_without_any_retry(fresh_server: ServerProcess, tmp_path: Path) -> None:
-    token, stub = start(fresh_server, "t_provider", **FAST)
+    # an order the provider has nothing for is released only 4 s after its attempt (a remote
+    # provider may still act on it meanwhile)
+    token, stub = start(fresh_server, "t_provider", **{**FAST, "plugins__release_after_seconds": "4"})
     made, lost = store(tmp_path, "made"), store(tmp_path, "lost")
     # the provider opens it, then the answer never comes back / the provider never gets to open it
     opened = create_interface(stub, token, "t_provider", json.dumps({"store_dir": str(made), "sleep_after_create": 5}))
     never = create_interface(stub, token, "t_provider", json.dumps({"store_dir": str(lost), "sleep": 5}))
     with raises_code(grpc.StatusCode.DEADLINE_EXCEEDED):
         order(stub, token, opened, MADE)
+    sent = time.monotonic()
     with raises_code(grpc.StatusCode.DEADLINE_EXCEEDED):
         order(stub, token, never, LOST)
 
     [(row_id, *_)] = rows(fresh_server, MADE)
+    [(lost_id, *_)] = rows(fresh_server, LOST)
+    fresh_server.wait_for_log(rf"order {lost_id} at provider \S+: the provider has nothing for it yet; left 'unknown'")
+    assert [r[1:3] for r in rows(fresh_server, LOST)] == [("unknown", None)]
     settled = wait_for("the opened order is recorded", lambda: rows(fresh_server, MADE)[0][2] is not None)
     assert settled
     assert rows(fresh_server, MADE) == [(row_id, "running", f"i-{row_id[-8:]}", None)]
     wait_for("the order that opened nothing is released", lambda: rows(fresh_server, LOST) == [])
+    assert time.monotonic() - sent >= 4
     log = fresh_server.log
     assert re.search(rf"order {row_id} settled \(reconciler\): provider \S+ has instance i-{row_id[-8:]}", log)
     assert re.search(r"settled \(reconciler\): provider \S+ has no instance for it; the order is released", log)
@@ -280,7 +291,9 @@ def test_after_a_crash_a_keyed_retry_gets_the_settled_order_within_seconds(
     fresh_server: ServerProcess, tmp_path: Path
 ) -> None:
     # a long create_instance timeout: before, such orders were stuck for timeout + 60 s
-    token, stub = start(fresh_server, "t_provider", plugins__timeouts='{"create_instance": 300}')
+    token, stub = start(
+        fresh_server, "t_provider", plugins__timeouts='{"create_instance": 300}', plugins__release_after_seconds="0"
+    )
     made, lost = store(tmp_path, "made"), store(tmp_path, "lost")
     opened = create_interface(stub, token, "t_provider", json.dumps({"store_dir": str(made), "sleep_after_create": 60}))
     never = create_interface(stub, token, "t_provider", json.dumps({"store_dir": str(lost), "sleep": 60}))

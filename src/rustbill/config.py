@@ -197,6 +197,11 @@ class PluginSettings(_Section):
     # Orders whose create_instance outcome is unknown are settled (find_instance) every this many
     # seconds, in one process at a time (0: only by keyed retries).
     reconcile_interval_seconds: float = Field(10.0, ge=0)
+    # An order whose provider has nothing for it is released (its debit refunded) only when its
+    # last create_instance attempt is at least this many seconds old: a remote provider (another
+    # RustBill: its own pricing and create_instance timeouts) may still open what it was asked for
+    # before this side gave up. Until then the reconciler asks again every round.
+    release_after_seconds: float = Field(600.0, ge=0)
 
 
 class BillingSettings(_Section):

@@ -94,6 +94,7 @@ class App:
             self.runtime,
             processes=self.processes,
             reconcile_interval=settings.plugins.reconcile_interval_seconds,
+            release_after=settings.plugins.release_after_seconds,
         )
         self.providers.observer = self.metrics.order_settled
         self.reconciler = Reconciler(self.db, self.runtime, self.providers, self.processes)

@@ -199,6 +199,10 @@ class Instance(Base):
     # whose create_instance call for it may still be running, or that is settling it. NULL when no
     # attempt is running. An owner that no longer heartbeats died: its orders are reconciled.
     owner: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    # When create_instance was last asked for this order (reserved, or opened again by a keyed
+    # retry); NULL for imported instances. The reconciler releases an order the provider has
+    # nothing for only when this is at least [plugins] release_after_seconds ago.
+    attempted_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 

@@ -128,6 +128,7 @@ class Providers:
         *,
         processes: ProcessRegistry | None = None,
         reconcile_interval: float = 10.0,
+        release_after: float = 600.0,
     ) -> None:
         self._db = db
         self._runtime = runtime
@@ -135,6 +136,10 @@ class Providers:
         self.processes = processes if processes is not None else ProcessRegistry(db)
         # The background reconciler's period (0: off): the "retry in N s" of an order it will settle.
         self.reconcile_interval = reconcile_interval
+        # The reconciler releases an order the provider has nothing for only when its last
+        # create_instance attempt is at least this many seconds old: a remote provider (another
+        # RustBill) may still be acting on a request it received before this side gave up.
+        self.release_after = release_after
         # Called with (outcome, by) for every order settled: the metrics.
         self.observer: Callable[[str, str], None] | None = None
         # Orders this process is working on (opening, or settling): never touched twice at once.
@@ -302,6 +307,7 @@ class Providers:
             customer_id=customer_id,
             idempotency_key=idempotency_key,
             owner=self.processes.id,
+            attempted_at=now,
             created_at=now,
             updated_at=now,
         )
@@ -343,6 +349,7 @@ class Providers:
         if not self._runtime.has(b, "find_instance"):
             # The plugin cannot say what the lost attempt did: ask create_instance again with the same
             # request_id (an idempotent plugin returns what it opened); the row stays "unknown" on failure.
+            await self._attempting(prior)
             return await self._open(b, prior)
         try:
             found = await self._find(b, prior)
@@ -356,16 +363,23 @@ class Providers:
         if found is not None:
             return await self._record(b, prior, found, by="retry")
         # The provider has nothing for it: open it again, same request_id, as a fresh attempt.
-        async with self._db.write() as s:
-            await s.execute(
-                update(Instance)
-                .where(Instance.id == prior.id, Instance.owner == self.processes.id)
-                .values(status=PROVISIONING, updated_at=utcnow())
-            )
-        prior.status = PROVISIONING
+        await self._attempting(prior, status=PROVISIONING)
         log.info("order %s at provider %s: not opened by the lost attempt; opening it again", prior.id, b.display_name)
         self.observe("reopened", "retry")
         return await self._open(b, prior)
+
+    async def _attempting(self, row: Instance, *, status: str | None = None) -> None:
+        """A claimed order is about to be asked ``create_instance`` again: note when (and its new status)."""
+        now = utcnow()
+        values: dict[str, Any] = {"attempted_at": now, "updated_at": now}
+        if status is not None:
+            values["status"] = status
+        async with self._db.write() as s:
+            await s.execute(
+                update(Instance).where(Instance.id == row.id, Instance.owner == self.processes.id).values(**values)
+            )
+        for k, v in values.items():
+            setattr(row, k, v)
 
     async def _open(self, b: Binding, row: Instance) -> Instance:
         """Ask ``create_instance`` for the reserved (or claimed) ``row``, owned by this process, and
@@ -599,14 +613,24 @@ class Providers:
         )  # fmt: skip
         self.observe("released", by)
 
+    def release_wait(self, row: Instance) -> float:
+        """Seconds until an order the provider has nothing for may be released (0: now)."""
+        last = row.attempted_at or row.created_at
+        return max(0.0, self.release_after - (utcnow() - last).total_seconds())
+
     async def settle(self, b: Binding, row: Instance, *, by: str = "reconciler") -> str:
         """Settle an unsettled order whose attempts are over with the plugin's ``find_instance``:
-        "found" (recorded), "released" (deleted) or "busy" (someone else is settling it). A failing
-        ``find_instance`` raises its error and leaves the order as it was."""
+        "found" (recorded), "released" (deleted), "waiting" (the provider has nothing for it yet,
+        but its last attempt is younger than ``release_after``: left "unknown", asked again) or
+        "busy" (someone else is settling it). A failing ``find_instance`` raises its error and
+        leaves the order as it was."""
         if not await self._claim(row):
             return "busy"
         found = await self._find(b, row)
         if found is None:
+            if self.release_wait(row) > 0:
+                await self._unclaim(row)
+                return "waiting"
             await self._release(b, row, by=by)
             return "released"
         await self._record(b, row, found, by=by)

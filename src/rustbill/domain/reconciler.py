@@ -6,7 +6,10 @@ it looks at the orders that have no provider instance id and no attempt running 
 the provider's optional ``find_instance(config, request_id)``:
 
 - an instance → it is recorded (provider instance id, status, IP);
-- None → the provider has nothing for the order: the reservation is deleted (the order is released);
+- None → the provider has nothing for the order: the reservation is deleted (the order is released),
+  but only once its last create_instance attempt is ``plugins.release_after_seconds`` old (a remote
+  provider may still act on a request it received before this side gave up); a younger order is left
+  "unknown" and asked about again next round;
 - an error → the order is left as it is and asked about again next round (logged once).
 
 A plugin without ``find_instance`` cannot be asked: its orders stay "unknown" for a keyed retry
@@ -130,4 +133,10 @@ class Reconciler:
                 )  # fmt: skip
                 self._providers.observe("error", "reconciler")
             return "error"
+        if outcome == "waiting" and self._once(row, "waiting"):
+            log.info(
+                "order %s at provider %s: the provider has nothing for it yet; left %r and asked again every "
+                "round, released if it still has nothing %.0f s after its last attempt",
+                row.id, b.display_name, UNKNOWN, self._providers.release_after,
+            )  # fmt: skip
         return outcome
