@@ -1,7 +1,7 @@
 """What plugin isolation costs (issue 10), each figure against a baseline measured in the same run.
 
-(a) Dispatch of a trivial ``async def`` query_price through ``PluginRuntime.call``: through its
-    worker process against the same call in this process (a bench-only in-process host that runs
+(a) Dispatch of a trivial ``async def`` query_price through ``PluginRuntime.call``, on uvloop as in
+    the server: through its worker process against the same call in this process (a bench-only in-process host that runs
     the module here, as the runtime did before isolation). Target: p50 < 150 us through the worker.
 (b) Throughput of that call with 16 in flight: worker against in-process. Target: >= 60 %.
 (c) Through a real server: QueryPrice (t_provider) against GetPluginInterface, p50 with one call
@@ -250,7 +250,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
-    r = asyncio.run(runtime_part(a.quick))
+    try:  # (the server's own loop: [server] uvloop, on by default)
+        import uvloop
+
+        r = uvloop.run(runtime_part(a.quick))
+    except ImportError:
+        r = asyncio.run(runtime_part(a.quick))
     s = server_part(a.quick)
     rows = [
         ("(a) dispatch p50, worker", f"{r['p50_worker'] * 1e6:.0f} us", f"in-process {r['p50_inproc'] * 1e6:.0f} us",

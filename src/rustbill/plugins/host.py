@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .loader import LoadedPlugin, PluginLoadError, PluginMeta, content_hash
-from .wire import WireError, encode, read_frame
+from .wire import Framed, WireError
 
 __all__ = ["PluginFault", "PluginHost", "WorkerLimits", "Workers"]
 
@@ -191,11 +191,15 @@ class _Zygote:
 class _Worker:
     """One worker process, as the server sees it."""
 
-    def __init__(self, host: PluginHost, pid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, host: PluginHost, pid: int) -> None:
         self.host = host
         self.pid = pid
-        self.reader = reader
-        self.writer = writer
+        self.channel: Framed | None = None
+        loop = asyncio.get_running_loop()
+        # The worker's first message (loaded or load_error), or None when it ended before it.
+        self.first: asyncio.Future[dict[str, Any] | None] = loop.create_future()
+        # Set when its connection ends: why (None, or the error that made the server drop it).
+        self.closed: asyncio.Future[BaseException | None] = loop.create_future()
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.interfaces: dict[int, str] = {}  # call id → interface id (for its state requests)
         self.exit_code: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -213,8 +217,24 @@ class _Worker:
         self.reading: asyncio.Task[None] | None = None
 
     def send(self, message: dict[str, Any]) -> None:
-        if not self.gone:
-            self.writer.write(encode(message))
+        if not self.gone and self.channel is not None:
+            self.channel.send(message)
+
+    def received(self, message: dict[str, Any]) -> None:
+        if not self.first.done():
+            self.first.set_result(message)
+        else:
+            self.host.received(self, message)
+
+    def lost(self, exc: BaseException | None) -> None:
+        if not self.first.done():
+            self.first.set_result(None)
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
 
     def kill(self, status: str, why: str) -> None:
         if self.gone or self.killed is not None:
@@ -305,8 +325,10 @@ class PluginHost:
         pid, sock = await self.workers.zygote.fork(
             {"plugin_id": self.plugin_id, "memory_limit_mb": limits.memory_limit_mb, "nice": limits.nice}
         )
-        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 26)
-        w = _Worker(self, pid, reader, writer)
+        w = _Worker(self, pid)
+        _, w.channel = await asyncio.get_running_loop().create_unix_connection(
+            lambda: Framed(w.received, w.lost), sock=sock
+        )
         self._starting = w
         self.workers.track(w)
         try:
@@ -320,7 +342,7 @@ class PluginHost:
                     "log_level": logging.getLogger("rustbill.plugin").getEffectiveLevel(),
                 }
             )
-            first = await read_frame(reader)
+            first = await w.first
             if first is None:
                 code = await _exit_code(w)
                 raise _LoadFailed(f"{self.path.name}: the plugin's process exited (code {code}) while loading")
@@ -330,7 +352,7 @@ class PluginHost:
         except BaseException:
             w.stopping = True
             w.kill("UNAVAILABLE", "load failed")
-            w.writer.close()
+            w.close()
             self.workers.untrack(w)
             raise
         finally:
@@ -340,10 +362,13 @@ class PluginHost:
         w.reading = asyncio.create_task(self._read(w), name=f"plugin-worker-{self.plugin_id}-{pid}")
         return w
 
-    async def _ready_worker(self) -> _Worker:
+    def _usable(self) -> _Worker | None:
         w = self._worker
         if w is not None and not w.gone and w.killed is None and not w.doomed:
             return w
+        return None
+
+    async def _ready_worker(self) -> _Worker:
         async with self._start_lock:
             w = self._worker
             if w is not None and not w.gone and w.killed is None and not w.doomed:
@@ -379,11 +404,14 @@ class PluginHost:
         worker is killed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        try:
-            async with asyncio.timeout_at(deadline):
-                w = await self._ready_worker()
-        except TimeoutError:
-            raise PluginFault({"kind": "deadline"}) from None
+        w_ready = self._usable()
+        if w_ready is None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    w_ready = await self._ready_worker()
+            except TimeoutError:
+                raise PluginFault({"kind": "deadline"}) from None
+        w = w_ready
         if w.gone:
             why = w.killed[1] if w.killed else "ended"
             raise PluginFault({"kind": "worker_lost", "status": "UNAVAILABLE", "message": why})
@@ -404,9 +432,9 @@ class PluginHost:
         except WireError as exc:
             self._forget(w, cid)
             raise PluginFault({"kind": "bad_argument", "message": str(exc)}) from None
+        timer = loop.call_at(deadline, _expire, fut)
         try:
-            async with asyncio.timeout_at(deadline) as scope:
-                reply = await fut
+            reply = await fut
         except BaseException as exc:
             if cid in w.pending:  # (no answer yet: awaiting it was cancelled, which cancels ``fut``)
                 # Our deadline, or the caller went away: the call must give its time back.
@@ -418,13 +446,15 @@ class PluginHost:
                 w.send({"t": "cancel", "id": cid})
                 at = max(deadline, loop.time()) + self.workers.limits.grace_seconds
                 loop.call_at(at, self._overran, w, cid, function, interface_name)
-                if isinstance(exc, TimeoutError) and scope.expired():
+                if isinstance(exc, _Expired):
                     if not is_async:
                         # A thread cannot be cancelled: new calls go to a new worker now, and
                         # this one is killed at the grace unless its late calls end first.
                         self._doom(w)
                     raise PluginFault({"kind": "deadline"}) from None
             raise
+        finally:
+            timer.cancel()
         self._consecutive = 0
         if reply.get("ok"):
             return reply.get("value")
@@ -451,27 +481,30 @@ class PluginHost:
             if w.doomed or (self.retired and w is self._worker):
                 self._stop(w)
 
+    def received(self, w: _Worker, msg: dict[str, Any]) -> None:
+        """A message from a running worker (an exception here drops the worker: see _read)."""
+        kind = msg.get("t")
+        if kind == "result":
+            fut = w.pending.get(msg["id"])
+            self._forget(w, msg["id"])
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+        elif kind == "state":
+            task = asyncio.create_task(self._state(w, msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif kind == "log":
+            _replay(self.plugin_id, msg)
+
     async def _read(self, w: _Worker) -> None:
-        """Messages from the worker, until it ends; then its calls get their answers."""
+        """Waits for the worker's connection to end; then its calls get their answers."""
         try:
-            while (msg := await read_frame(w.reader)) is not None:
-                kind = msg.get("t")
-                if kind == "result":
-                    fut = w.pending.get(msg["id"])
-                    self._forget(w, msg["id"])
-                    if fut is not None and not fut.done():
-                        fut.set_result(msg)
-                elif kind == "state":
-                    task = asyncio.create_task(self._state(w, msg))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                elif kind == "log":
-                    _replay(self.plugin_id, msg)
-        except (WireError, OSError, KeyError, TypeError) as exc:
-            w.kill("UNAVAILABLE", f"sent a message the server cannot read ({exc})")
+            why = await w.closed
+            if why is not None and not isinstance(why, OSError):  # (not the connection: its content)
+                w.kill("UNAVAILABLE", f"sent a message the server cannot read ({why})")
         finally:
             w.gone = True
-            w.writer.close()
+            w.close()
             await self._ended(w)
 
     async def _ended(self, w: _Worker) -> None:
@@ -541,7 +574,7 @@ class PluginHost:
 
     def _stop(self, w: _Worker) -> None:
         w.stopping = True
-        w.writer.close()  # the worker exits when its socket closes
+        w.close()  # the worker exits when its socket closes
         asyncio.get_running_loop().call_later(2.0, w.kill, "UNAVAILABLE", "stopped")
 
     async def close(self) -> None:
@@ -556,6 +589,15 @@ class PluginHost:
 
 class _LoadFailed(Exception):
     pass
+
+
+class _Expired(Exception):
+    """A call's deadline passed before its answer came."""
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(_Expired())
 
 
 def _unwrapped(reply: asyncio.Future[Any]) -> asyncio.Future[Any]:
