@@ -19,6 +19,9 @@
   page and a table of items with per-status action buttons (``sdk/pages.py``).
 - ``sdk.ServerPricing`` and the schema helpers (``sdk.prop``, ``sdk.money_prop``, ...) — price rules,
   plans, regions, OS images and spec limits of a provider that sells servers (``sdk/pricing.py``).
+- ``sdk.Connections``, ``sdk.order_request_id``, ``sdk.find_request_id``, ``sdk.order_name`` and
+  ``sdk.action_target`` — the connections a provider keeps, the request id of an order and the name
+  of what it makes, the target of an admin action (``sdk/hosts.py``).
 - ``sdk.now()`` — the current time (UTC, aware); ``rustbill.sdk.testing`` sets it in tests.
 """
 
@@ -42,6 +45,7 @@ __all__ = [
     "PRICING_DEFAULTS",
     "AlreadyExists",
     "CallContext",
+    "Connections",
     "DeadlineExceeded",
     "FailedPrecondition",
     "InvalidArgument",
@@ -51,11 +55,13 @@ __all__ = [
     "ServerPricing",
     "State",
     "Unavailable",
+    "action_target",
     "admin_bridge_script",
     "admin_html",
     "context",
     "cycle_amount",
     "decimal",
+    "find_request_id",
     "http",
     "http_sync",
     "item_table",
@@ -66,6 +72,8 @@ __all__ = [
     "non_negative_decimal",
     "now",
     "object_schema",
+    "order_name",
+    "order_request_id",
     "prop",
     "region_schema",
     "setting",
@@ -352,7 +360,8 @@ def admin_bridge_script() -> str:
     return f"<script>{_ADMIN_BRIDGE_JS}</script>"
 
 
-# Last, because pricing raises the errors defined above.
+# Last, because these modules raise the errors defined above.
+from .hosts import Connections, action_target, find_request_id, order_name, order_request_id  # noqa: E402
 from .pages import admin_html, item_table  # noqa: E402
 from .pricing import (  # noqa: E402
     DECIMAL_PATTERN,
