@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import html
-import json
 import math
 import os
 import re
@@ -37,7 +36,6 @@ import shutil
 import ssl
 import tempfile
 import time
-from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -180,8 +178,7 @@ class _Conn:
         self.request_timeout = request_timeout
 
 
-_CONNS: OrderedDict[str, _Conn] = OrderedDict()
-_MAX_CONNS = 16
+_CONNS: sdk.Connections[_Conn] = sdk.Connections(16)
 
 
 def _first_cert_der(pem: str) -> bytes:
@@ -254,11 +251,10 @@ def _conn(config: dict[str, Any]) -> _Conn:
     if url:
         material += [config.get(k) for k in ("client_cert", "client_key", "server_cert", "tls_server_name")]
         material.append(bool(_cfg(config, "insecure_skip_verify")))
-    key = hashlib.sha256(json.dumps(material, default=str).encode()).hexdigest()
+    key = _CONNS.key(*material)
     loop = asyncio.get_running_loop()
     conn = _CONNS.get(key)
     if conn is not None and conn.loop is loop and not conn.client.is_closed:
-        _CONNS.move_to_end(key)
         return conn
     limits = httpx.Limits(max_connections=20, max_keepalive_connections=5)
     http_timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
@@ -272,12 +268,7 @@ def _conn(config: dict[str, Any]) -> _Conn:
         transport = httpx.AsyncHTTPTransport(uds=sock, limits=limits, retries=0)
         client = httpx.AsyncClient(transport=transport, timeout=http_timeout, follow_redirects=False)
         conn = _Conn(client, "http://incus.socket", f"Incus on unix socket {sock}", "", "", timeout)
-    old = _CONNS.pop(key, None)
-    _CONNS[key] = conn
-    stale = [old] if old is not None else []
-    while len(_CONNS) > _MAX_CONNS:
-        stale.append(_CONNS.popitem(last=False)[1])  # the least recently used
-    for c in stale:
+    for c in _CONNS.put(key, conn):  # the one it replaces, and the least recently used
         if c.loop is loop and not c.client.is_closed:
             # closed later, so that calls still using it can finish
             loop.call_later(3700, lambda client=c.client: asyncio.ensure_future(client.aclose()))
@@ -287,9 +278,9 @@ def _conn(config: dict[str, Any]) -> _Conn:
 async def _aclose_all() -> None:
     """Close every cached client of the running loop (for tests and orderly shutdowns)."""
     loop = asyncio.get_running_loop()
-    for key, conn in list(_CONNS.items()):
+    for key, conn in _CONNS.items():
         if conn.loop is loop:
-            _CONNS.pop(key, None)
+            _CONNS.discard(key, conn)
             await conn.client.aclose()
 
 
@@ -510,11 +501,8 @@ def _params(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 def _instance_name(config: dict[str, Any], request_id: str) -> str:
-    prefix = str(_cfg(config, "name_prefix"))
     slug = re.sub(r"[^a-z0-9]+", "-", request_id.lower()).strip("-")
-    name = f"{prefix}{slug}"
-    if not slug or len(name) > 63 or not _NAME_RE.match(name):
-        name = f"{prefix}{hashlib.sha256(request_id.encode()).hexdigest()[:24]}"
+    name = sdk.order_name(str(_cfg(config, "name_prefix")), slug, request_id, max_length=63, valid=_NAME_RE)
     return _name(name, "instance name")
 
 
@@ -724,9 +712,7 @@ async def create_instance(config, spec):
     """Open the instance named after ``request_id``; a second call for the same request (a retry, or
     a concurrent attempt whose POST lost the race) returns the instance the first one opened, as
     docs/plugins.md section 10 asks, once that one's create operation has finished."""
-    request_id = str(spec.get("request_id") or "").strip()
-    if not request_id:
-        raise sdk.InvalidArgument("create_instance needs spec['request_id'] (the host sets it)")
+    request_id = sdk.order_request_id(spec)
     spec = _check_spec(config, spec)
     name = _instance_name(config, request_id)
     timeout_s = int(_cfg(config, "operation_timeout_seconds"))
@@ -819,9 +805,7 @@ async def find_instance(config, request_id):
     (its image still being fetched) is waited for first, up to operation_timeout_seconds (other
     operations, such as an admin's stop, are not); if it is still running then, the answer is
     UNAVAILABLE (ask again later), never None."""
-    request_id = str(request_id or "").strip()
-    if not request_id:
-        raise sdk.InvalidArgument("find_instance needs the order's request_id")
+    request_id = sdk.find_request_id(request_id)
     name = _instance_name(config, request_id)
     timeout_s = int(_cfg(config, "operation_timeout_seconds"))
     conn = _conn(config)
@@ -966,14 +950,14 @@ async def admin_server_info(config):
 
 
 async def admin_instance(config):
-    name = _name(config.get("name") or config.get("instance_id"))
+    name = sdk.action_target(config, _name)
     conn = _conn(config)
     item = await _get(conn, _inst_path(name), f"instance {name!r}", _params(config, recursion=1))
     return _summary(item if isinstance(item, dict) else {})
 
 
 async def _change_state(config: dict[str, Any], action: str) -> dict[str, Any]:
-    name = _name(config.get("name") or config.get("instance_id"))
+    name = sdk.action_target(config, _name)
     conn = _conn(config)
     body: dict[str, Any] = {"action": action}
     if action in ("stop", "restart"):
@@ -1003,7 +987,7 @@ async def admin_restart(config):
 
 async def admin_delete(config):
     """Delete an instance: args ``{"name": "...", "force": false}``; force stops a running one first."""
-    name = _name(config.get("name") or config.get("instance_id"))
+    name = sdk.action_target(config, _name)
     conn = _conn(config)
     timeout_s = int(_cfg(config, "operation_timeout_seconds"))
     state = await _state(conn, config, name)

@@ -1118,7 +1118,7 @@ def admin_list_domains(config):
 
 def admin_domain(config):
     """One domain in detail: ``{"name": ...}``."""
-    name = _domain_arg(config.get("name") or config.get("instance_id"))
+    name = sdk.action_target(config, _domain_arg)
     entry = _connect(config)
     return _details(entry, _lookup(entry, name), config)
 
@@ -1145,7 +1145,7 @@ def admin_list_volumes(config):
 
 
 def _act(config: dict[str, Any], action: str, fn: Callable[[Any, _Entry], dict[str, Any] | None]) -> dict[str, Any]:
-    name = _domain_arg(config.get("name") or config.get("instance_id"))
+    name = sdk.action_target(config, _domain_arg)
     entry = _connect(config)
     dom = _lookup(entry, name)
     with _calls(entry, f"{action} of domain {name!r}"):
