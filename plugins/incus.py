@@ -1009,44 +1009,36 @@ _ROW_ACTIONS = {
     "frozen": (("admin_stop", "Stop"),),
     "error": (("admin_start", "Start"), ("admin_stop", "Stop")),
 }
-_PAGE_SCRIPT = """<script>
-document.querySelectorAll("button[data-action]").forEach(function (b) {
-  rustbill.bind(b, b.dataset.action, {name: b.dataset.name}, "action-out");
-});
-rustbill.bind("delete", "admin_delete", function (f) {
+_FORM_JS = """rustbill.bind("delete", "admin_delete", function (f) {
   var name = f.elements.instance.value.trim();
   return name ? {name: name, force: f.elements.force.checked} : false;
 }, "delete-out");
-</script>"""
+"""
 
 
 async def admin_page(config):
     e = html.escape
+    where = str(_cfg(config, "url") or _cfg(config, "socket_path"))
     try:
         server = await admin_server_info(config)
         instances = await admin_list_instances(config)
-        error = ""
     except sdk.PluginError as exc:
-        server, instances, error = {}, [], exc.message
-    where = server.get("endpoint") or str(_cfg(config, "url") or _cfg(config, "socket_path"))
-    if error:
-        parts = [f'<p class="error"><strong>Cannot reach Incus:</strong> {e(error)}</p>']
+        parts = [sdk.unreachable("Incus", exc.message)]
     else:
+        where = server.get("endpoint") or where
         headers = ("Name", "Type", "Status", "Addresses", "CPU", "Memory", "Root disk", "Created", "RustBill request")
-        table = sdk.item_table(headers, instances, lambda i: (
+        table = sdk.item_list(headers, instances, lambda i: (
             i["name"], i["type"], i["status"], ", ".join(i["addresses"]), i["limits_cpu"], i["limits_memory"],
             i["root_size"], i["created_at"], i["request_id"],
-        ), _ROW_ACTIONS)  # fmt: skip
+        ), _ROW_ACTIONS, "instance")  # fmt: skip
+        force = '<label><input type="checkbox" name="force"> stop it first if it runs</label> '
+        delete = sdk.confirm_form("delete", "Delete an instance", "instance", "Instance name (type it to confirm)",
+                                  force, "Delete")  # fmt: skip
         parts = [
             f"<p>{e(server.get('server') or 'incus')} {e(server.get('server_version'))} on "
             f"{e(server.get('server_name'))}, REST API {e(server.get('api_version'))}, auth "
             f"{e(server.get('auth'))}, project <code>{e(server.get('project'))}</code></p>",
-            f"{table}<p>{len(instances)} instance(s). Reload the page to see new states.</p>"
-            '<pre id="action-out"></pre>'
-            "<h2>Delete an instance</h2>"
-            '<form id="delete"><input name="instance" placeholder="Instance name (type it to confirm)" required>'
-            '<label><input type="checkbox" name="force"> stop it first if it runs</label> '
-            '<button type="submit">Delete</button></form><pre id="delete-out"></pre>',
+            table + delete,
         ]
     parts.append(
         '<p>Actions (CallPluginAction, args_json <code>{"name": "…"}</code>): <code>admin_start</code>, '
@@ -1054,5 +1046,6 @@ async def admin_page(config):
         "<code>admin_delete</code> (<code>force</code> stops a running instance first), "
         "<code>admin_instance</code>, <code>admin_list_instances</code>, <code>admin_server_info</code>.</p>"
     )
-    page = sdk.admin_html("Incus", f"Incus — {where}", parts, sdk.admin_bridge_script() + _PAGE_SCRIPT)
+    scripts = f"{sdk.admin_bridge_script()}<script>\n{sdk.ITEM_LIST_JS}{_FORM_JS}</script>"
+    page = sdk.admin_html("Incus", f"Incus — {where}", parts, scripts)
     return {"title": "Incus", "html": page}

@@ -1268,13 +1268,9 @@ _ROW_ACTIONS = {
     "stopped": (("admin_start", "Start"),),
     "crashed": (("admin_start", "Start"),),
 }
-# Row buttons run their action on their domain; the form runs a destructive action once the
-# domain's name is typed into it.
-_PAGE_SCRIPT = """<script>
-document.querySelectorAll("button[data-action]").forEach(function (b) {
-  rustbill.bind(b, b.dataset.action, {name: b.dataset.name}, "action-out");
-});
-rustbill.bind("danger", function (f) {
+# Row buttons run their action on their domain (sdk.ITEM_LIST_JS); the form runs a destructive
+# action once the domain's name is typed into it.
+_FORM_JS = """rustbill.bind("danger", function (f) {
   return f.elements.op.value === "admin_destroy" ? "admin_destroy" : "admin_delete";
 }, function (f) {
   var name = f.elements.domain.value.trim(), op = f.elements.op.value;
@@ -1282,7 +1278,7 @@ rustbill.bind("danger", function (f) {
   return op === "admin_destroy" ? {name: name}
     : {name: name, force: f.elements.force.checked, delete_volumes: op === "admin_delete"};
 }, "danger-out");
-</script>"""
+"""
 
 
 def admin_page(config):
@@ -1291,32 +1287,29 @@ def admin_page(config):
         entry = _connect(config)
         server = _server_info(entry)
         domains = _list(entry, config, full=True)
-        error = ""
     except sdk.PluginError as exc:
-        server, domains, error = {}, [], exc.message
-    if error:
-        parts = [f'<p class="error"><strong>Cannot reach libvirt:</strong> {e(error)}</p>']
+        parts = [sdk.unreachable("libvirt", exc.message)]
     else:
         headers = ("Name", "State", "vCPUs", "Memory", "IP address", "Autostart", "Persistent", "Created",
                    "RustBill request")  # fmt: skip
-        table = sdk.item_table(headers, domains, lambda d: (
+        table = sdk.item_list(headers, domains, lambda d: (
             d["name"], d["status"], d["vcpus"], f"{d['memory_mib']} MiB", d["ip_address"],
             "yes" if d.get("autostart") else "no", "yes" if d.get("persistent") else "no", d["created_at"],
             d["request_id"],
-        ), _ROW_ACTIONS)  # fmt: skip
-        parts = [
-            f"<p>{e(server['driver'])} {e(server['hypervisor_version'])} on {e(server['hostname'] or '?')} "
-            f"({e(server['host_arch'])}, {server['host_cpus']} CPUs, {server['host_memory_mib']} MiB), libvirt "
-            f"{e(server['libvirt_version'])} (client {e(server['client_libvirt_version'])})</p>",
-            f"{table}<p>{len(domains)} domain(s). Reload the page to see new states.</p>"
-            '<pre id="action-out"></pre>'
-            "<h2>Force off or delete a domain</h2>"
-            '<form id="danger"><input name="domain" placeholder="Domain name (type it to confirm)" required>'
+        ), _ROW_ACTIONS, "domain")  # fmt: skip
+        choices = (
             '<select name="op"><option value="admin_destroy">Force off (like pulling the plug)</option>'
             '<option value="admin_delete">Delete, with its volumes</option>'
             '<option value="admin_delete_keep">Delete, keep its volumes</option></select>'
             '<label><input type="checkbox" name="force"> even if running</label> '
-            '<button type="submit">Run</button></form><pre id="danger-out"></pre>',
+        )
+        danger = sdk.confirm_form("danger", "Force off or delete a domain", "domain",
+                                  "Domain name (type it to confirm)", choices, "Run")  # fmt: skip
+        parts = [
+            f"<p>{e(server['driver'])} {e(server['hypervisor_version'])} on {e(server['hostname'] or '?')} "
+            f"({e(server['host_arch'])}, {server['host_cpus']} CPUs, {server['host_memory_mib']} MiB), libvirt "
+            f"{e(server['libvirt_version'])} (client {e(server['client_libvirt_version'])})</p>",
+            table + danger,
         ]
     parts.append(
         '<p>Actions (CallPluginAction, args_json <code>{"name": "…"}</code>): <code>admin_start</code>, '
@@ -1327,5 +1320,6 @@ def admin_page(config):
         "<code>admin_server_info</code>.</p>"
     )
     heading = f"KVM — {_cfg(config, 'uri')}"
-    page = sdk.admin_html("KVM", heading, parts, sdk.admin_bridge_script() + _PAGE_SCRIPT)
+    scripts = f"{sdk.admin_bridge_script()}<script>\n{sdk.ITEM_LIST_JS}{_FORM_JS}</script>"
+    page = sdk.admin_html("KVM", heading, parts, scripts)
     return {"title": "KVM (libvirt)", "html": page}
