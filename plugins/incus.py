@@ -71,7 +71,6 @@ DEFAULTS: dict[str, Any] = {
 
 # Price rules, plans, regions, OS images and spec limits: docs/plugins.md, "Selling servers".
 PRICING = sdk.ServerPricing(DEFAULTS, unit="instance", cpu="CPU core", disk="root disk")
-_regions, _images, _check_spec = PRICING.regions, PRICING.images, PRICING.check_spec  # used by create_instance
 
 
 def version():
@@ -299,10 +298,6 @@ def _cause(exc: BaseException, kind: type[BaseException]) -> Any:
     return None
 
 
-def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
-    return _cause(exc, ssl.SSLError)  # type: ignore[no-any-return]
-
-
 # OpenSSL's words for: the server does not speak TLS 1.3; the server refused our client certificate.
 _NOT_TLS13 = ("PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE", "WRONG_VERSION_NUMBER",
               "VERSION TOO LOW")  # fmt: skip
@@ -319,7 +314,7 @@ def _transport_error(conn: _Conn, exc: Exception) -> sdk.PluginError:
         return sdk.PluginError(
             f"{conn.where} did not answer within the request timeout ({conn.request_timeout:g}s)", "DEADLINE_EXCEEDED"
         )
-    err = _ssl_cause(exc)
+    err = _cause(exc, ssl.SSLError)
     text = str(err or exc)
     upper = text.upper()
     if isinstance(err, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in upper:
@@ -430,18 +425,10 @@ async def _get(conn: _Conn, path: str, what: str, params: dict[str, Any] | None 
     return data.get("metadata")
 
 
-async def _run(
-    conn: _Conn,
-    method: str,
-    path: str,
-    what: str,
-    timeout_s: int,
-    *,
-    params: dict[str, Any] | None = None,
-    body: Any = None,
-) -> dict[str, Any]:
-    """A request that starts a background operation, waited for until it ends (or ``timeout_s``)."""
-    data = await _call(conn, method, path, what, params=params, body=body)
+async def _run(conn: _Conn, method: str, path: str, what: str, timeout_s: int, **request: Any) -> dict[str, Any]:
+    """A request (``params``, ``body``: as ``_call``'s) that starts a background operation, waited for
+    until it ends (or ``timeout_s``)."""
+    data = await _call(conn, method, path, what, **request)
     if data["type"] == "sync":
         return data.get("metadata") or {}
     op = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
@@ -522,6 +509,11 @@ def _created_at(value: Any) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _item_state(item: dict[str, Any]) -> dict[str, Any]:
+    """The state of an instance of a listing: with recursion=2 its state, else only its status."""
+    return item["state"] if isinstance(item.get("state"), dict) else {"status": item.get("status")}
+
+
 def _status(state: Any) -> str:
     status = str((state or {}).get("status") or "unknown") if isinstance(state, dict) else "unknown"
     return status.lower()
@@ -554,7 +546,7 @@ def _ip(state: Any) -> str:
 def _create_body(
     config: dict[str, Any], spec: dict[str, Any], name: str, request_id: str, start: bool
 ) -> dict[str, Any]:
-    image = dict(_images(config)[spec["os"]])
+    image = dict(PRICING.images(config)[spec["os"]])
     source: dict[str, Any] = {"type": "image"}
     if image.get("fingerprint"):
         source["fingerprint"] = image["fingerprint"]
@@ -665,20 +657,18 @@ async def _has_extension(conn: _Conn, extension: str) -> bool:
     return isinstance(extensions, list) and extension in extensions
 
 
+async def _put_state(conn: _Conn, config: dict[str, Any], name: str, body: dict[str, Any], what: str) -> None:
+    """Ask Incus to start, stop or restart instance ``name`` and wait for it (operation_timeout_seconds)."""
+    timeout_s = int(_cfg(config, "operation_timeout_seconds"))
+    await _run(conn, "PUT", _inst_path(name, "/state"), what, timeout_s, params=_params(config), body=body)
+
+
 async def _start_new(conn: _Conn, config: dict[str, Any], name: str, timeout_s: int) -> None:
     """Start an instance that was created stopped, as the official clients do on servers without the
     ``instance_create_start`` extension (LXD 5.0 ignores ``"start": true`` there). Another attempt
     of the same order may start it at the same moment: its being running is success."""
     try:
-        await _run(
-            conn,
-            "PUT",
-            _inst_path(name, "/state"),
-            f"starting new instance {name!r}",
-            timeout_s,
-            params=_params(config),
-            body={"action": "start"},
-        )
+        await _put_state(conn, config, name, {"action": "start"}, f"starting new instance {name!r}")
     except sdk.PluginError as exc:
         if exc.code != "FAILED_PRECONDITION":
             raise
@@ -713,7 +703,7 @@ async def create_instance(config, spec):
     a concurrent attempt whose POST lost the race) returns the instance the first one opened, as
     docs/plugins.md section 10 asks, once that one's create operation has finished."""
     request_id = sdk.order_request_id(spec)
-    spec = _check_spec(config, spec)
+    spec = PRICING.check_spec(config, spec)
     name = _instance_name(config, request_id)
     timeout_s = int(_cfg(config, "operation_timeout_seconds"))
     conn = _conn(config)
@@ -721,7 +711,7 @@ async def create_instance(config, spec):
     existing = await _instance_or_none(conn, config, name)
     if existing is None:
         params = _params(config)
-        target = str(_regions(config).get(spec["region"], {}).get("target") or "")
+        target = str(PRICING.regions(config).get(spec["region"], {}).get("target") or "")
         if target:
             params["target"] = target
         start_in_post = bool(_cfg(config, "start_on_create")) and await _has_extension(conn, "instance_create_start")
@@ -775,13 +765,7 @@ async def _described(conn: _Conn, config: dict[str, Any], name: str) -> tuple[di
     item = await _get(conn, _inst_path(name), f"instance {name!r}", _params(config, recursion=1))
     item = item if isinstance(item, dict) else {}
     state = item["state"] if isinstance(item.get("state"), dict) else await _state(conn, config, name)
-    result = {
-        "instance_id": name,
-        "status": _status(state),
-        "ip_address": _ip(state),
-        "created_at": _created_at(item.get("created_at")),
-    }
-    return result, item
+    return sdk.instance_result(name, _status(state), _ip(state), _created_at(item.get("created_at"))), item
 
 
 def _never_started(item: dict[str, Any]) -> bool:
@@ -830,7 +814,7 @@ async def find_instance(config, request_id):
 async def get_instance_status(config, instance_id):
     name = _name(instance_id, "instance_id")
     state = await _state(_conn(config), config, name)
-    return {"instance_id": name, "status": _status(state), "ip_address": _ip(state)}
+    return sdk.instance_result(name, _status(state), _ip(state))
 
 
 async def sync_upstream_instances(config):
@@ -840,17 +824,10 @@ async def sync_upstream_instances(config):
         raise sdk.FailedPrecondition(f"{conn.where} answered the instance list with {type(items).__name__}")
     out = []
     for item in items:
-        if not isinstance(item, dict) or not item.get("name"):
-            continue
-        state = item.get("state") if isinstance(item.get("state"), dict) else {"status": item.get("status")}
-        out.append(
-            {
-                "instance_id": str(item["name"]),
-                "status": _status(state),
-                "ip_address": _ip(state),
-                "created_at": _created_at(item.get("created_at")),
-            }
-        )
+        if isinstance(item, dict) and item.get("name"):
+            state = _item_state(item)
+            created_at = _created_at(item.get("created_at"))
+            out.append(sdk.instance_result(str(item["name"]), _status(state), _ip(state), created_at))
     return out
 
 
@@ -919,7 +896,7 @@ async def health_check(config):
 
 
 def _summary(item: dict[str, Any]) -> dict[str, Any]:
-    state = item.get("state") if isinstance(item.get("state"), dict) else {"status": item.get("status")}
+    state = _item_state(item)
     cfg = item.get("expanded_config") or item.get("config") or {}
     devices = item.get("expanded_devices") or item.get("devices") or {}
     root = devices.get("root") or {}
@@ -963,9 +940,7 @@ async def _change_state(config: dict[str, Any], action: str) -> dict[str, Any]:
     if action in ("stop", "restart"):
         body["force"] = bool(config.get("force", False))
         body["timeout"] = int(config.get("timeout", 30))
-    timeout_s = int(_cfg(config, "operation_timeout_seconds"))
-    what = f"{action} of instance {name!r}"
-    await _run(conn, "PUT", _inst_path(name, "/state"), what, timeout_s, params=_params(config), body=body)
+    await _put_state(conn, config, name, body, f"{action} of instance {name!r}")
     state = await _state(conn, config, name)
     return {"name": name, "action": action, "status": _status(state), "ip_address": _ip(state)}
 
@@ -994,9 +969,7 @@ async def admin_delete(config):
     if _status(state) != "stopped":
         if not config.get("force"):
             raise sdk.FailedPrecondition(f'instance {name!r} is {_status(state)}; stop it first or pass "force": true')
-        stop = {"action": "stop", "force": True}
-        what = f"stop of instance {name!r}"
-        await _run(conn, "PUT", _inst_path(name, "/state"), what, timeout_s, params=_params(config), body=stop)
+        await _put_state(conn, config, name, {"action": "stop", "force": True}, f"stop of instance {name!r}")
     await _run(conn, "DELETE", _inst_path(name), f"deleting instance {name!r}", timeout_s, params=_params(config))
     return {"name": name, "action": "delete", "status": "deleted"}
 

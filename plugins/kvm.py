@@ -579,12 +579,7 @@ def _summary(
 
 
 def _instance(summary: dict[str, Any]) -> dict[str, str]:
-    return {
-        "instance_id": summary["name"],
-        "status": summary["status"],
-        "ip_address": summary["ip_address"],
-        "created_at": summary["created_at"],
-    }
+    return sdk.instance_result(summary["name"], summary["status"], summary["ip_address"], summary["created_at"])
 
 
 def _list(entry: _Entry, config: dict[str, Any], *, full: bool = False) -> list[dict[str, Any]]:

@@ -21,9 +21,10 @@
   before a destructive action, and the note of a host it cannot reach (``sdk/pages.py``).
 - ``sdk.ServerPricing`` and the schema helpers (``sdk.prop``, ``sdk.money_prop``, ...) — price rules,
   plans, regions, OS images and spec limits of a provider that sells servers (``sdk/pricing.py``).
-- ``sdk.Connections``, ``sdk.order_request_id``, ``sdk.find_request_id``, ``sdk.order_name`` and
-  ``sdk.action_target`` — the connections a provider keeps, the request id of an order and the name
-  of what it makes, the target of an admin action (``sdk/hosts.py``).
+- ``sdk.Connections``, ``sdk.order_request_id``, ``sdk.find_request_id``, ``sdk.order_name``,
+  ``sdk.instance_result`` and ``sdk.action_target`` — the connections a provider keeps, the request id
+  of an order and the name of what it makes, one instance as the contract returns it, the target of
+  an admin action (``sdk/hosts.py``).
 - ``sdk.now()`` — the current time (UTC, aware); ``rustbill.sdk.testing`` sets it in tests.
 """
 
@@ -68,6 +69,7 @@ __all__ = [
     "find_request_id",
     "http",
     "http_sync",
+    "instance_result",
     "item_list",
     "item_table",
     "logger",
@@ -367,7 +369,14 @@ def admin_bridge_script() -> str:
 
 
 # Last, because these modules raise the errors defined above.
-from .hosts import Connections, action_target, find_request_id, order_name, order_request_id  # noqa: E402
+from .hosts import (  # noqa: E402
+    Connections,
+    action_target,
+    find_request_id,
+    instance_result,
+    order_name,
+    order_request_id,
+)
 from .pages import ITEM_LIST_JS, admin_html, confirm_form, item_list, item_table, unreachable  # noqa: E402
 from .pricing import (  # noqa: E402
     DECIMAL_PATTERN,

@@ -9,6 +9,7 @@ and the checks of the request id and of an admin action's target.
   ``find_instance`` are given, or INVALID_ARGUMENT.
 - ``order_name(prefix, slug, request_id, ...)`` — the name of what an order makes, the same on every
   retry of the order.
+- ``instance_result(instance_id, status, ...)`` — one instance as the contract's functions return it.
 - ``action_target(args, check)`` — the instance an ``admin_*`` action is for (``{"name": ...}``).
 """
 
@@ -153,9 +154,9 @@ def order_request_id(spec: Any) -> str:
     return request_id
 
 
-def find_request_id(request_id: Any) -> str:
+def find_request_id(value: Any) -> str:
     """``find_instance``'s ``request_id`` (stripped), or INVALID_ARGUMENT."""
-    request_id = str(request_id or "").strip()
+    request_id = str(value or "").strip()
     if not request_id:
         raise InvalidArgument("find_instance needs the order's request_id")
     return request_id
@@ -172,6 +173,17 @@ def order_name(
     if not slug or len(name) > max_length or (valid is not None and not valid.match(name)):
         name = f"{prefix}{hashlib.sha256(request_id.encode()).hexdigest()[:24]}"
     return name
+
+
+def instance_result(
+    instance_id: str, status: str, ip_address: str = "", created_at: str | None = None
+) -> dict[str, str]:
+    """One instance as ``create_instance``, ``find_instance``, ``get_instance_status`` and
+    ``sync_upstream_instances`` return it (``created_at``, RFC 3339, only when given)."""
+    out = {"instance_id": instance_id, "status": status, "ip_address": ip_address}
+    if created_at is not None:
+        out["created_at"] = created_at
+    return out
 
 
 def action_target(args: Mapping[str, Any], check: Callable[[Any], str]) -> str:
