@@ -100,3 +100,8 @@ def test_action_target_takes_name_or_instance_id_through_the_check() -> None:
     assert sdk.action_target({"name": "a", "instance_id": "b"}, check) == "a"
     assert sdk.action_target({"instance_id": "b"}, check) == "b"
     refused("INVALID_ARGUMENT", "no name", sdk.action_target, {}, check)
+
+
+def test_instance_result_has_created_at_only_when_given() -> None:
+    assert sdk.instance_result("a", "running") == {"instance_id": "a", "status": "running", "ip_address": ""}
+    assert sdk.instance_result("a", "stopped", "10.0.0.1", "")["created_at"] == ""
