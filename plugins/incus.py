@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import html
-import json
 import math
 import os
 import re
@@ -37,7 +36,6 @@ import shutil
 import ssl
 import tempfile
 import time
-from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -73,7 +71,6 @@ DEFAULTS: dict[str, Any] = {
 
 # Price rules, plans, regions, OS images and spec limits: docs/plugins.md, "Selling servers".
 PRICING = sdk.ServerPricing(DEFAULTS, unit="instance", cpu="CPU core", disk="root disk")
-_regions, _images, _check_spec = PRICING.regions, PRICING.images, PRICING.check_spec  # used by create_instance
 
 
 def version():
@@ -180,8 +177,7 @@ class _Conn:
         self.request_timeout = request_timeout
 
 
-_CONNS: OrderedDict[str, _Conn] = OrderedDict()
-_MAX_CONNS = 16
+_CONNS: sdk.Connections[_Conn] = sdk.Connections(16)
 
 
 def _first_cert_der(pem: str) -> bytes:
@@ -254,11 +250,10 @@ def _conn(config: dict[str, Any]) -> _Conn:
     if url:
         material += [config.get(k) for k in ("client_cert", "client_key", "server_cert", "tls_server_name")]
         material.append(bool(_cfg(config, "insecure_skip_verify")))
-    key = hashlib.sha256(json.dumps(material, default=str).encode()).hexdigest()
+    key = _CONNS.key(*material)
     loop = asyncio.get_running_loop()
     conn = _CONNS.get(key)
     if conn is not None and conn.loop is loop and not conn.client.is_closed:
-        _CONNS.move_to_end(key)
         return conn
     limits = httpx.Limits(max_connections=20, max_keepalive_connections=5)
     http_timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
@@ -272,12 +267,7 @@ def _conn(config: dict[str, Any]) -> _Conn:
         transport = httpx.AsyncHTTPTransport(uds=sock, limits=limits, retries=0)
         client = httpx.AsyncClient(transport=transport, timeout=http_timeout, follow_redirects=False)
         conn = _Conn(client, "http://incus.socket", f"Incus on unix socket {sock}", "", "", timeout)
-    old = _CONNS.pop(key, None)
-    _CONNS[key] = conn
-    stale = [old] if old is not None else []
-    while len(_CONNS) > _MAX_CONNS:
-        stale.append(_CONNS.popitem(last=False)[1])  # the least recently used
-    for c in stale:
+    for c in _CONNS.put(key, conn):  # the one it replaces, and the least recently used
         if c.loop is loop and not c.client.is_closed:
             # closed later, so that calls still using it can finish
             loop.call_later(3700, lambda client=c.client: asyncio.ensure_future(client.aclose()))
@@ -287,9 +277,9 @@ def _conn(config: dict[str, Any]) -> _Conn:
 async def _aclose_all() -> None:
     """Close every cached client of the running loop (for tests and orderly shutdowns)."""
     loop = asyncio.get_running_loop()
-    for key, conn in list(_CONNS.items()):
+    for key, conn in _CONNS.items():
         if conn.loop is loop:
-            _CONNS.pop(key, None)
+            _CONNS.discard(key, conn)
             await conn.client.aclose()
 
 
@@ -308,10 +298,6 @@ def _cause(exc: BaseException, kind: type[BaseException]) -> Any:
     return None
 
 
-def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
-    return _cause(exc, ssl.SSLError)  # type: ignore[no-any-return]
-
-
 # OpenSSL's words for: the server does not speak TLS 1.3; the server refused our client certificate.
 _NOT_TLS13 = ("PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE", "WRONG_VERSION_NUMBER",
               "VERSION TOO LOW")  # fmt: skip
@@ -328,7 +314,7 @@ def _transport_error(conn: _Conn, exc: Exception) -> sdk.PluginError:
         return sdk.PluginError(
             f"{conn.where} did not answer within the request timeout ({conn.request_timeout:g}s)", "DEADLINE_EXCEEDED"
         )
-    err = _ssl_cause(exc)
+    err = _cause(exc, ssl.SSLError)
     text = str(err or exc)
     upper = text.upper()
     if isinstance(err, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in upper:
@@ -439,18 +425,10 @@ async def _get(conn: _Conn, path: str, what: str, params: dict[str, Any] | None 
     return data.get("metadata")
 
 
-async def _run(
-    conn: _Conn,
-    method: str,
-    path: str,
-    what: str,
-    timeout_s: int,
-    *,
-    params: dict[str, Any] | None = None,
-    body: Any = None,
-) -> dict[str, Any]:
-    """A request that starts a background operation, waited for until it ends (or ``timeout_s``)."""
-    data = await _call(conn, method, path, what, params=params, body=body)
+async def _run(conn: _Conn, method: str, path: str, what: str, timeout_s: int, **request: Any) -> dict[str, Any]:
+    """A request (``params``, ``body``: as ``_call``'s) that starts a background operation, waited for
+    until it ends (or ``timeout_s``)."""
+    data = await _call(conn, method, path, what, **request)
     if data["type"] == "sync":
         return data.get("metadata") or {}
     op = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
@@ -510,11 +488,8 @@ def _params(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 def _instance_name(config: dict[str, Any], request_id: str) -> str:
-    prefix = str(_cfg(config, "name_prefix"))
     slug = re.sub(r"[^a-z0-9]+", "-", request_id.lower()).strip("-")
-    name = f"{prefix}{slug}"
-    if not slug or len(name) > 63 or not _NAME_RE.match(name):
-        name = f"{prefix}{hashlib.sha256(request_id.encode()).hexdigest()[:24]}"
+    name = sdk.order_name(str(_cfg(config, "name_prefix")), slug, request_id, max_length=63, valid=_NAME_RE)
     return _name(name, "instance name")
 
 
@@ -532,6 +507,11 @@ def _created_at(value: Any) -> str:
     except ValueError:
         return text
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _item_state(item: dict[str, Any]) -> dict[str, Any]:
+    """The state of an instance of a listing: with recursion=2 its state, else only its status."""
+    return item["state"] if isinstance(item.get("state"), dict) else {"status": item.get("status")}
 
 
 def _status(state: Any) -> str:
@@ -566,7 +546,7 @@ def _ip(state: Any) -> str:
 def _create_body(
     config: dict[str, Any], spec: dict[str, Any], name: str, request_id: str, start: bool
 ) -> dict[str, Any]:
-    image = dict(_images(config)[spec["os"]])
+    image = dict(PRICING.images(config)[spec["os"]])
     source: dict[str, Any] = {"type": "image"}
     if image.get("fingerprint"):
         source["fingerprint"] = image["fingerprint"]
@@ -677,20 +657,18 @@ async def _has_extension(conn: _Conn, extension: str) -> bool:
     return isinstance(extensions, list) and extension in extensions
 
 
+async def _put_state(conn: _Conn, config: dict[str, Any], name: str, body: dict[str, Any], what: str) -> None:
+    """Ask Incus to start, stop or restart instance ``name`` and wait for it (operation_timeout_seconds)."""
+    timeout_s = int(_cfg(config, "operation_timeout_seconds"))
+    await _run(conn, "PUT", _inst_path(name, "/state"), what, timeout_s, params=_params(config), body=body)
+
+
 async def _start_new(conn: _Conn, config: dict[str, Any], name: str, timeout_s: int) -> None:
     """Start an instance that was created stopped, as the official clients do on servers without the
     ``instance_create_start`` extension (LXD 5.0 ignores ``"start": true`` there). Another attempt
     of the same order may start it at the same moment: its being running is success."""
     try:
-        await _run(
-            conn,
-            "PUT",
-            _inst_path(name, "/state"),
-            f"starting new instance {name!r}",
-            timeout_s,
-            params=_params(config),
-            body={"action": "start"},
-        )
+        await _put_state(conn, config, name, {"action": "start"}, f"starting new instance {name!r}")
     except sdk.PluginError as exc:
         if exc.code != "FAILED_PRECONDITION":
             raise
@@ -724,10 +702,8 @@ async def create_instance(config, spec):
     """Open the instance named after ``request_id``; a second call for the same request (a retry, or
     a concurrent attempt whose POST lost the race) returns the instance the first one opened, as
     docs/plugins.md section 10 asks, once that one's create operation has finished."""
-    request_id = str(spec.get("request_id") or "").strip()
-    if not request_id:
-        raise sdk.InvalidArgument("create_instance needs spec['request_id'] (the host sets it)")
-    spec = _check_spec(config, spec)
+    request_id = sdk.order_request_id(spec)
+    spec = PRICING.check_spec(config, spec)
     name = _instance_name(config, request_id)
     timeout_s = int(_cfg(config, "operation_timeout_seconds"))
     conn = _conn(config)
@@ -735,7 +711,7 @@ async def create_instance(config, spec):
     existing = await _instance_or_none(conn, config, name)
     if existing is None:
         params = _params(config)
-        target = str(_regions(config).get(spec["region"], {}).get("target") or "")
+        target = str(PRICING.regions(config).get(spec["region"], {}).get("target") or "")
         if target:
             params["target"] = target
         start_in_post = bool(_cfg(config, "start_on_create")) and await _has_extension(conn, "instance_create_start")
@@ -789,13 +765,7 @@ async def _described(conn: _Conn, config: dict[str, Any], name: str) -> tuple[di
     item = await _get(conn, _inst_path(name), f"instance {name!r}", _params(config, recursion=1))
     item = item if isinstance(item, dict) else {}
     state = item["state"] if isinstance(item.get("state"), dict) else await _state(conn, config, name)
-    result = {
-        "instance_id": name,
-        "status": _status(state),
-        "ip_address": _ip(state),
-        "created_at": _created_at(item.get("created_at")),
-    }
-    return result, item
+    return sdk.instance_result(name, _status(state), _ip(state), _created_at(item.get("created_at"))), item
 
 
 def _never_started(item: dict[str, Any]) -> bool:
@@ -819,9 +789,7 @@ async def find_instance(config, request_id):
     (its image still being fetched) is waited for first, up to operation_timeout_seconds (other
     operations, such as an admin's stop, are not); if it is still running then, the answer is
     UNAVAILABLE (ask again later), never None."""
-    request_id = str(request_id or "").strip()
-    if not request_id:
-        raise sdk.InvalidArgument("find_instance needs the order's request_id")
+    request_id = sdk.find_request_id(request_id)
     name = _instance_name(config, request_id)
     timeout_s = int(_cfg(config, "operation_timeout_seconds"))
     conn = _conn(config)
@@ -846,7 +814,7 @@ async def find_instance(config, request_id):
 async def get_instance_status(config, instance_id):
     name = _name(instance_id, "instance_id")
     state = await _state(_conn(config), config, name)
-    return {"instance_id": name, "status": _status(state), "ip_address": _ip(state)}
+    return sdk.instance_result(name, _status(state), _ip(state))
 
 
 async def sync_upstream_instances(config):
@@ -856,17 +824,10 @@ async def sync_upstream_instances(config):
         raise sdk.FailedPrecondition(f"{conn.where} answered the instance list with {type(items).__name__}")
     out = []
     for item in items:
-        if not isinstance(item, dict) or not item.get("name"):
-            continue
-        state = item.get("state") if isinstance(item.get("state"), dict) else {"status": item.get("status")}
-        out.append(
-            {
-                "instance_id": str(item["name"]),
-                "status": _status(state),
-                "ip_address": _ip(state),
-                "created_at": _created_at(item.get("created_at")),
-            }
-        )
+        if isinstance(item, dict) and item.get("name"):
+            state = _item_state(item)
+            created_at = _created_at(item.get("created_at"))
+            out.append(sdk.instance_result(str(item["name"]), _status(state), _ip(state), created_at))
     return out
 
 
@@ -935,7 +896,7 @@ async def health_check(config):
 
 
 def _summary(item: dict[str, Any]) -> dict[str, Any]:
-    state = item.get("state") if isinstance(item.get("state"), dict) else {"status": item.get("status")}
+    state = _item_state(item)
     cfg = item.get("expanded_config") or item.get("config") or {}
     devices = item.get("expanded_devices") or item.get("devices") or {}
     root = devices.get("root") or {}
@@ -966,22 +927,20 @@ async def admin_server_info(config):
 
 
 async def admin_instance(config):
-    name = _name(config.get("name") or config.get("instance_id"))
+    name = sdk.action_target(config, _name)
     conn = _conn(config)
     item = await _get(conn, _inst_path(name), f"instance {name!r}", _params(config, recursion=1))
     return _summary(item if isinstance(item, dict) else {})
 
 
 async def _change_state(config: dict[str, Any], action: str) -> dict[str, Any]:
-    name = _name(config.get("name") or config.get("instance_id"))
+    name = sdk.action_target(config, _name)
     conn = _conn(config)
     body: dict[str, Any] = {"action": action}
     if action in ("stop", "restart"):
         body["force"] = bool(config.get("force", False))
         body["timeout"] = int(config.get("timeout", 30))
-    timeout_s = int(_cfg(config, "operation_timeout_seconds"))
-    what = f"{action} of instance {name!r}"
-    await _run(conn, "PUT", _inst_path(name, "/state"), what, timeout_s, params=_params(config), body=body)
+    await _put_state(conn, config, name, body, f"{action} of instance {name!r}")
     state = await _state(conn, config, name)
     return {"name": name, "action": action, "status": _status(state), "ip_address": _ip(state)}
 
@@ -1003,16 +962,14 @@ async def admin_restart(config):
 
 async def admin_delete(config):
     """Delete an instance: args ``{"name": "...", "force": false}``; force stops a running one first."""
-    name = _name(config.get("name") or config.get("instance_id"))
+    name = sdk.action_target(config, _name)
     conn = _conn(config)
     timeout_s = int(_cfg(config, "operation_timeout_seconds"))
     state = await _state(conn, config, name)
     if _status(state) != "stopped":
         if not config.get("force"):
             raise sdk.FailedPrecondition(f'instance {name!r} is {_status(state)}; stop it first or pass "force": true')
-        stop = {"action": "stop", "force": True}
-        what = f"stop of instance {name!r}"
-        await _run(conn, "PUT", _inst_path(name, "/state"), what, timeout_s, params=_params(config), body=stop)
+        await _put_state(conn, config, name, {"action": "stop", "force": True}, f"stop of instance {name!r}")
     await _run(conn, "DELETE", _inst_path(name), f"deleting instance {name!r}", timeout_s, params=_params(config))
     return {"name": name, "action": "delete", "status": "deleted"}
 
@@ -1025,44 +982,36 @@ _ROW_ACTIONS = {
     "frozen": (("admin_stop", "Stop"),),
     "error": (("admin_start", "Start"), ("admin_stop", "Stop")),
 }
-_PAGE_SCRIPT = """<script>
-document.querySelectorAll("button[data-action]").forEach(function (b) {
-  rustbill.bind(b, b.dataset.action, {name: b.dataset.name}, "action-out");
-});
-rustbill.bind("delete", "admin_delete", function (f) {
+_FORM_JS = """rustbill.bind("delete", "admin_delete", function (f) {
   var name = f.elements.instance.value.trim();
   return name ? {name: name, force: f.elements.force.checked} : false;
 }, "delete-out");
-</script>"""
+"""
 
 
 async def admin_page(config):
     e = html.escape
+    where = str(_cfg(config, "url") or _cfg(config, "socket_path"))
     try:
         server = await admin_server_info(config)
         instances = await admin_list_instances(config)
-        error = ""
     except sdk.PluginError as exc:
-        server, instances, error = {}, [], exc.message
-    where = server.get("endpoint") or str(_cfg(config, "url") or _cfg(config, "socket_path"))
-    if error:
-        parts = [f'<p class="error"><strong>Cannot reach Incus:</strong> {e(error)}</p>']
+        parts = [sdk.unreachable("Incus", exc.message)]
     else:
+        where = server.get("endpoint") or where
         headers = ("Name", "Type", "Status", "Addresses", "CPU", "Memory", "Root disk", "Created", "RustBill request")
-        table = sdk.item_table(headers, instances, lambda i: (
+        table = sdk.item_list(headers, instances, lambda i: (
             i["name"], i["type"], i["status"], ", ".join(i["addresses"]), i["limits_cpu"], i["limits_memory"],
             i["root_size"], i["created_at"], i["request_id"],
-        ), _ROW_ACTIONS)  # fmt: skip
+        ), _ROW_ACTIONS, "instance")  # fmt: skip
+        force = '<label><input type="checkbox" name="force"> stop it first if it runs</label> '
+        delete = sdk.confirm_form("delete", "Delete an instance", "instance", "Instance name (type it to confirm)",
+                                  force, "Delete")  # fmt: skip
         parts = [
             f"<p>{e(server.get('server') or 'incus')} {e(server.get('server_version'))} on "
             f"{e(server.get('server_name'))}, REST API {e(server.get('api_version'))}, auth "
             f"{e(server.get('auth'))}, project <code>{e(server.get('project'))}</code></p>",
-            f"{table}<p>{len(instances)} instance(s). Reload the page to see new states.</p>"
-            '<pre id="action-out"></pre>'
-            "<h2>Delete an instance</h2>"
-            '<form id="delete"><input name="instance" placeholder="Instance name (type it to confirm)" required>'
-            '<label><input type="checkbox" name="force"> stop it first if it runs</label> '
-            '<button type="submit">Delete</button></form><pre id="delete-out"></pre>',
+            table + delete,
         ]
     parts.append(
         '<p>Actions (CallPluginAction, args_json <code>{"name": "…"}</code>): <code>admin_start</code>, '
@@ -1070,5 +1019,6 @@ async def admin_page(config):
         "<code>admin_delete</code> (<code>force</code> stops a running instance first), "
         "<code>admin_instance</code>, <code>admin_list_instances</code>, <code>admin_server_info</code>.</p>"
     )
-    page = sdk.admin_html("Incus", f"Incus — {where}", parts, sdk.admin_bridge_script() + _PAGE_SCRIPT)
+    scripts = f"{sdk.admin_bridge_script()}<script>\n{sdk.ITEM_LIST_JS}{_FORM_JS}</script>"
+    page = sdk.admin_html("Incus", f"Incus — {where}", parts, scripts)
     return {"title": "Incus", "html": page}

@@ -32,14 +32,12 @@ from __future__ import annotations
 import atexit
 import hashlib
 import html
-import json
 import math
 import re
 import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -66,7 +64,6 @@ PLUGIN_TYPE = "first_party_provider"
 log = sdk.logger(__name__)
 
 # libvirt's stable error codes (virerror.h), so that the plugin can name them without libvirt.
-ERR_INTERNAL_ERROR = 1
 ERR_NO_SUPPORT = 3
 ERR_NO_CONNECT = 5
 ERR_INVALID_CONN = 6
@@ -83,7 +80,6 @@ ERR_NO_NETWORK = 43
 ERR_AUTH_FAILED = 45
 ERR_NO_STORAGE_POOL = 49
 ERR_NO_STORAGE_VOL = 50
-ERR_OPERATION_INVALID = 55
 ERR_CONFIG_UNSUPPORTED = 67
 ERR_OPERATION_TIMEOUT = 68
 ERR_AUTH_CANCELLED = 79
@@ -91,8 +87,9 @@ ERR_NO_DOMAIN_METADATA = 80
 ERR_OPERATION_UNSUPPORTED = 84
 ERR_AGENT_UNRESPONSIVE = 86
 ERR_ACCESS_DENIED = 88
-ERR_STORAGE_VOL_EXIST = 90
 ERR_AUTH_UNAVAILABLE = 94
+_DENIED = (ERR_AUTH_FAILED, ERR_AUTH_CANCELLED, ERR_AUTH_UNAVAILABLE, ERR_ACCESS_DENIED, ERR_OPERATION_DENIED)
+_UNSUPPORTED = (ERR_NO_SUPPORT, ERR_OPERATION_UNSUPPORTED)
 
 # virDomainState -> the status RustBill shows
 STATUS = {
@@ -251,21 +248,7 @@ class _Entry:
         return f"libvirt at {self.uri}"
 
 
-class _Opening:
-    """An open in progress (in a thread of its own, so that a caller can stop waiting for it)."""
-
-    __slots__ = ("done", "entry", "error")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.entry: _Entry | None = None
-        self.error: tuple[str, str] | None = None  # (code, message): a fresh PluginError per waiter
-
-
-_LOCK = threading.Lock()
-_CONNS: OrderedDict[str, _Entry] = OrderedDict()
-_OPENING: dict[str, _Opening] = {}
-_MAX_CONNS = 16
+_CONNS: sdk.Connections[_Entry] = sdk.Connections(16, name="libvirt")
 _NAME_LOCKS = [threading.Lock() for _ in range(64)]
 
 
@@ -287,12 +270,6 @@ def _alive(conn: Any) -> bool:
         return bool(conn.isAlive())
     except Exception:
         return False
-
-
-def _drop(entry: _Entry) -> None:
-    with _LOCK:
-        if _CONNS.get(entry.key) is entry:
-            _CONNS.pop(entry.key, None)
 
 
 def _ensure_event_loop(lv: Any) -> None:
@@ -330,18 +307,17 @@ _TRANSPORT = (
 )
 
 
-def _open_error(uri: str, exc: Any, username: str, missing: list[str]) -> tuple[str, str]:
+def _open_error(uri: str, exc: Any, username: str, missing: list[str]) -> sdk.PluginError:
     code = exc.get_error_code()
     msg = exc.get_error_message() or str(exc)
     if missing:
-        return (
-            "FAILED_PRECONDITION",
+        return sdk.FailedPrecondition(
             f"libvirt at {uri} asks for a {' and a '.join(dict.fromkeys(missing))} but the interface has none; "
-            "set username and password in its configuration",
+            "set username and password in its configuration"
         )
-    if code in (ERR_AUTH_FAILED, ERR_AUTH_CANCELLED, ERR_AUTH_UNAVAILABLE, ERR_ACCESS_DENIED, ERR_OPERATION_DENIED):
+    if code in _DENIED:
         who = f" (user {username!r})" if username else ""
-        return "PERMISSION_DENIED", f"libvirt at {uri} refused the connection{who}: {msg}"
+        return sdk.PermissionDenied(f"libvirt at {uri} refused the connection{who}: {msg}")
     low = msg.lower()
     if code in (ERR_SYSTEM_ERROR, ERR_RPC, ERR_NO_CONNECT, ERR_INVALID_CONN) or any(s in low for s in _TRANSPORT):
         hint = ""
@@ -351,11 +327,12 @@ def _open_error(uri: str, exc: Any, username: str, missing: list[str]) -> tuple[
             hint = " (is libvirtd or virtqemud running on that machine?)"
         elif "too large" in low or "unexpected" in low:
             hint = " (the peer does not speak the libvirt RPC protocol; is this a libvirt daemon port?)"
-        return "UNAVAILABLE", f"cannot reach libvirt at {uri}: {msg}{hint}"
-    return "FAILED_PRECONDITION", f"cannot open libvirt at {uri}: {msg}"
+        return sdk.Unavailable(f"cannot reach libvirt at {uri}: {msg}{hint}")
+    return sdk.FailedPrecondition(f"cannot open libvirt at {uri}: {msg}")
 
 
-def _open_worker(key: str, op: _Opening, config: dict[str, Any], uri: str) -> None:
+def _open(config: dict[str, Any], uri: str, key: str) -> _Entry:
+    """Open the connection (in a thread of the cache's): the config's credentials, then keepalive."""
     lv = libvirt
     username = str(_cfg(config, "username") or "")
     password = str(_cfg(config, "password") or "")
@@ -382,29 +359,17 @@ def _open_worker(key: str, op: _Opening, config: dict[str, Any], uri: str) -> No
         kinds = [_CRED_USERNAME, _CRED_AUTHNAME, _CRED_PASSPHRASE, _CRED_NOECHOPROMPT]
         conn = lv.openAuth(uri, [kinds, credentials, None], 0)
     except Exception as exc:
-        if lv is not None and isinstance(exc, lv.libvirtError):
-            op.error = _open_error(uri, exc, username, missing)
-        else:
-            op.error = ("INTERNAL", f"opening libvirt at {uri} failed: {type(exc).__name__}: {exc}")
-        with _LOCK:
-            _OPENING.pop(key, None)
-        op.done.set()
-        return
+        if isinstance(exc, lv.libvirtError):
+            raise _open_error(uri, exc, username, missing) from None
+        raise sdk.PluginError(f"opening libvirt at {uri} failed: {type(exc).__name__}: {exc}", "INTERNAL") from None
     interval = int(_cfg(config, "keepalive_interval_seconds"))
     if interval > 0 and not _is_test_driver(uri):
         try:
             conn.setKeepAlive(interval, int(_cfg(config, "keepalive_count")))
         except Exception as exc:  # not supported by this driver: calls are then bounded by the host's timeouts
             log.debug("keepalive not enabled on %s: %s", uri, exc)
-    entry = _Entry(conn, key, uri)
-    with _LOCK:
-        _OPENING.pop(key, None)
-        _CONNS[key] = entry
-        while len(_CONNS) > _MAX_CONNS:
-            _CONNS.popitem(last=False)  # dropped, closed by libvirt when the last user lets go
-    op.entry = entry
-    op.done.set()
     log.info("opened %s", uri)
+    return _Entry(conn, key, uri)  # cached; past 16, the least recently used is closed by libvirt once unused
 
 
 def _connect(config: dict[str, Any]) -> _Entry:
@@ -412,40 +377,27 @@ def _connect(config: dict[str, Any]) -> _Entry:
     _lv()
     uri = _uri(config)
     password = str(_cfg(config, "password") or "")
-    material = [uri, str(_cfg(config, "username") or ""), hashlib.sha256(password.encode()).hexdigest()]
-    key = hashlib.sha256(json.dumps(material).encode()).hexdigest()
+    key = _CONNS.key(uri, str(_cfg(config, "username") or ""), hashlib.sha256(password.encode()).hexdigest())
     timeout = float(_cfg(config, "connect_timeout_seconds"))
-    with _LOCK:
-        entry = _CONNS.get(key)
-        if entry is not None:
-            if _alive(entry.conn):
-                _CONNS.move_to_end(key)
-                return entry
-            _CONNS.pop(key, None)
-            log.warning("connection to %s was closed; reopening", uri)
-        op = _OPENING.get(key)
-        if op is None:
-            op = _OPENING[key] = _Opening()
-            threading.Thread(
-                target=_open_worker, args=(key, op, dict(config), uri), name="libvirt-open", daemon=True
-            ).start()
-    if not op.done.wait(timeout):
-        raise sdk.Unavailable(
+
+    def usable(entry: _Entry) -> bool:
+        if _alive(entry.conn):
+            return True
+        log.warning("connection to %s was closed; reopening", uri)
+        return False
+
+    def too_slow() -> sdk.PluginError:
+        return sdk.Unavailable(
             f"libvirt at {uri} did not complete the connection within {timeout:g}s (connect_timeout_seconds); "
             "is the host reachable and its libvirt daemon answering?"
         )
-    if op.error is not None:
-        raise sdk.PluginError(op.error[1], op.error[0])
-    assert op.entry is not None
-    return op.entry
+
+    return _CONNS.open(key, lambda: _open(dict(config), uri, key), timeout=timeout, too_slow=too_slow, usable=usable)
 
 
 def _close_all() -> None:
     """Forget every cached connection (tests; libvirt closes them when unused)."""
-    with _LOCK:
-        entries = list(_CONNS.values())
-        _CONNS.clear()
-    for e in entries:
+    for e in _CONNS.clear():
         try:
             e.conn.close()
         except Exception:
@@ -463,7 +415,7 @@ def _err(exc: Any, what: str, entry: _Entry | None, *, uncertain: bool = False) 
     lost = entry is not None and not _alive(entry.conn)
     if lost or code in (ERR_RPC, ERR_INVALID_CONN):
         if entry is not None:
-            _drop(entry)
+            _CONNS.discard(entry.key, entry)
         where = entry.where if entry is not None else "libvirt"
         if uncertain:
             return sdk.PluginError(
@@ -476,13 +428,13 @@ def _err(exc: Any, what: str, entry: _Entry | None, *, uncertain: bool = False) 
         return sdk.NotFound(f"{what}: {msg}")
     if code in (ERR_NO_STORAGE_POOL, ERR_NO_STORAGE_VOL, ERR_NO_NETWORK):
         return sdk.FailedPrecondition(f"{what}: {msg} (check the interface's storage_pool, network and images)")
-    if code in (ERR_AUTH_FAILED, ERR_AUTH_CANCELLED, ERR_AUTH_UNAVAILABLE, ERR_ACCESS_DENIED, ERR_OPERATION_DENIED):
+    if code in _DENIED:
         return sdk.PermissionDenied(f"{what}: libvirt denied it: {msg}")
     if code in (ERR_OPERATION_TIMEOUT, ERR_AGENT_UNRESPONSIVE):
         return sdk.PluginError(f"{what}: {msg}", "DEADLINE_EXCEEDED")
     if code in (ERR_XML_ERROR, ERR_XML_DETAIL, ERR_CONFIG_UNSUPPORTED, ERR_INVALID_ARG):
         return sdk.InvalidArgument(f"{what}: libvirt refused it as invalid: {msg}")
-    if code in (ERR_NO_SUPPORT, ERR_OPERATION_UNSUPPORTED):
+    if code in _UNSUPPORTED:
         return sdk.FailedPrecondition(f"{what}: not supported by this libvirt driver ({msg})")
     return sdk.FailedPrecondition(f"{what}: {msg}")
 
@@ -505,6 +457,16 @@ def _code(exc: BaseException) -> int | None:
     return get() if callable(get) else None
 
 
+def _or_none(absent: int | tuple[int, ...], call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)``, or None when libvirt answers with the error code ``absent`` (or one of them)."""
+    try:
+        return call(*args)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in (absent if isinstance(absent, tuple) else (absent,)):
+            return None
+        raise
+
+
 # ---------------------------------------------------------------- domains
 
 
@@ -516,22 +478,27 @@ def _domain_arg(value: Any, what: str = "name") -> str:
 
 
 def _domain_name(config: dict[str, Any], request_id: str) -> str:
-    prefix = str(_cfg(config, "name_prefix"))
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", request_id).strip("-.").lower()
-    name = f"{prefix}{slug}"
-    if not slug or len(name) > 64:
-        name = f"{prefix}{hashlib.sha256(request_id.encode()).hexdigest()[:24]}"
+    name = sdk.order_name(str(_cfg(config, "name_prefix")), slug, request_id, max_length=64)
     return _domain_arg(name, "domain name")
+
+
+def _order(config: dict[str, Any], request_id: str) -> tuple[str, str, _Entry, threading.Lock]:
+    """The domain name and UUID of an order, the connection, and the lock that keeps this process's
+    attempts of the same order apart."""
+    name = _domain_name(config, request_id)
+    dom_uuid = str(uuid.uuid5(_UUID_NS, request_id))
+    entry = _connect(config)
+    lock = _NAME_LOCKS[int(hashlib.sha256(f"{entry.key}/{name}".encode()).hexdigest(), 16) % len(_NAME_LOCKS)]
+    return name, dom_uuid, entry, lock
 
 
 def _lookup(entry: _Entry, name: str) -> Any:
     with _calls(entry, f"domain {name!r}"):
-        try:
-            return entry.conn.lookupByName(name)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == ERR_NO_DOMAIN:
-                raise sdk.NotFound(f"domain {name!r} does not exist at {entry.where}") from None
-            raise
+        dom = _or_none(ERR_NO_DOMAIN, entry.conn.lookupByName, name)
+    if dom is None:
+        raise sdk.NotFound(f"domain {name!r} does not exist at {entry.where}")
+    return dom
 
 
 def _meta(dom: Any) -> dict[str, str]:
@@ -612,12 +579,7 @@ def _summary(
 
 
 def _instance(summary: dict[str, Any]) -> dict[str, str]:
-    return {
-        "instance_id": summary["name"],
-        "status": summary["status"],
-        "ip_address": summary["ip_address"],
-        "created_at": summary["created_at"],
-    }
+    return sdk.instance_result(summary["name"], summary["status"], summary["ip_address"], summary["created_at"])
 
 
 def _list(entry: _Entry, config: dict[str, Any], *, full: bool = False) -> list[dict[str, Any]]:
@@ -679,33 +641,25 @@ def _vol_xml(name: str, capacity: int, fmt: str, backing: tuple[str, str] | None
 
 def _pool(entry: _Entry, name: str) -> Any:
     with _calls(entry, f"storage pool {name!r}"):
-        try:
-            pool = entry.conn.storagePoolLookupByName(name)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == ERR_NO_STORAGE_POOL:
-                raise sdk.FailedPrecondition(
-                    f"storage pool {name!r} does not exist at {entry.where} (check storage_pool and images)"
-                ) from None
-            raise
+        pool = _or_none(ERR_NO_STORAGE_POOL, entry.conn.storagePoolLookupByName, name)
+        if pool is None:
+            raise sdk.FailedPrecondition(
+                f"storage pool {name!r} does not exist at {entry.where} (check storage_pool and images)"
+            )
         if not pool.isActive():
             raise sdk.FailedPrecondition(f"storage pool {name!r} at {entry.where} is not active (virsh pool-start)")
     return pool
 
 
 def _vol_or_none(pool: Any, name: str) -> Any:
-    try:
-        return pool.storageVolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == ERR_NO_STORAGE_VOL:
-            return None
-        raise
+    return _or_none(ERR_NO_STORAGE_VOL, pool.storageVolLookupByName, name)
 
 
 def _root_volume(
     entry: _Entry, config: dict[str, Any], spec: dict[str, Any], name: str
-) -> tuple[Any, tuple[str, str, str], bool]:
-    """The root volume of the domain ``name`` (made now, or found from an earlier attempt), its
-    (pool, name, format) and whether this call made it."""
+) -> tuple[Any, tuple[str, str, str]]:
+    """The root volume of the domain ``name`` (made now, or found from an earlier attempt) and its
+    (pool, name, format)."""
     pool_name = str(_cfg(config, "storage_pool"))
     image = PRICING.images(config).get(spec["os"]) if spec["os"] else None
     mode = str((image or {}).get("mode") or "overlay")
@@ -717,7 +671,7 @@ def _root_volume(
     with _calls(entry, what):
         found = _vol_or_none(pool, vol_name)
         if found is not None:
-            return found, (pool_name, vol_name, _vol_format(found, fmt)), False  # a retry: it exists already
+            return found, (pool_name, vol_name, _vol_format(found, fmt))  # a retry: it exists already
         base = None
         if image:
             base_pool_name = str(image.get("pool") or pool_name)
@@ -747,7 +701,7 @@ def _root_volume(
             if _alive(entry.conn):
                 again = _vol_or_none(pool, vol_name)
                 if again is not None:  # a concurrent attempt of the same order made it
-                    return again, (pool_name, vol_name, _vol_format(again, fmt)), False
+                    return again, (pool_name, vol_name, _vol_format(again, fmt))
                 low = (exc.get_error_message() or "").lower()
                 if "space" in low:
                     available = int(pool.info()[3])
@@ -761,12 +715,12 @@ def _root_volume(
             try:
                 vol.resize(capacity, 0)
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() not in (ERR_NO_SUPPORT, ERR_OPERATION_UNSUPPORTED):
+                if exc.get_error_code() not in _UNSUPPORTED:
                     if _alive(entry.conn):
                         vol.delete(0)  # a definite failure: the order's volume goes again
                     raise
         ref = (pool_name, vol_name, _vol_format(vol, fmt))
-    return vol, ref, True
+    return vol, ref
 
 
 def _domain_xml(
@@ -841,17 +795,11 @@ def _find_order(entry: _Entry, name: str, dom_uuid: str, request_id: str) -> Any
     """The domain an earlier attempt of this order made (by name, else by UUID), or None. A domain of
     that name made for anything else is refused."""
     with _calls(entry, f"looking up domain {name!r}"):
-        try:
-            dom = entry.conn.lookupByName(name)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != ERR_NO_DOMAIN:
-                raise
-            try:
-                dom = entry.conn.lookupByUUIDString(dom_uuid)
-            except libvirt.libvirtError as exc2:
-                if exc2.get_error_code() != ERR_NO_DOMAIN:
-                    raise
-                return None
+        dom = _or_none(ERR_NO_DOMAIN, entry.conn.lookupByName, name)
+        if dom is None:
+            dom = _or_none(ERR_NO_DOMAIN, entry.conn.lookupByUUIDString, dom_uuid)
+        if dom is None:
+            return None
         owner = _meta(dom).get("request_id", "")
     if owner != request_id:
         raise sdk.AlreadyExists(
@@ -888,14 +836,9 @@ def _remove_made(entry: _Entry, dom: Any, vol: Any, name: str) -> None:
 
 
 def create_instance(config, spec):
-    request_id = str(spec.get("request_id") or "").strip() if isinstance(spec, dict) else ""
-    if not request_id:
-        raise sdk.InvalidArgument("create_instance needs spec['request_id'] (the host sets it)")
+    request_id = sdk.order_request_id(spec)
     spec = PRICING.check_spec(config, spec)
-    name = _domain_name(config, request_id)
-    dom_uuid = str(uuid.uuid5(_UUID_NS, request_id))
-    entry = _connect(config)
-    lock = _NAME_LOCKS[int(hashlib.sha256(f"{entry.key}/{name}".encode()).hexdigest(), 16) % len(_NAME_LOCKS)]
+    name, dom_uuid, entry, lock = _order(config, request_id)
     with lock:
         dom = _find_order(entry, name, dom_uuid, request_id)
         made_dom = made_vol = None
@@ -904,7 +847,7 @@ def create_instance(config, spec):
         else:
             # the volume is this order's (its name comes from the request id), made now or by an earlier
             # attempt that ended before the domain was defined: a definite failure below removes it
-            made_vol, vol_ref, _made_now = _root_volume(entry, config, spec, name)
+            made_vol, vol_ref = _root_volume(entry, config, spec, name)
             created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             xml = _domain_xml(config, spec, name, dom_uuid, request_id, vol_ref, created_at)
             try:
@@ -920,11 +863,7 @@ def create_instance(config, spec):
                     else:
                         made_dom = dom
                     if _cfg(config, "autostart"):
-                        try:
-                            dom.setAutostart(1)
-                        except libvirt.libvirtError as exc:
-                            if exc.get_error_code() not in (ERR_NO_SUPPORT, ERR_OPERATION_UNSUPPORTED):
-                                raise
+                        _or_none(_UNSUPPORTED, dom.setAutostart, 1)
             except sdk.PluginError as exc:
                 if exc.code != "DEADLINE_EXCEEDED":  # a definite failure: nothing half-made stays
                     _remove_made(entry, made_dom, made_vol, name)
@@ -948,15 +887,6 @@ def create_instance(config, spec):
     return _instance(summary)
 
 
-def _lookup_or_none(entry: _Entry, how: str, key: str) -> Any:
-    try:
-        return getattr(entry.conn, how)(key)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == ERR_NO_DOMAIN:
-            return None
-        raise
-
-
 def _remove_leftover_volume(entry: _Entry, config: dict[str, Any], name: str) -> None:
     """An attempt that died after making the order's root volume but before defining the domain left
     the volume behind; the order is given up, so the volume goes (best effort; logged)."""
@@ -975,19 +905,14 @@ def _remove_leftover_volume(entry: _Entry, config: dict[str, Any], name: str) ->
 def find_instance(config, request_id):
     """The domain an order (``request_id``) made — by name, else by UUID, with the request id in its
     metadata — or None when there is none (a root volume it left behind without a domain is removed)."""
-    request_id = str(request_id or "").strip()
-    if not request_id:
-        raise sdk.InvalidArgument("find_instance needs the order's request_id")
-    name = _domain_name(config, request_id)
-    dom_uuid = str(uuid.uuid5(_UUID_NS, request_id))
-    entry = _connect(config)
-    lock = _NAME_LOCKS[int(hashlib.sha256(f"{entry.key}/{name}".encode()).hexdigest(), 16) % len(_NAME_LOCKS)]
+    request_id = sdk.find_request_id(request_id)
+    name, dom_uuid, entry, lock = _order(config, request_id)
     with lock:
         with _calls(entry, f"looking up the domain of order {request_id!r}"):
-            by_name = _lookup_or_none(entry, "lookupByName", name)
+            by_name = _or_none(ERR_NO_DOMAIN, entry.conn.lookupByName, name)
             dom = by_name if by_name is not None and _meta(by_name).get("request_id", "") == request_id else None
             if dom is None:
-                by_uuid = _lookup_or_none(entry, "lookupByUUIDString", dom_uuid)  # renamed since
+                by_uuid = _or_none(ERR_NO_DOMAIN, entry.conn.lookupByUUIDString, dom_uuid)  # renamed since
                 if by_uuid is not None and _meta(by_uuid).get("request_id", "") == request_id:
                     dom = by_uuid
         if dom is None:
@@ -1060,30 +985,39 @@ def _guest_types(entry: _Entry) -> list[tuple[str, str]]:
     return out
 
 
+# What _active looks up: (lookup, list, plural, the virsh command that starts one).
+_KINDS = {
+    "storage pool": ("storagePoolLookupByName", "listAllStoragePools", "pools", "virsh pool-start"),
+    "network": ("networkLookupByName", "listAllNetworks", "networks", "virsh net-start"),
+}
+
+
+def _active(entry: _Entry, kind: str, names: list[str], absent: int, problems: list[str]) -> dict[str, Any]:
+    """The storage pools or networks (``kind``) of these names that exist and are active; what is
+    missing or inactive goes to ``problems``."""
+    lookup, list_all, plural, start = _KINDS[kind]
+    found = {}
+    for name in dict.fromkeys(names):
+        with _calls(entry, f"{kind} {name!r}"):
+            obj = _or_none(absent, getattr(entry.conn, lookup), name)
+            if obj is None:
+                known = sorted(o.name() for o in getattr(entry.conn, list_all)(0))
+                listed = f"{plural}: {', '.join(known)}" if known else f"no {plural}"
+                problems.append(f"{kind} {name!r} does not exist ({listed})")
+            elif not obj.isActive():
+                problems.append(f"{kind} {name!r} is not active ({start} {name})")
+            else:
+                found[name] = obj
+    return found
+
+
 def _problems(entry: _Entry, config: dict[str, Any]) -> list[str]:
     """What in the interface's configuration the host does not have."""
-    problems = []
-    conn = entry.conn
-    pools: dict[str, Any] = {}
+    problems: list[str] = []
     pool_names = [str(_cfg(config, "storage_pool"))] + [
         str(i.get("pool")) for i in PRICING.images(config).values() if isinstance(i, dict) and i.get("pool")
     ]
-    for name in dict.fromkeys(pool_names):
-        with _calls(entry, f"storage pool {name!r}"):
-            try:
-                pool = conn.storagePoolLookupByName(name)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() != ERR_NO_STORAGE_POOL:
-                    raise
-                known = sorted(p.name() for p in conn.listAllStoragePools(0))
-                problems.append(
-                    f"storage pool {name!r} does not exist ({'pools: ' + ', '.join(known) if known else 'no pools'})"
-                )
-                continue
-            if not pool.isActive():
-                problems.append(f"storage pool {name!r} is not active (virsh pool-start {name})")
-                continue
-            pools[name] = pool
+    pools = _active(entry, "storage pool", pool_names, ERR_NO_STORAGE_POOL, problems)
     for os_name, image in PRICING.images(config).items():
         pool = pools.get(str(image.get("pool") or _cfg(config, "storage_pool")))
         if pool is None:
@@ -1097,20 +1031,7 @@ def _problems(entry: _Entry, config: dict[str, Any]) -> list[str]:
     networks += [
         str(r["network"]) for r in PRICING.regions(config).values() if isinstance(r, dict) and r.get("network")
     ]
-    for name in dict.fromkeys(networks):
-        with _calls(entry, f"network {name!r}"):
-            try:
-                net = conn.networkLookupByName(name)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() != ERR_NO_NETWORK:
-                    raise
-                known = sorted(n.name() for n in conn.listAllNetworks(0))
-                problems.append(
-                    f"network {name!r} does not exist ({'networks: ' + ', '.join(known) if known else 'no networks'})"
-                )
-                continue
-            if not net.isActive():
-                problems.append(f"network {name!r} is not active (virsh net-start {name})")
+    _active(entry, "network", networks, ERR_NO_NETWORK, problems)
     arch, dtype = str(_cfg(config, "arch")), str(_cfg(config, "domain_type"))
     offered = _guest_types(entry)
     if (arch, dtype) not in offered:
@@ -1192,7 +1113,7 @@ def admin_list_domains(config):
 
 def admin_domain(config):
     """One domain in detail: ``{"name": ...}``."""
-    name = _domain_arg(config.get("name") or config.get("instance_id"))
+    name = sdk.action_target(config, _domain_arg)
     entry = _connect(config)
     return _details(entry, _lookup(entry, name), config)
 
@@ -1219,7 +1140,7 @@ def admin_list_volumes(config):
 
 
 def _act(config: dict[str, Any], action: str, fn: Callable[[Any, _Entry], dict[str, Any] | None]) -> dict[str, Any]:
-    name = _domain_arg(config.get("name") or config.get("instance_id"))
+    name = sdk.action_target(config, _domain_arg)
     entry = _connect(config)
     dom = _lookup(entry, name)
     with _calls(entry, f"{action} of domain {name!r}"):
@@ -1324,14 +1245,11 @@ def admin_delete(config):
         if delete_volumes:
             for ref in [v for v in meta.get("volumes", "").split("\n") if v]:
                 pool_name, _, vol_name = ref.partition("/")
-                try:
-                    vol = entry.conn.storagePoolLookupByName(pool_name).storageVolLookupByName(vol_name)
-                except libvirt.libvirtError as exc:
-                    if exc.get_error_code() in (ERR_NO_STORAGE_POOL, ERR_NO_STORAGE_VOL):
-                        continue
-                    raise
-                vol.delete(0)
-                deleted.append(ref)
+                pool = _or_none(ERR_NO_STORAGE_POOL, entry.conn.storagePoolLookupByName, pool_name)
+                vol = _vol_or_none(pool, vol_name) if pool is not None else None
+                if vol is not None:
+                    vol.delete(0)
+                    deleted.append(ref)
         return {"deleted_volumes": deleted}
 
     return _act(config, "delete", go)
@@ -1345,13 +1263,9 @@ _ROW_ACTIONS = {
     "stopped": (("admin_start", "Start"),),
     "crashed": (("admin_start", "Start"),),
 }
-# Row buttons run their action on their domain; the form runs a destructive action once the
-# domain's name is typed into it.
-_PAGE_SCRIPT = """<script>
-document.querySelectorAll("button[data-action]").forEach(function (b) {
-  rustbill.bind(b, b.dataset.action, {name: b.dataset.name}, "action-out");
-});
-rustbill.bind("danger", function (f) {
+# Row buttons run their action on their domain (sdk.ITEM_LIST_JS); the form runs a destructive
+# action once the domain's name is typed into it.
+_FORM_JS = """rustbill.bind("danger", function (f) {
   return f.elements.op.value === "admin_destroy" ? "admin_destroy" : "admin_delete";
 }, function (f) {
   var name = f.elements.domain.value.trim(), op = f.elements.op.value;
@@ -1359,7 +1273,7 @@ rustbill.bind("danger", function (f) {
   return op === "admin_destroy" ? {name: name}
     : {name: name, force: f.elements.force.checked, delete_volumes: op === "admin_delete"};
 }, "danger-out");
-</script>"""
+"""
 
 
 def admin_page(config):
@@ -1368,32 +1282,29 @@ def admin_page(config):
         entry = _connect(config)
         server = _server_info(entry)
         domains = _list(entry, config, full=True)
-        error = ""
     except sdk.PluginError as exc:
-        server, domains, error = {}, [], exc.message
-    if error:
-        parts = [f'<p class="error"><strong>Cannot reach libvirt:</strong> {e(error)}</p>']
+        parts = [sdk.unreachable("libvirt", exc.message)]
     else:
         headers = ("Name", "State", "vCPUs", "Memory", "IP address", "Autostart", "Persistent", "Created",
                    "RustBill request")  # fmt: skip
-        table = sdk.item_table(headers, domains, lambda d: (
+        table = sdk.item_list(headers, domains, lambda d: (
             d["name"], d["status"], d["vcpus"], f"{d['memory_mib']} MiB", d["ip_address"],
             "yes" if d.get("autostart") else "no", "yes" if d.get("persistent") else "no", d["created_at"],
             d["request_id"],
-        ), _ROW_ACTIONS)  # fmt: skip
-        parts = [
-            f"<p>{e(server['driver'])} {e(server['hypervisor_version'])} on {e(server['hostname'] or '?')} "
-            f"({e(server['host_arch'])}, {server['host_cpus']} CPUs, {server['host_memory_mib']} MiB), libvirt "
-            f"{e(server['libvirt_version'])} (client {e(server['client_libvirt_version'])})</p>",
-            f"{table}<p>{len(domains)} domain(s). Reload the page to see new states.</p>"
-            '<pre id="action-out"></pre>'
-            "<h2>Force off or delete a domain</h2>"
-            '<form id="danger"><input name="domain" placeholder="Domain name (type it to confirm)" required>'
+        ), _ROW_ACTIONS, "domain")  # fmt: skip
+        choices = (
             '<select name="op"><option value="admin_destroy">Force off (like pulling the plug)</option>'
             '<option value="admin_delete">Delete, with its volumes</option>'
             '<option value="admin_delete_keep">Delete, keep its volumes</option></select>'
             '<label><input type="checkbox" name="force"> even if running</label> '
-            '<button type="submit">Run</button></form><pre id="danger-out"></pre>',
+        )
+        danger = sdk.confirm_form("danger", "Force off or delete a domain", "domain",
+                                  "Domain name (type it to confirm)", choices, "Run")  # fmt: skip
+        parts = [
+            f"<p>{e(server['driver'])} {e(server['hypervisor_version'])} on {e(server['hostname'] or '?')} "
+            f"({e(server['host_arch'])}, {server['host_cpus']} CPUs, {server['host_memory_mib']} MiB), libvirt "
+            f"{e(server['libvirt_version'])} (client {e(server['client_libvirt_version'])})</p>",
+            table + danger,
         ]
     parts.append(
         '<p>Actions (CallPluginAction, args_json <code>{"name": "…"}</code>): <code>admin_start</code>, '
@@ -1404,5 +1315,6 @@ def admin_page(config):
         "<code>admin_server_info</code>.</p>"
     )
     heading = f"KVM — {_cfg(config, 'uri')}"
-    page = sdk.admin_html("KVM", heading, parts, sdk.admin_bridge_script() + _PAGE_SCRIPT)
+    scripts = f"{sdk.admin_bridge_script()}<script>\n{sdk.ITEM_LIST_JS}{_FORM_JS}</script>"
+    page = sdk.admin_html("KVM", heading, parts, scripts)
     return {"title": "KVM (libvirt)", "html": page}

@@ -20,3 +20,24 @@ def test_admin_html_puts_the_scripts_last_and_escapes_the_heading() -> None:
     page = sdk.admin_html("KVM", "KVM — qemu+ssh://<host>", ["<p>one</p>", "<p>two</p>"], "<script>x</script>")
     assert page.startswith('<!DOCTYPE html><html><head><meta charset="utf-8"><title>KVM</title><style>')
     assert "<h1>KVM — qemu+ssh://&lt;host&gt;</h1>\n<p>one</p>\n<p>two</p>\n<script>x</script></body></html>" in page
+
+
+def test_item_list_counts_the_items_under_the_table_and_the_script_binds_its_output() -> None:
+    items = [{"name": "a", "status": "stopped"}, {"name": "b", "status": "running"}]
+    out = sdk.item_list(("Name",), items, lambda i: (i["name"],), {"stopped": (("admin_start", "Start"),)}, "domain")
+    assert out.startswith(
+        sdk.item_table(("Name",), items, lambda i: (i["name"],), {"stopped": (("admin_start", "Start"),)})
+    )
+    assert out.endswith('<p>2 domain(s). Reload the page to see new states.</p><pre id="action-out"></pre>')
+    assert '"action-out"' in sdk.ITEM_LIST_JS and "button[data-action]" in sdk.ITEM_LIST_JS
+
+
+def test_confirm_form_asks_for_the_name_and_escapes_its_text() -> None:
+    out = sdk.confirm_form("del", "Delete <it>", "item", "Name (type it)", "<label>x</label>", "Go & delete")
+    assert out == (
+        '<h2>Delete &lt;it&gt;</h2><form id="del"><input name="item" placeholder="Name (type it)" required>'
+        '<label>x</label><button type="submit">Go &amp; delete</button></form><pre id="del-out"></pre>'
+    )
+    assert sdk.unreachable("libvirt", "no <route>") == (
+        '<p class="error"><strong>Cannot reach libvirt:</strong> no &lt;route&gt;</p>'
+    )

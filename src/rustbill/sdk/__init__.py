@@ -15,10 +15,16 @@
   seconds before the server gives up on it (plan retries and remote timeouts with it).
 - ``sdk.admin_bridge_script()`` — the ``<script>`` an ``admin_page`` includes to run its
   ``admin_*`` actions through the admin console: ``rustbill.call(function, args)`` → Promise.
-- ``sdk.admin_html(title, heading, parts, scripts)`` / ``sdk.item_table(...)`` — the frame of an admin
-  page and a table of items with per-status action buttons (``sdk/pages.py``).
+- ``sdk.admin_html(title, heading, parts, scripts)`` / ``sdk.item_table(...)`` / ``sdk.item_list(...)`` /
+  ``sdk.confirm_form(...)`` / ``sdk.unreachable(...)`` — the frame of an admin page, a table of items
+  with per-status action buttons (bound by ``sdk.ITEM_LIST_JS``), a form that asks for an item's name
+  before a destructive action, and the note of a host it cannot reach (``sdk/pages.py``).
 - ``sdk.ServerPricing`` and the schema helpers (``sdk.prop``, ``sdk.money_prop``, ...) — price rules,
   plans, regions, OS images and spec limits of a provider that sells servers (``sdk/pricing.py``).
+- ``sdk.Connections``, ``sdk.order_request_id``, ``sdk.find_request_id``, ``sdk.order_name``,
+  ``sdk.instance_result`` and ``sdk.action_target`` — the connections a provider keeps, the request id
+  of an order and the name of what it makes, one instance as the contract returns it, the target of
+  an admin action (``sdk/hosts.py``).
 - ``sdk.now()`` — the current time (UTC, aware); ``rustbill.sdk.testing`` sets it in tests.
 """
 
@@ -39,9 +45,11 @@ from ..plugins.context import CallContext, current_call
 __all__ = [
     "DECIMAL_PATTERN",
     "DEFAULT_TIMEOUT",
+    "ITEM_LIST_JS",
     "PRICING_DEFAULTS",
     "AlreadyExists",
     "CallContext",
+    "Connections",
     "DeadlineExceeded",
     "FailedPrecondition",
     "InvalidArgument",
@@ -51,13 +59,18 @@ __all__ = [
     "ServerPricing",
     "State",
     "Unavailable",
+    "action_target",
     "admin_bridge_script",
     "admin_html",
+    "confirm_form",
     "context",
     "cycle_amount",
     "decimal",
+    "find_request_id",
     "http",
     "http_sync",
+    "instance_result",
+    "item_list",
     "item_table",
     "logger",
     "map_prop",
@@ -66,11 +79,14 @@ __all__ = [
     "non_negative_decimal",
     "now",
     "object_schema",
+    "order_name",
+    "order_request_id",
     "prop",
     "region_schema",
     "setting",
     "spec_int",
     "state",
+    "unreachable",
 ]
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -352,8 +368,16 @@ def admin_bridge_script() -> str:
     return f"<script>{_ADMIN_BRIDGE_JS}</script>"
 
 
-# Last, because pricing raises the errors defined above.
-from .pages import admin_html, item_table  # noqa: E402
+# Last, because these modules raise the errors defined above.
+from .hosts import (  # noqa: E402
+    Connections,
+    action_target,
+    find_request_id,
+    instance_result,
+    order_name,
+    order_request_id,
+)
+from .pages import ITEM_LIST_JS, admin_html, confirm_form, item_list, item_table, unreachable  # noqa: E402
 from .pricing import (  # noqa: E402
     DECIMAL_PATTERN,
     PRICING_DEFAULTS,

@@ -1,12 +1,13 @@
 """The frame of an admin page that lists what a provider runs (the built-in kvm and incus pages):
-one look for every such page, and a table whose rows carry buttons for the actions that fit each
-item's status. The page still includes ``sdk.admin_bridge_script()`` and its own script itself, so
-an author sees every script the page runs."""
+one look for every such page, a table whose rows carry buttons for the actions that fit each item's
+status, and a form that runs a destructive action once the item's name is typed in. The page still
+includes ``sdk.admin_bridge_script()`` and its own script itself, so an author sees every script the
+page runs; ``ITEM_LIST_JS`` is the part of it that binds the rows' buttons."""
 
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 PAGE_STYLE = (
@@ -48,3 +49,40 @@ def item_table(
     )
     head = "".join(f"<th>{e(h)}</th>" for h in (*headers, "Actions"))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+# The lines of a page's script that make item_list's row buttons run their action on their item,
+# showing the result in item_list's <pre id="action-out">.
+ITEM_LIST_JS = """document.querySelectorAll("button[data-action]").forEach(function (b) {
+  rustbill.bind(b, b.dataset.action, {name: b.dataset.name}, "action-out");
+});
+"""
+
+
+def item_list(
+    headers: Sequence[str],
+    items: Collection[Mapping[str, Any]],
+    cells: Callable[[Mapping[str, Any]], Iterable[Any]],
+    actions: Mapping[str, Sequence[tuple[str, str]]],
+    noun: str,
+) -> str:
+    """``item_table`` with how many items (``noun``s) there are under it, then the
+    ``<pre id="action-out">`` where ``ITEM_LIST_JS`` shows what a row's button did."""
+    table = item_table(headers, items, cells, actions)
+    return f'{table}<p>{len(items)} {noun}(s). Reload the page to see new states.</p><pre id="action-out"></pre>'
+
+
+def confirm_form(form_id: str, heading: str, field: str, placeholder: str, controls: str, button: str) -> str:
+    """A section for a destructive action: ``heading`` (text), then a form ``form_id`` whose required
+    input ``field`` takes the item's name (typed in to confirm), the ``controls`` (HTML) and a submit
+    ``button``, then ``<pre id="{form_id}-out">`` for the result. The page's script binds the form."""
+    e = html.escape
+    return (
+        f'<h2>{e(heading)}</h2><form id="{form_id}"><input name="{field}" placeholder="{e(placeholder)}" required>'
+        f'{controls}<button type="submit">{e(button)}</button></form><pre id="{form_id}-out"></pre>'
+    )
+
+
+def unreachable(what: str, message: str) -> str:
+    """The paragraph a page shows instead of its items when it cannot reach ``what``."""
+    return f'<p class="error"><strong>Cannot reach {html.escape(what)}:</strong> {html.escape(message)}</p>'
