@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import logging.handlers
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -143,10 +144,58 @@ class _JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # (formatted already: a record from the server's log thread)
+            out["exception"] = record.exc_text
         return json.dumps(out, ensure_ascii=False)
 
 
-def _setup_logging(level: str, fmt: str = "text") -> None:
+_TRACEBACKS = logging.Formatter()
+
+
+class _BackgroundLog(logging.handlers.QueueHandler):
+    """The server's log lines are written by a thread of their own: formatting a line and writing
+    it to a slow pipe (journald, a terminal) never holds up the event loop. Closing it (at
+    ``logging.shutdown()``) writes what is queued; records after that are written at once."""
+
+    def __init__(self, handlers: list[logging.Handler]) -> None:
+        import queue
+
+        q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        super().__init__(q)
+        self._handlers = handlers
+        self._listener: logging.handlers.QueueListener | None = logging.handlers.QueueListener(
+            q, *handlers, respect_handler_level=True
+        )
+        self._listener.start()
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """The record as it will be formatted in the thread: its message merged with its arguments
+        (which may change after this call) and its traceback as text, formatted there as here."""
+        import copy
+
+        record = copy.copy(record)
+        record.msg, record.args = record.getMessage(), None
+        if record.exc_info:
+            record.exc_text = record.exc_text or _TRACEBACKS.formatException(record.exc_info)
+            record.exc_info = None
+        return record
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._listener is not None:
+            super().emit(record)
+            return
+        for h in self._handlers:
+            if record.levelno >= h.level:
+                h.handle(record)
+
+    def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+        super().close()
+
+
+def _setup_logging(level: str, fmt: str = "text", *, background: bool = False) -> None:
     import time
 
     logging.Formatter.converter = time.gmtime  # UTC in every line
@@ -154,6 +203,15 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
     if fmt == "json":
         for handler in logging.getLogger().handlers:
             handler.setFormatter(_JsonFormatter())
+    if background:
+        root = logging.getLogger()
+        root.handlers[:] = [_BackgroundLog(root.handlers[:])]
+        # What no line of ours shows is not gathered per record (the logging HOWTO, "Optimization"):
+        # the caller's file and line, the thread and process names.
+        logging._srcfile = None
+        logging.logThreads = False
+        logging.logProcesses = False
+        logging.logMultiprocessing = False
     # Python warnings (e.g. from a plugin) go to the log, not to stderr in another format.
     logging.captureWarnings(True)
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -244,7 +302,7 @@ def serve() -> None:
     from .server import serve as run_server
 
     settings = _settings()
-    _setup_logging(settings.log.level, settings.log.format)
+    _setup_logging(settings.log.level, settings.log.format, background=True)
     with _database_errors_as_one_line(settings):
         run_server(settings)
 
