@@ -18,6 +18,7 @@ enforces deadlines and limits from outside.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import itertools
@@ -50,6 +51,8 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError, s
 def preload() -> None:
     """Imports and one-time set-up done in the zygote, so that every worker shares them."""
     ssl.create_default_context()  # loads OpenSSL's tables
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: F401  # (each worker's event loop)
 
 
 def run(sock: socket.socket) -> None:

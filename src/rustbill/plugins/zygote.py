@@ -18,16 +18,21 @@ exit codes only to the parent that started the process; this file is the part of
 
 from __future__ import annotations
 
-import ctypes
 import gc
-import json
-import os
-import resource
-import selectors
-import signal
-import socket
-import sys
-from typing import Any
+
+# The Python documentation's advice for a process that forks: the collector off from the start,
+# gc.freeze() before forking (main()), on again in each child (_child()).
+gc.disable()
+
+import ctypes  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import selectors  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+from typing import Any  # noqa: E402
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
@@ -60,8 +65,9 @@ def main() -> None:
     from . import worker
 
     worker.preload()
-    gc.collect()
-    gc.freeze()  # the workers' garbage collector leaves the shared pages alone
+    # (the collector has been off since this module started: a collection now would free objects
+    # in the middle of pages that every worker would then fill, and so copy)
+    gc.freeze()  # the workers' collector leaves the shared objects alone
 
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -107,6 +113,7 @@ def _reap(ctl: socket.socket) -> None:
 def _child(ctl: socket.socket, wake: tuple[int, int], fds: list[int], request: dict[str, Any]) -> None:
     code = 70
     try:
+        gc.enable()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         ctl.close()
