@@ -263,6 +263,12 @@ def test_vanished_used_plugin_keeps_row_and_interface(fresh_server: ServerProces
     # No new interface can be made of it meanwhile.
     with raises_code(grpc.StatusCode.FAILED_PRECONDITION, r"not loaded"):
         create_interface(stub, token, "t_provider")
+    # Its health says why (unhealthy, not an error of the health check)
+    health = stub.CheckPluginHealth(pb.CheckPluginHealthRequest(interface_id=iface.id), metadata=md(token))
+    assert not health.is_healthy and health.error == (
+        f"plugin 't_provider' of interface {iface.display_name!r} is not loaded "
+        "(its file is missing from the plugins folder or failed to load)"
+    )
     # The server keeps answering other calls.
     assert stub.ListPluginInterfaces(pb.ListPluginInterfacesRequest(), metadata=md(token)).interfaces
 

@@ -4,6 +4,7 @@ encrypted at rest (a database dump reveals none), a wrong key said clearly, rota
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,8 @@ def test_a_wrong_key_is_said_clearly_and_rotation_keeps_the_secrets(srv: ServerP
     start(srv, RUSTBILL_SECRETS__KEY=KEY_B)
     with raises_code(grpc.StatusCode.FAILED_PRECONDITION, r"cannot be decrypted: .*\[secrets\] key"):
         _fingerprints(srv, srv.token(), iface.id)
+    health = srv.stub().CheckPluginHealth(pb.CheckPluginHealthRequest(interface_id=iface.id), metadata=md(srv.token()))
+    assert not health.is_healthy and re.search(r"cannot be decrypted: .*\[secrets\] key", health.error)
     srv.stop()
     # Rotation: B is the key now, A still decrypts; re-seal everything with B, then A is not needed.
     srv.env.update(RUSTBILL_SECRETS__PREVIOUS_KEYS=json.dumps([KEY_A]))

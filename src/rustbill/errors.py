@@ -97,6 +97,16 @@ class InterfaceDisabled(FailedPrecondition):
         super().__init__(f"interface {display_name!r} is disabled")
 
 
+class PluginNotLoaded(FailedPrecondition):
+    """An interface's (or a plugin definition's) plugin file is missing or failed to load: its
+    callers get FAILED_PRECONDITION; a health check reports the interface unhealthy with this
+    message instead of failing."""
+
+    def __init__(self, plugin_id: str, message: str) -> None:
+        super().__init__(message)
+        self.plugin_id = plugin_id
+
+
 class PermissionDenied(RustBillError):
     code = Code.PERMISSION_DENIED
 

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..db import Database, Instance, Plugin, PluginInterface
-from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PluginNotLoaded
 from ..ids import utcnow
 from ..inputs import loads_strict, shown
 from ..plugins import PluginRegistry, PluginRuntime
@@ -239,9 +239,10 @@ class Catalog:
         plugin_row = (await self.get_plugin(plugin_def_id)).row
         loaded = self._registry.get(plugin_row.plugin_id)
         if loaded is None or not plugin_row.file_present:
-            raise FailedPrecondition(
+            raise PluginNotLoaded(
+                plugin_row.plugin_id,
                 f"plugin {plugin_row.plugin_id!r} is not loaded (its file is missing or broken); "
-                "fix the file in the plugins folder first"
+                "fix the file in the plugins folder first",
             )
         self._refuse_unusable(plugin_row.plugin_id)
         config = validate_config(config_json, loaded.config_schema)

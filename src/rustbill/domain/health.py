@@ -11,7 +11,8 @@ from datetime import datetime
 from sqlalchemy import select
 
 from ..db import Database, PluginInterface
-from ..errors import FailedPrecondition, InterfaceDisabled, Internal, NotFound, RustBillError
+from ..errors import InterfaceDisabled, Internal, NotFound, PluginNotLoaded, RustBillError
+from ..vault import SecretsKeyError
 from ..ids import utcnow
 from ..plugins import PluginRuntime
 from ..plugins.contract import check_health_result
@@ -77,7 +78,7 @@ class HealthService:
         unhealthy, with why: that is what an admin looking at its health must see."""
         try:
             binding = await self._runtime.bind(interface_id, require_enabled=False)
-        except (FailedPrecondition, Internal) as exc:
+        except (PluginNotLoaded, SecretsKeyError, Internal) as exc:  # (Internal: its stored config unreadable)
             return HealthResult(False, exc.message, utcnow())
         if not binding.enabled:
             raise InterfaceDisabled(binding.display_name)

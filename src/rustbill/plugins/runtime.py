@@ -117,9 +117,10 @@ class PluginRuntime:
         plugin = self._registry.get(row.plugin_id)
         if plugin is None:
             self._bindings.pop(row.id, None)
-            raise errors.FailedPrecondition(
+            raise errors.PluginNotLoaded(
+                row.plugin_id,
                 f"plugin {row.plugin_id!r} of interface {row.display_name!r} is not loaded "
-                "(its file is missing from the plugins folder or failed to load)"
+                "(its file is missing from the plugins folder or failed to load)",
             )
         if cached is not None and cached.plugin is plugin and cached.enabled == row.enabled:
             return cached
@@ -152,7 +153,7 @@ class PluginRuntime:
                 raise errors.NotFound(f"interface {interface_id} not found")
             binding = self.bind_row(row)
         if require_enabled and not binding.enabled:
-            raise errors.FailedPrecondition(f"interface {binding.display_name!r} is disabled")
+            raise errors.InterfaceDisabled(binding.display_name)
         return binding
 
     async def bind_provider(self, interface_id: uuid.UUID) -> Binding:
