@@ -123,6 +123,7 @@ class Framed(asyncio.Protocol):
         self._need = _HEADER.size  # bytes the buffer must hold before a frame can be complete
         self._error: BaseException | None = None
         self._out: list[bytes] = []  # frames to write at the end of this turn of the loop
+        self._batching = False  # a frame was written in this turn: the next ones wait for its end
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -164,17 +165,26 @@ class Framed(asyncio.Protocol):
         self._on_close(self._error or exc)
 
     def send(self, message: dict[str, Any]) -> None:
-        """Write one message (WireError: it cannot be encoded; nothing is written then). The
-        messages sent within one turn of the event loop leave in one write, at its end."""
+        """Write one message (WireError: it cannot be encoded; nothing is written then). The first
+        message of a turn of the event loop leaves at once; the ones after it in that turn leave
+        together, in one write, at its end."""
         frame = encode(message)
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(frame)
+        if self._batching:
+            self._out.append(frame)
+            return
+        self._batching = True
+        asyncio.get_running_loop().call_soon(self._flush)
+        self._write(frame)
 
     def _flush(self) -> None:
         frames, self._out = self._out, []
+        self._batching = False
+        if frames:
+            self._write(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+            self.transport.write(data)
 
     def pending_bytes(self) -> int:
         queued = sum(len(f) for f in self._out)
