@@ -299,6 +299,7 @@ _TRANSPORT = (
     "connection reset",
     "broken pipe",
     "connection refused",
+    "error event on socket",  # (the peer closed the connection while libvirt polled it)
     "no route to host",
     "network is unreachable",
     "timed out",

@@ -622,7 +622,7 @@ def test_unreachable_host_records_nothing(
         order(stub, admin_token, slow.id)
     assert rows_of(server, slow.id) == []
 
-    for mode, pattern in (("close", r"cannot reach libvirt at .*(reset|closed|End of file)"),
+    for mode, pattern in (("close", r"cannot reach libvirt at .*(reset|closed|End of file|error event on socket)"),
                           ("http", r"cannot reach libvirt at .*does not speak the libvirt RPC protocol")):  # fmt: skip
         peer = TcpPeer(mode).start()
         try:
