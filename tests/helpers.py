@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import itertools
+import json
 import os
 import re
 import secrets
@@ -10,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -96,6 +101,126 @@ class Databases:
                 self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             except Exception:
                 pass
+
+
+# ---------------------------------------------------------------- the command line
+
+
+class _CliForkServer:
+    """tests/cli_forkserver.py, started once per test process: it has imported the CLI's modules
+    and forks one child per ``rustbill`` command line."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ids = itertools.count(1)
+        self._pids: dict[int, int] = {}
+        self._codes: dict[int, int] = {}
+        self._tmp: Path | None = None
+
+    def _ensure(self) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None:
+                return self._proc
+            proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("cli_forkserver.py")), str(os.getpid())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            assert proc.stdout is not None
+            ready = proc.stdout.readline()
+            if b"ready" not in ready:
+                proc.kill()
+                raise AssertionError(f"the CLI fork server did not start: {ready!r}")
+            self._proc = proc
+            if self._tmp is None:
+                self._tmp = Path(tempfile.mkdtemp(prefix="rustbill-cli-"))  # (the commands' stdio files)
+                atexit.register(shutil.rmtree, self._tmp, True)
+            threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+            atexit.register(self._close, proc)
+            return proc
+
+    @staticmethod
+    def _close(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            msg = json.loads(line)
+            with self._cond:
+                if "pid" in msg:
+                    self._pids[msg["id"]] = msg["pid"]
+                else:
+                    self._codes[msg["id"]] = msg["code"]
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def run(
+        self, args: list[str], *, cwd: Path, env: Mapping[str, str], stdin: str | None, timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        proc = self._ensure()
+        assert self._tmp is not None
+        rid = next(self._ids)
+        files = {k: self._tmp / f"{rid}.{k}" for k in ("stdin", "stdout", "stderr")}
+        if stdin is not None:
+            files["stdin"].write_text(stdin)
+        request = {
+            "id": rid, "args": args, "cwd": str(cwd), "env": dict(env),
+            "stdin": str(files["stdin"]) if stdin is not None else None,
+            "stdout": str(files["stdout"]), "stderr": str(files["stderr"]),
+        }  # fmt: skip
+        assert proc.stdin is not None
+        with self._lock:
+            proc.stdin.write(json.dumps(request).encode() + b"\n")
+            proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        cmd = [sys.executable, "-m", "rustbill", *args]
+        with self._cond:
+            while rid not in self._codes:
+                left = deadline - time.monotonic()
+                if proc.poll() is not None:
+                    raise AssertionError(f"the CLI fork server ended ({proc.returncode}) during rustbill {args}")
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 1.0))
+            code = self._codes.pop(rid, None)
+            pid = self._pids.pop(rid, None)
+        if code is None:  # (as subprocess.run: the process is killed at the timeout)
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        try:
+            # Text as subprocess.run(text=True) decodes it: the locale's encoding, universal newlines.
+            out, err = (files[k].read_text() if files[k].exists() else "" for k in ("stdout", "stderr"))
+        finally:
+            for f in files.values():
+                f.unlink(missing_ok=True)
+        if code is None:
+            raise subprocess.TimeoutExpired(cmd, timeout, out, err)
+        return subprocess.CompletedProcess(cmd, code, out, err)
+
+
+_cli_forks = _CliForkServer()
+
+
+def run_cli(
+    args: list[str], *, cwd: Path, env: Mapping[str, str], stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python -m rustbill ARGS`` in ``cwd`` with exactly ``env``, as subprocess.run(capture_output=True,
+    text=True) runs it: a process of its own, its exit code, stdout and stderr. The process is forked
+    from tests/cli_forkserver.py, which has the CLI's modules imported already (about a second less
+    a command than a new interpreter); TESTS_CLI_SUBPROCESS=1 starts a new interpreter each time."""
+    if os.environ.get("TESTS_CLI_SUBPROCESS") == "1":
+        return subprocess.run(
+            [sys.executable, "-m", "rustbill", *args], cwd=cwd, env=env, input=stdin,
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+    return _cli_forks.run(args, cwd=cwd, env=env, stdin=stdin, timeout=timeout)
 
 
 # ---------------------------------------------------------------- server processes
@@ -249,14 +374,9 @@ class ServerProcess:
         return integration_pb2_grpc.IntegrationServiceStub(self.channel())
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run(
-            [sys.executable, "-m", "rustbill", *args],
-            cwd=self.workdir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        """``rustbill ARGS`` run in the server's folder with its environment: a process of its own
+        (forked from the tests' CLI fork server, see run_cli)."""
+        res = run_cli(list(args), cwd=self.workdir, env=self.env, timeout=60)
         if check and res.returncode != 0:
             raise AssertionError(f"rustbill {' '.join(args)} failed ({res.returncode}): {res.stderr}")
         return res

@@ -7,10 +7,9 @@ from __future__ import annotations
 import getpass
 import json
 import re
-import subprocess
-import sys
 from typing import Any
 
+import helpers
 from helpers import ServerProcess, unique
 
 # The server's text format: "2026-01-02 03:04:05,678 INFO rustbill.x: message"
@@ -18,9 +17,9 @@ LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ER
 
 
 def run_cli(server: ServerProcess, *args: str, stdin: str | None = None, **env: str) -> Any:
-    """``rustbill ARGS`` against the server's database, as an operator runs it; must succeed."""
-    res = subprocess.run([sys.executable, "-m", "rustbill", *args], cwd=server.workdir, env={**server.env, **env},
-                         input=stdin, capture_output=True, text=True, timeout=60)  # fmt: skip
+    """``rustbill ARGS`` against the server's database, as an operator runs it (a process of its own,
+    see helpers.run_cli); must succeed."""
+    res = helpers.run_cli(list(args), cwd=server.workdir, env={**server.env, **env}, stdin=stdin)
     assert res.returncode == 0, res.stderr
     return res
 

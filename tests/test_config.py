@@ -120,15 +120,14 @@ def test_migrate_command_creates_the_schema(tmp_path: Path) -> None:
 def test_cli_errors_are_one_clear_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Mistakes a new user makes: each is a short message naming what to fix, never a traceback."""
     import os
-    import subprocess
-    import sys
+
+    from helpers import run_cli
 
     def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """``rustbill ARGS`` in a fresh folder, without any RUSTBILL_* setting (a process of its own,
+        see helpers.run_cli; the tests above start a new interpreter)."""
         clean = {k: v for k, v in os.environ.items() if not k.startswith("RUSTBILL_")}
-        return subprocess.run(
-            [sys.executable, "-m", "rustbill", *args], cwd=tmp_path, env={**clean, **env},
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        return run_cli(list(args), cwd=tmp_path, env={**clean, **env})
 
     cases = [
         (("user", "list"), {}, "no database at " + str(tmp_path / "data" / "rustbill.db")),

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from helpers import (
     create_interface,
     md,
     raises_code,
+    run_cli,
     unique,
 )
 from peers.webhook_receiver import WebhookReceiver, new_secret
@@ -94,11 +94,8 @@ def customer_password(console_server: ServerProcess) -> tuple[str, str]:
     name = unique("shopper")
     console_server.cli("user", "create", name, "--role", "customer")
     password = "customer-password-1"
-    res = subprocess.run(
-        [sys.executable, "-m", "rustbill", "user", "passwd", name, "--password-stdin"],
-        cwd=console_server.workdir, env=console_server.env, input=f"{password}\n",
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    res = run_cli(["user", "passwd", name, "--password-stdin"], cwd=console_server.workdir, env=console_server.env,
+                  stdin=f"{password}\n")  # fmt: skip
     assert res.returncode == 0, res.stderr
     return name, password
 

@@ -174,13 +174,10 @@ def test_user_passwd_sets_a_password(web_server: ServerProcess) -> None:
 
 
 def subprocess_passwd(srv: ServerProcess, name: str, password: str):  # type: ignore[no-untyped-def]
-    import subprocess
-    import sys
+    """``rustbill user passwd NAME --password-stdin`` (a process of its own, see helpers.run_cli)."""
+    from helpers import run_cli
 
-    return subprocess.run(
-        [sys.executable, "-m", "rustbill", "user", "passwd", name, "--password-stdin"],
-        input=password + "\n", cwd=srv.workdir, env=srv.env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    return run_cli(["user", "passwd", name, "--password-stdin"], cwd=srv.workdir, env=srv.env, stdin=password + "\n")
 
 
 # ---------------------------------------------------------------- gRPC-Web

@@ -3,7 +3,7 @@ into a running server → call it through the RPCs; the check names every contra
 server refuses to enable a plugin whose config schema cannot configure an interface; and
 ``rustbill.sdk.testing`` hosts a plugin in an author's own test.
 
-The CLI runs as a subprocess (as an author runs it); the server is a real one.
+The CLI runs as a process of its own (as an author runs it; helpers.run_cli); the server is a real one.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
-from helpers import ServerProcess, create_interface, md, raises_code
+from helpers import ServerProcess, create_interface, md, raises_code, run_cli
 
 from rustbill import errors, sdk
 from rustbill.pb import integration_pb2 as pb
@@ -32,14 +31,8 @@ TYPES = ("first_party_provider", "upstream_provider", "gateway", "notifier")
 
 
 def rustbill(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rustbill", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """``rustbill ARGS`` (a process of its own, see helpers.run_cli)."""
+    return run_cli(list(args), cwd=cwd, env={**os.environ, **(env or {})}, timeout=120)
 
 
 def check_json(path: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
