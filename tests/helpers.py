@@ -18,11 +18,12 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 
@@ -35,6 +36,7 @@ from rustbill.pb import (
     product_service_pb2_grpc,
 )
 from rustbill.pb import integration_pb2 as pb
+from rustbill.plugins.host import _Zygote
 from rustbill.sdk import testing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -543,13 +545,59 @@ def retry_while_reconciled(call: Any, timeout: float = 15) -> Any:
             time.sleep(0.2)
 
 
+class _SharedZygote:
+    """What a ``Workers`` sees of the plugin zygote (rustbill.plugins.host._Zygote): here one
+    zygote process per event loop, shared by the in-process hosts of this test process, instead of
+    a new one (a new interpreter) per host. Each worker is still forked fresh for its host, with
+    its limits; its exit is reported to the host's ``Workers``; a host's close() stops its own
+    workers, and the zygote lives on for the next host (it dies with this process)."""
+
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[Any, tuple[_Zygote, dict[int, Any], dict[int, int]]]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, on_exit: Any) -> None:
+        self._on_exit = on_exit
+
+    async def fork(self, request: dict[str, Any]) -> tuple[int, socket.socket]:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        entry = self._by_loop.get(loop)
+        if entry is None:
+            owners: dict[int, Any] = {}
+            early: dict[int, int] = {}  # exits seen before the fork's caller got the pid
+
+            def route(pid: int, code: int) -> None:
+                on_exit = owners.pop(pid, None)
+                if on_exit is None:
+                    early[pid] = code
+                else:
+                    on_exit(pid, code)
+
+            entry = self._by_loop[loop] = (_Zygote(route), owners, early)
+        zygote, owners, early = entry
+        pid, sock = await zygote.fork(request)
+        if pid in early:
+            self._on_exit(pid, early.pop(pid))
+        else:
+            owners[pid] = self._on_exit
+        return pid, sock
+
+    async def close(self) -> None:
+        pass  # (the hosts' workers are stopped by their Workers; the zygote serves the next host)
+
+
 class PluginHost(testing.PluginHost):
     """A shipped plugin in process on the test's database (rustbill.sdk.testing.PluginHost, which
     authors use too): Channels and Providers over a PluginRuntime, interfaces made the way the
-    server makes them. The plugin is loaded at the first ``interface()``."""
+    server makes them. The plugin is loaded at the first ``interface()``. Its workers are forked by
+    a plugin zygote shared with the other hosts of this test process (_SharedZygote)."""
 
     def __init__(self, db: Any, plugin_id: str, *, call_timeout: float = 30.0) -> None:
         super().__init__(SHIPPED_PLUGINS / f"{plugin_id}.py", db=db, call_timeout=call_timeout)
+        workers = self.registry.workers
+        workers.zygote = _SharedZygote(workers._exited)  # type: ignore[assignment]
 
 
 class TlsServer(ServerProcess):
