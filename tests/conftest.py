@@ -69,20 +69,31 @@ def stub(server: ServerProcess):  # type: ignore[no-untyped-def]
     return server.stub()
 
 
-# The test files that took longest on SQLite (pytest --durations, 2026-11), slowest first: under
-# pytest-xdist (scripts/test) a file goes to one worker whole, in collection order, so these start
-# first instead of keeping one worker busy while the others have finished.
+# The test files that took longest on SQLite (pytest --durations, 2 workers, 2026-11-30), slowest
+# first: under pytest-xdist (scripts/test) a file goes to one worker whole, in collection order, so
+# these start first instead of keeping one worker busy while the others have finished.
 SLOWEST_FILES_FIRST = (
+    "test_console.py",
     "test_scanner.py",
     "test_reselling.py",
-    "test_customer_services.py",
-    "test_secrets.py",
     "test_reconciler.py",
-    "test_provider_rpcs.py",
+    "test_plugin_authoring.py",
+    "test_isolation.py",
     "test_lifecycle.py",
-    "test_console.py",
-    "test_tls.py",
+    "test_customer_services.py",
+    "test_provider_rpcs.py",
     "test_http_edge.py",
+    "test_secrets.py",
+    "test_plugin_contracts.py",
+    "test_plugin_incus.py",
+    "test_plugin_yipay.py",
+    "test_auth.py",
+    "test_config.py",
+    "test_interfaces.py",
+    "test_plugin_kvm.py",
+    "test_plugin_webhook.py",
+    "test_tls.py",
+    "test_plugin_incus_lxd.py",
 )
 
 
