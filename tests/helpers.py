@@ -165,6 +165,8 @@ class _CliForkServer:
     def run(
         self, args: list[str], *, cwd: Path, env: Mapping[str, str], stdin: str | None, timeout: float
     ) -> subprocess.CompletedProcess[str]:
+        if not Path(cwd).is_dir():  # (as subprocess.run: an error here, not in the command)
+            raise FileNotFoundError(2, "No such directory", str(cwd))
         proc = self._ensure()
         assert self._tmp is not None
         rid = next(self._ids)
