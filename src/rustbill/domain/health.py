@@ -12,10 +12,10 @@ from sqlalchemy import select
 
 from ..db import Database, PluginInterface
 from ..errors import InterfaceDisabled, Internal, NotFound, PluginNotLoaded, RustBillError
-from ..vault import SecretsKeyError
 from ..ids import utcnow
 from ..plugins import PluginRuntime
 from ..plugins.contract import check_health_result
+from ..vault import SecretsKeyError
 from .background import every
 from .catalog import Catalog
 
