@@ -128,6 +128,32 @@ def _doc_title(doc: str | None) -> tuple[str, str]:
     return first.strip()[:200], " ".join(rest.split())[:2000]
 
 
+class _Cache:
+    """The listings and rows the catalog keeps, dropped on every change. A value read from the
+    database while a change dropped entries is not kept: it may be from before that change (a read
+    that started before a health check's write and ended after it would otherwise stay cached)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Any, tuple[float, Any]] = {}
+        self.generation = 0  # how many drops so far: taken before a read, checked by put()
+
+    def get(self, key: Any) -> Any | None:
+        hit = self._entries.get(key)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def put(self, key: Any, value: Any, generation: int, ttl: float = float("inf")) -> None:
+        if generation == self.generation:
+            self._entries[key] = (time.monotonic() + ttl, value)
+
+    def drop(self, *keys: Any) -> None:
+        """Drop ``keys`` (none given: everything)."""
+        self.generation += 1
+        if not keys:
+            self._entries.clear()
+        for key in keys:
+            self._entries.pop(key, None)
+
+
 class Catalog:
     """Plugin definitions, interfaces and the enabled-by-type listings."""
 
@@ -137,12 +163,12 @@ class Catalog:
         self._registry = registry
         self._runtime = runtime
         # Listings by kind, and single interface rows by ("row", id): dropped together on any change.
-        self._listings: dict[Any, tuple[float, Any]] = {}
+        self._listings = _Cache()
         self._publish: Callable[[uuid.UUID], None] = lambda _id: None
         # plugin_id -> why its loaded version cannot be enabled, as last logged
         self._unusable: dict[str, str] = {}
-        runtime.on_evict(lambda _id: self._listings.clear())
-        registry.subscribe(lambda _pid: self._listings.clear())
+        runtime.on_evict(lambda _id: self._listings.drop())
+        registry.subscribe(lambda _pid: self._listings.drop())
         registry.subscribe(self._plugin_loaded)
 
     def _plugin_loaded(self, plugin_id: str) -> None:
@@ -170,17 +196,16 @@ class Catalog:
         self._publish = publish
 
     def health_changed(self, interface_id: uuid.UUID) -> None:
-        self._listings.clear()
+        self._listings.drop()
         self._publish(interface_id)
 
     def rows_checked(self, interface_ids: list[uuid.UUID]) -> None:
         """Health checks wrote these rows (``last_check_at`` at least): drop their cached copies."""
-        for iid in interface_ids:
-            self._listings.pop(("row", iid), None)
+        self._listings.drop(*(("row", iid) for iid in interface_ids))
 
     def interface_changed(self, interface_id: uuid.UUID) -> None:
         self._runtime.evict(interface_id)
-        self._listings.clear()
+        self._listings.drop()
         self._publish(interface_id)
 
     # ---- plugin definitions ----
@@ -226,12 +251,13 @@ class Catalog:
         here or in another process (LISTEN/NOTIFY), and on every plugin reload."""
         hit = self._listings.get(("row", interface_id))
         if hit is not None:
-            return cast(PluginInterface, hit[1])  # (the listing cache holds each kind under its own key)
+            return cast(PluginInterface, hit)  # (the listing cache holds each kind under its own key)
+        generation = self._listings.generation
         async with self._db.read() as s:
             row = await s.get(PluginInterface, interface_id)
         if row is None:
             raise NotFound(f"interface {interface_id} not found")
-        self._listings[("row", interface_id)] = (float("inf"), row)
+        self._listings.put(("row", interface_id), row, generation)
         return row
 
     async def create_interface(self, plugin_def_id: uuid.UUID, display_name: str, config_json: str) -> PluginInterface:
@@ -275,7 +301,7 @@ class Catalog:
             raise AlreadyExists(
                 f"an interface named {name!r} already exists for plugin {plugin_row.plugin_id!r}"
             ) from None
-        self._listings.clear()
+        self._listings.drop()
         self._publish(row.id)
         return row
 
@@ -375,8 +401,9 @@ class Catalog:
 
     async def providers(self) -> list[ProviderEntry]:
         hit = self._listings.get("providers")
-        if hit is not None and hit[0] > time.monotonic():
-            return cast(list[ProviderEntry], hit[1])
+        if hit is not None:
+            return cast(list[ProviderEntry], hit)
+        generation = self._listings.generation
         rows = await self._enabled(PROVIDER_TYPES)
         results = await asyncio.gather(*(self._spec_template(r) for r in rows))
         entries = [
@@ -390,15 +417,16 @@ class Catalog:
             for r, tpl in zip(rows, results, strict=True)
         ]
         ttl = _DEGRADED_LISTING_TTL if any(t is None for t in results) else float("inf")
-        self._listings["providers"] = (time.monotonic() + ttl, entries)
+        self._listings.put("providers", entries, generation, ttl)
         return entries
 
     async def channels(self, plugin_type: str) -> list[ChannelEntry]:
         hit = self._listings.get(plugin_type)
         if hit is not None:
-            return cast(list[ChannelEntry], hit[1])
+            return cast(list[ChannelEntry], hit)
+        generation = self._listings.generation
         entries = [ChannelEntry(r.id, r.display_name, r.is_healthy) for r in await self._enabled((plugin_type,))]
-        self._listings[plugin_type] = (float("inf"), entries)
+        self._listings.put(plugin_type, entries, generation)
         return entries
 
     async def _enabled(self, types: tuple[str, ...]) -> list[PluginInterface]:

@@ -93,12 +93,15 @@ class HealthService:
         return HealthResult(error is None, error, utcnow())
 
     async def _store(self, results: dict[uuid.UUID, HealthResult]) -> None:
-        """Write results in one transaction; tell the listings when a state changed."""
+        """Write results in one transaction (each only over an older one); tell the listings when a
+        state changed."""
         changed: list[uuid.UUID] = []
         async with self._db.write() as s:
             rows = (await s.execute(select(PluginInterface).where(PluginInterface.id.in_(list(results))))).scalars()
             for row in rows:
                 r = results[row.id]
+                if row.last_check_at is not None and row.last_check_at > r.checked_at:
+                    continue  # a check that started later (CheckPluginHealth during a round) was stored first
                 if row.is_healthy != r.is_healthy or row.health_error != r.error:
                     changed.append(row.id)
                 row.is_healthy, row.health_error, row.last_check_at = r.is_healthy, r.error, r.checked_at
