@@ -90,10 +90,12 @@ def test_restart_under_a_client_loop(fresh_server: ServerProcess) -> None:
     unavailable = 0
     others: list[str] = []
     restarted_at: list[float] = []  # monotonic time the server listened again
+    restart_asked: list[float] = []
+    raced = 0  # calls ended CANCELLED while the old process shut down
     stop = threading.Event()
 
     def loop() -> None:
-        nonlocal ok_before, ok_after, unavailable
+        nonlocal ok_before, ok_after, unavailable, raced
         channel = grpc.insecure_channel(fresh_server.address, options=FAST_RECONNECT)
         client = integration_pb2_grpc.IntegrationServiceStub(channel)
         i = 0
@@ -116,6 +118,10 @@ def test_restart_under_a_client_loop(fresh_server: ServerProcess) -> None:
                     if exc.code() == grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
                         unavailable += 1
                         time.sleep(0.05)
+                    elif exc.code() == grpc.StatusCode.CANCELLED and restart_asked and not restarted_at:  # type: ignore[attr-defined]
+                        # A call the old process had received but not yet started when it shut down:
+                        # gRPC core ends it CANCELLED (grpc/grpc#41785; the README says so).
+                        raced += 1
                     else:
                         others.append(f"{exc.code().name}: {exc.details()}")  # type: ignore[attr-defined]
                     continue
@@ -134,6 +140,7 @@ def test_restart_under_a_client_loop(fresh_server: ServerProcess) -> None:
     try:
         time.sleep(1.0)
         mark = fresh_server.log_mark()
+        restart_asked.append(time.monotonic())
         stub.RestartServer(common_pb2.EmptyRequest(), metadata=md(token), timeout=10)
         fresh_server.wait_for_log(r"restarting: draining in-flight calls", timeout=20, start=mark)
         again = fresh_server.wait_for_listen(60, start=mark)
@@ -144,7 +151,10 @@ def test_restart_under_a_client_loop(fresh_server: ServerProcess) -> None:
         t.join(30)
     assert not t.is_alive()
 
-    counts = f"ok before={ok_before}, ok after={ok_after}, UNAVAILABLE={unavailable}, other={len(others)}"
+    counts = (
+        f"ok before={ok_before}, ok after={ok_after}, UNAVAILABLE={unavailable}, CANCELLED while shutting down="
+        f"{raced}, other={len(others)}"
+    )
     assert others == [], f"calls failed with other than UNAVAILABLE: {others[:5]} ({counts})"
     assert ok_before > 0, counts
     assert ok_after > 0, f"no call succeeded after the restart ({counts})"
