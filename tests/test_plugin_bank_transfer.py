@@ -59,7 +59,7 @@ class Host(PluginHost):
             return int((await s.execute(q)).scalar_one())
 
     async def close(self) -> None:
-        await self.runtime.close()
+        await super().close()  # (its workers, its temporary folder; the database is the test's)
         await self.db.dispose()
 
 

@@ -38,7 +38,7 @@ from helpers import (
     raises_code,
 )
 
-from rustbill import errors, sdk
+from rustbill import errors
 from rustbill.db import Database
 from rustbill.pb import integration_pb2 as pb
 from rustbill.plugins import load_plugin
@@ -231,9 +231,8 @@ async def host(db_url: str) -> AsyncIterator[Host]:
     await db.migrate()
     h = Host(db)
     yield h
-    await h.runtime.close()
+    await h.close()  # (its workers, the SDK's client, its temporary folder)
     await db.dispose()
-    await sdk.aclose()
 
 
 def message(**kw: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from helpers import (
 )
 from peers.webhook_receiver import WebhookReceiver, new_secret, sign
 
-from rustbill import errors, sdk
+from rustbill import errors
 from rustbill.db import Database
 from rustbill.pb import integration_pb2 as pb
 from rustbill.plugins import load_plugin
@@ -78,8 +78,7 @@ async def db(db_url: str) -> AsyncIterator[Database]:
 async def host(db: Database) -> AsyncIterator[Host]:
     h = Host(db)
     yield h
-    await h.runtime.close()
-    await sdk.aclose()
+    await h.close()  # (its workers, the SDK's client, its temporary folder)
 
 
 def message(**kw: Any) -> dict[str, Any]:
@@ -231,7 +230,7 @@ async def test_the_host_call_timeout_cuts_a_too_long_retry_budget(db: Database, 
         with pytest.raises(errors.DeadlineExceeded, match=r"plugin 'webhook' send did not finish within 1.5s"):
             await h.channels.send(iid, message())
     finally:
-        await h.runtime.close()
+        await h.close()
 
 
 async def test_secret_rotation_signs_with_both_secrets(host: Host) -> None:

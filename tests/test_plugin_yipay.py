@@ -38,7 +38,7 @@ from helpers import (
 from peers.epay_server import EpayServer, epay_sign
 from sqlalchemy import func, select
 
-from rustbill import errors, sdk
+from rustbill import errors
 from rustbill.db import Database, PaymentNotification
 from rustbill.pb import integration_pb2 as pb
 from rustbill.plugins import load_plugin
@@ -86,9 +86,8 @@ async def host(db_url: str) -> AsyncIterator[Host]:
     await db.migrate()
     h = Host(db)
     yield h
-    await h.runtime.close()
+    await h.close()  # (its workers, the SDK's client, its temporary folder)
     await db.dispose()
-    await sdk.aclose()
 
 
 def order(epay_or_url: Any, **kw: Any) -> dict[str, Any]:
