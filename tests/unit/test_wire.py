@@ -24,7 +24,10 @@ def test_values_cross_exactly() -> None:
     assert roundtrip(Decimal("12.30")) == Decimal("12.30") and isinstance(roundtrip(Decimal("1")), Decimal)
     assert roundtrip(b"\x00\xff") == b"\x00\xff" and roundtrip("\x00d") == "\x00d"
     assert roundtrip(2**70) == 2**70  # (beyond orjson: written by json, exactly)
-    assert roundtrip({"a": [Decimal("0.1"), {"b": b"x"}], 1: (1, 2)}) == {"a": [Decimal("0.1"), {"b": b"x"}], "1": [1, 2]}
+    assert roundtrip({"a": [Decimal("0.1"), {"b": b"x"}], 1: (1, 2)}) == {
+        "a": [Decimal("0.1"), {"b": b"x"}],
+        "1": [1, 2],
+    }
     assert roundtrip(float("nan")) is None  # JSON has no NaN
 
 
