@@ -29,6 +29,7 @@ def test_values_cross_exactly() -> None:
         "1": [1, 2],
     }
     assert roundtrip(float("nan")) is None  # JSON has no NaN
+    assert sorted(roundtrip({3, 1, 2})) == [1, 2, 3] and roundtrip(frozenset()) == []
 
 
 @pytest.mark.parametrize(

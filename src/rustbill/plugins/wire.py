@@ -4,8 +4,8 @@ A message is a JSON object in a frame: a 4-byte big-endian length, then that man
 JSON keeps the two sides independent of each other's Python objects (a plugin cannot make the
 server run code by what it returns, as pickle would allow); two tagged forms keep what JSON would
 lose: ``{"\\u0000d": "12.30"}`` is a ``Decimal`` (money stays exact) and ``{"\\u0000b": "<base64>"}``
-is ``bytes`` (bytes and str stay apart). Tuples become lists and non-string keys strings, as with
-the standard library's ``json``; NaN and the infinities become ``null``.
+is ``bytes`` (bytes and str stay apart). Tuples and sets become lists and non-string keys strings,
+as with the standard library's ``json``; NaN and the infinities become ``null``.
 
 Frames are written and read with orjson (a round trip costs a few microseconds instead of tens).
 What orjson has no form for — an integer beyond 64 bits, a nesting deeper than 254 — is written by
@@ -51,6 +51,8 @@ def _default(value: Any) -> Any:
         return {_DEC: str(value)}
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {_BYTES: base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, (set, frozenset)):
+        return list(value)  # (as docs/plugins.md promises: sets become lists)
     what = type(value).__name__
     raise TypeError(f"a value of type {what} is not JSON-serialisable (it cannot leave the plugin process)")
 
