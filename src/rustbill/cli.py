@@ -7,6 +7,7 @@ import contextlib
 import logging
 import logging.handlers
 import os
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -150,6 +151,8 @@ class _JsonFormatter(logging.Formatter):
 
 
 _TRACEBACKS = logging.Formatter()
+# Log arguments that cannot change after the call: merged into the message by the log thread.
+_UNCHANGING = frozenset({str, int, float, bool, type(None), uuid.UUID})
 
 
 class _BackgroundLog(logging.handlers.QueueHandler):
@@ -170,11 +173,14 @@ class _BackgroundLog(logging.handlers.QueueHandler):
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """The record as it will be formatted in the thread: its message merged with its arguments
-        (which may change after this call) and its traceback as text, formatted there as here."""
-        import copy
-
-        record = copy.copy(record)
-        record.msg, record.args = record.getMessage(), None
+        now unless they cannot change (strings, numbers, ids: merged in the thread), its traceback
+        as text. (Changed in place, not copied: this is the root logger's only handler, the last to
+        see the record.)"""
+        args = record.args
+        if not isinstance(record.msg, str) or (
+            args and not (isinstance(args, tuple) and all(type(a) in _UNCHANGING for a in args))
+        ):
+            record.msg, record.args = record.getMessage(), None
         if record.exc_info:
             record.exc_text = record.exc_text or _TRACEBACKS.formatException(record.exc_info)
             record.exc_info = None

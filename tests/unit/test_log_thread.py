@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
 
 from rustbill.cli import _BackgroundLog, _JsonFormatter
 
@@ -29,6 +30,7 @@ def test_lines_keep_their_order_arguments_and_tracebacks_in_text() -> None:
     for i in range(200):
         logger.info("line %d of %s", i, args)
     args["n"] = 2  # (changed after the call: the line shows what it was when logged)
+    logger.info("call %s of %s took %.1f ms: %r", "query_price", uuid.UUID(int=7), 1.5, None)
     try:
         raise ValueError("boom")
     except ValueError:
@@ -37,8 +39,9 @@ def test_lines_keep_their_order_arguments_and_tracebacks_in_text() -> None:
     logger.warning("after %s", "close")  # written at once, not lost
     lines = out.getvalue().splitlines()
     assert lines[:200] == [f"INFO {logger.name}: line {i} of {{'n': 1}}" for i in range(200)]
-    assert lines[200] == f"ERROR {logger.name}: failed here"
-    assert lines[201] == "Traceback (most recent call last):" and lines[-2] == "ValueError: boom"
+    assert lines[200] == f"INFO {logger.name}: call query_price of {uuid.UUID(int=7)} took 1.5 ms: None"
+    assert lines[201] == f"ERROR {logger.name}: failed here"
+    assert lines[202] == "Traceback (most recent call last):" and lines[-2] == "ValueError: boom"
     assert lines[-1] == f"WARNING {logger.name}: after close"
 
 
