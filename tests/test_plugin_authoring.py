@@ -49,7 +49,15 @@ def findings(report: dict[str, Any], plugin_id: str) -> dict[str, dict[str, Any]
 def wait_listed(srv: ServerProcess, token: str, plugin_id: str) -> Any:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        for p in srv.stub().ListPlugins(pb.ListPluginsRequest(), metadata=md(token)).plugins:
+        try:
+            listed = srv.stub().ListPlugins(pb.ListPluginsRequest(), metadata=md(token)).plugins
+        except grpc.RpcError as exc:  # (seen once in CI: say whether the server is still running)
+            assert srv.proc is not None
+            tail = "".join(srv.log.splitlines(keepends=True)[-30:])
+            raise AssertionError(
+                f"ListPlugins failed: {exc}; server exit code {srv.proc.poll()}; log:\n{tail}"
+            ) from exc
+        for p in listed:
             if p.plugin_id == plugin_id:
                 return p
         time.sleep(0.1)
