@@ -613,10 +613,10 @@ class Providers:
         )  # fmt: skip
         self.observe("released", by)
 
-    def release_wait(self, row: Instance) -> float:
-        """Seconds until an order the provider has nothing for may be released (0: now)."""
+    def _too_young_to_release(self, row: Instance) -> bool:
+        """Whether the order's last create_instance attempt is less than ``release_after`` old."""
         last = row.attempted_at or row.created_at
-        return max(0.0, self.release_after - (utcnow() - last).total_seconds())
+        return (utcnow() - last).total_seconds() < self.release_after
 
     async def settle(self, b: Binding, row: Instance, *, by: str = "reconciler") -> str:
         """Settle an unsettled order whose attempts are over with the plugin's ``find_instance``:
@@ -628,7 +628,7 @@ class Providers:
             return "busy"
         found = await self._find(b, row)
         if found is None:
-            if self.release_wait(row) > 0:
+            if self._too_young_to_release(row):
                 await self._unclaim(row)
                 return "waiting"
             await self._release(b, row, by=by)

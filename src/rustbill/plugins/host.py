@@ -202,7 +202,7 @@ class _Worker:
         self.closed: asyncio.Future[BaseException | None] = loop.create_future()
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.interfaces: dict[int, str] = {}  # call id → interface id (for its state requests)
-        self.exit_code: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.exit_code: asyncio.Future[int] = loop.create_future()
         self.gone = False
         # Why the server killed it: (status name, message), given to the calls it cut off.
         self.killed: tuple[str, str] | None = None
@@ -370,8 +370,8 @@ class PluginHost:
 
     async def _ready_worker(self) -> _Worker:
         async with self._start_lock:
-            w = self._worker
-            if w is not None and not w.gone and w.killed is None and not w.doomed:
+            w = self._usable()
+            if w is not None:
                 return w
             now = time.monotonic()
             if now < self._suspended_until:
@@ -404,14 +404,13 @@ class PluginHost:
         worker is killed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        w_ready = self._usable()
-        if w_ready is None:
+        w = self._usable()
+        if w is None:  # (none running, or a new one is starting: wait for it within the deadline)
             try:
                 async with asyncio.timeout_at(deadline):
-                    w_ready = await self._ready_worker()
+                    w = await self._ready_worker()
             except TimeoutError:
                 raise PluginFault({"kind": "deadline"}) from None
-        w = w_ready
         if w.gone:
             why = w.killed[1] if w.killed else "ended"
             raise PluginFault({"kind": "worker_lost", "status": "UNAVAILABLE", "message": why})
