@@ -295,6 +295,17 @@ def test_undecodable_native_grpc_request_is_invalid_argument(web_server: ServerP
         method(b"\x0a\x03\xff\xfe\xfd", metadata=md(admin), timeout=30)
 
 
+def test_undecodable_requests_are_logged(web_server: ServerProcess) -> None:
+    # The tests above sent them (one WARNING per client address a minute: tests/unit/test_edge.py).
+    lines = re.findall(r"WARNING .*undecodable request to .*", web_server.log)
+    assert lines, web_server.log_tail()
+    assert re.search(
+        r"undecodable request to /rustbill\.integration\.IntegrationService/GetPlugin from "
+        r"127\.0\.0\.1 over grpc-web: not a rustbill\.integration\.GetPluginRequest",
+        lines[0],
+    ), lines
+
+
 def test_bad_connect_json_names_the_message(web_server: ServerProcess, admin: str) -> None:
     r = connect_json(web_server.http_url, INTEGRATION + "GetPlugin", "{not json", admin)
     assert r.status_code == 400 and r.json()["code"] == "invalid_argument"

@@ -72,7 +72,7 @@ class Dispatcher:
 
         self._auth = auth
         self._table = table
-        self._refusals: dict[str, tuple[float, int]] = {}
+        self._refusals: dict[tuple[str, str], tuple[float, int]] = {}
         self.metrics = metrics
         self.methods: dict[str, Method] = {}
         for svc in SERVICES:
@@ -109,24 +109,35 @@ class Dispatcher:
             raise
 
     def _refused(self, call: Call, reason: str) -> None:
-        """A WARNING per refused caller address, at most one a minute (a flood stays one line)."""
+        self._warn(call, "refused", f"refused {call.method.path} from {call.peer or '?'} over {call.edge}: {reason}")
+
+    def undecodable(self, call: Call, reason: str) -> None:
+        """A request body that is not the method's message (INVALID_ARGUMENT, no traceback)."""
+        where = f"{call.method.path} from {call.peer or '?'} over {call.edge}"
+        self._warn(call, "undecodable", f"undecodable request to {where}: {reason}")
+
+    def _warn(self, call: Call, kind: str, line: str) -> None:
+        """A WARNING per caller address and kind, at most one a minute (a flood stays one line)."""
         now = time.monotonic()
-        start, count = self._refusals.get(call.peer, (0.0, 0))
+        key = (kind, call.peer)
+        start, count = self._refusals.get(key, (0.0, 0))
         if now - start >= 60:
             more = f" ({count - 1} more from this address in the last minute)" if count > 1 else ""
-            log.warning("refused %s from %s over %s: %s%s", call.method.path, call.peer or "?", call.edge, reason, more)
+            log.warning("%s%s", line, more)
             if len(self._refusals) > 10_000:
                 self._refusals.clear()
-            self._refusals[call.peer] = (now, 1)
+            self._refusals[key] = (now, 1)
         else:
-            self._refusals[call.peer] = (start, count + 1)
+            self._refusals[key] = (start, count + 1)
 
-    @staticmethod
-    def decode(method: Method, data: bytes) -> Message:
+    def decode(self, call: Call, data: bytes) -> Message:
+        message = call.method.input
         try:
-            return method.input.FromString(data)
+            return message.FromString(data)
         except (DecodeError, ValueError, RecursionError):
-            raise InvalidArgument(f"request is not a valid {method.input.DESCRIPTOR.full_name}") from None
+            reason = f"request is not a valid {message.DESCRIPTOR.full_name}"
+            self.undecodable(call, f"{len(data)} bytes that are not a {message.DESCRIPTOR.full_name}")
+            raise InvalidArgument(reason) from None
 
     async def invoke(self, call: Call, request: Message) -> Message:
         """Run the servicer method; an unexpected exception becomes INTERNAL with a log reference."""

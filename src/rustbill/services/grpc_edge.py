@@ -46,7 +46,7 @@ def _behavior(d: Dispatcher, method: Method) -> Any:
         code: Code | None = None
         try:
             await d.admit(call)
-            reply = await d.invoke(call, d.decode(method, request))
+            reply = await d.invoke(call, d.decode(call, request))
             if call.response_metadata:
                 context.set_trailing_metadata(tuple(call.response_metadata))
             return reply

@@ -60,6 +60,15 @@ ASGI = ASGIApp
 # ---------------------------------------------------------------- codecs
 
 
+class _Undecodable(ConnectError):
+    """A request body that is not the method's message (logged by the edge, at most once a minute)."""
+
+    def __init__(self, message_class: type[Message], detail: str = "") -> None:
+        name = message_class.DESCRIPTOR.full_name
+        super().__init__(ConnectCode.INVALID_ARGUMENT, f"request is not a valid {name}{detail}")
+        self.reason = f"not a {name}{detail}"
+
+
 class _BinaryCodec:
     def name(self) -> str:
         return "proto"
@@ -71,9 +80,7 @@ class _BinaryCodec:
         try:
             return message_class.FromString(bytes(data))
         except Exception:
-            raise ConnectError(
-                ConnectCode.INVALID_ARGUMENT, f"request is not a valid {message_class.DESCRIPTOR.full_name}"
-            ) from None
+            raise _Undecodable(message_class) from None
 
 
 class _JsonCodec:
@@ -94,10 +101,7 @@ class _JsonCodec:
             json_format.Parse(bytes(data).decode("utf-8") or "{}", msg)
         except (json_format.ParseError, UnicodeDecodeError, RecursionError, ValueError) as exc:
             detail = str(exc)[:200] if not isinstance(exc, RecursionError) else "nested too deeply"
-            raise ConnectError(
-                ConnectCode.INVALID_ARGUMENT,
-                f"request is not a valid {message_class.DESCRIPTOR.full_name}: {detail}",
-            ) from None
+            raise _Undecodable(message_class, f": {detail}") from None
         return msg
 
 
@@ -192,6 +196,8 @@ class _Admission:
 
     async def on_end(self, call: Call, ctx: RequestContext[Any, Any], error: Exception | None, /) -> None:
         code = None
+        if isinstance(error, _Undecodable):
+            self._app._d.undecodable(call, error.reason)
         if error is not None:
             code = _FROM_CONNECT.get(error.code, Code.INTERNAL) if isinstance(error, ConnectError) else Code.INTERNAL
         self._app._d.done(call, code)
