@@ -1,15 +1,18 @@
-"""A fork server for the tests' ``rustbill`` command lines (helpers.ServerProcess.cli).
+"""A fork server for the tests' ``rustbill`` command lines (helpers.ServerProcess.cli) and servers
+(helpers.ServerProcess.start: ``rustbill serve`` in a session of its own, its output to a FIFO).
 
 Each ``rustbill ARGS`` of a test is a process of its own, as an operator's is: its own working
 folder, environment, standard streams, logging set-up, event loop and exit code. What it saves is
-the interpreter start and the imports (typer, pydantic, SQLAlchemy, alembic, rustbill), about a
-second a command: this process imports them once (without running any of them) and forks one
-child per command; the child then runs ``python -m rustbill ARGS`` the way the interpreter does
-(``runpy``, the interpreter's own exit: SystemExit's code, a traceback and 1 for an uncaught
-exception, the atexit handlers, flushed streams).
+the interpreter start and the imports (typer, pydantic, SQLAlchemy, alembic, grpc, uvicorn,
+rustbill), one to two seconds a command: this process imports them once (without running any of
+them) and forks one child per command; the child then runs ``python -m rustbill ARGS`` the way the
+interpreter does (``runpy``, the interpreter's own exit: SystemExit's code, a traceback and 1 for an
+uncaught exception, the atexit handlers, flushed streams; ``sys.orig_argv`` for a server that
+re-executes itself on RestartServer).
 
 Protocol (one JSON object a line): the tests write ``{"id", "args", "cwd", "env", "stdin",
-"stdout", "stderr"}`` (the last three are file paths; stdin may be null: /dev/null) on this
+"stdout", "stderr", "new_session"}`` (file paths; stdin may be null: /dev/null; stderr the same
+path as stdout: one stream, opened once, as a FIFO must be) on this
 process's stdin; it answers on its stdout ``{"id", "pid"}`` when the child is forked and
 ``{"id", "code"}`` when it has ended (a negative code is the signal that ended it, as
 subprocess's returncode). It exits when its stdin closes, and dies with the test process that
@@ -40,9 +43,10 @@ def _preload() -> None:
     import rustbill.auth
     import rustbill.cli
     import rustbill.db
-    import rustbill.domain.ledger  # noqa: F401
+    import rustbill.domain.ledger
+    import rustbill.server  # noqa: F401  (``serve``: grpc, uvicorn, connectrpc; nothing of them runs)
 
-    for driver in ("aiosqlite", "asyncpg"):
+    for driver in ("aiosqlite", "asyncpg", "uvloop"):
         try:
             __import__(driver)
         except ImportError:
@@ -122,16 +126,25 @@ def _become(request: dict[str, Any]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    if request.get("new_session"):
+        os.setsid()  # (as subprocess.Popen(start_new_session=True))
     for fd, path, mode in (
         (0, request["stdin"] or os.devnull, os.O_RDONLY),
         (1, request["stdout"], os.O_WRONLY | os.O_TRUNC | os.O_CREAT),
         (2, request["stderr"], os.O_WRONLY | os.O_TRUNC | os.O_CREAT),
     ):
+        if fd == 2 and path == request["stdout"]:  # (stderr=subprocess.STDOUT; a FIFO opens once)
+            os.dup2(1, 2)
+            continue
         new = os.open(path, mode, 0o600)
         os.dup2(new, fd)
         os.close(new)
+    if os.environ.get("PYTHONUNBUFFERED"):  # (read at start by an interpreter; this one started earlier)
+        for stream in (sys.stdout, sys.stderr):
+            stream.reconfigure(write_through=True)  # type: ignore[attr-defined]
     sys.path[0] = os.getcwd()  # (as ``python -m`` does)
     sys.argv = ["-m", *request["args"]]
+    sys.orig_argv = [sys.executable, "-m", "rustbill", *request["args"]]  # (what a re-executing restart runs)
 
 
 if __name__ == "__main__":

@@ -162,6 +162,38 @@ class _CliForkServer:
         with self._cond:
             self._cond.notify_all()
 
+    def _send(self, request: dict[str, Any]) -> None:
+        proc = self._ensure()
+        assert proc.stdin is not None
+        with self._lock:
+            proc.stdin.write(json.dumps(request).encode() + b"\n")
+            proc.stdin.flush()
+
+    def start(self, args: list[str], *, cwd: Path, env: Mapping[str, str], output: Path) -> _Forked:
+        """``python -m rustbill ARGS`` as a long-running process (a server) in a session of its own,
+        its stdout and stderr both written to ``output`` (a FIFO the caller reads)."""
+        proc = self._ensure()
+        rid = next(self._ids)
+        self._send({"id": rid, "args": args, "cwd": str(cwd), "env": dict(env), "stdin": None,
+                    "stdout": str(output), "stderr": str(output), "new_session": True})  # fmt: skip
+        with self._cond:
+            while rid not in self._pids:
+                if proc.poll() is not None:
+                    raise AssertionError(f"the CLI fork server ended ({proc.returncode}) during rustbill {args}")
+                self._cond.wait(1.0)
+            return _Forked(self, rid, self._pids.pop(rid))
+
+    def _code(self, rid: int, timeout: float | None) -> int | None:
+        """The exit code of request ``rid`` once it has ended (None: not within ``timeout``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while rid not in self._codes:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(1.0 if left is None else min(left, 1.0))
+            return self._codes[rid]
+
     def run(
         self, args: list[str], *, cwd: Path, env: Mapping[str, str], stdin: str | None, timeout: float
     ) -> subprocess.CompletedProcess[str]:
@@ -178,10 +210,7 @@ class _CliForkServer:
             "stdin": str(files["stdin"]) if stdin is not None else None,
             "stdout": str(files["stdout"]), "stderr": str(files["stderr"]),
         }  # fmt: skip
-        assert proc.stdin is not None
-        with self._lock:
-            proc.stdin.write(json.dumps(request).encode() + b"\n")
-            proc.stdin.flush()
+        self._send(request)
         deadline = time.monotonic() + timeout
         cmd = [sys.executable, "-m", "rustbill", *args]
         with self._cond:
@@ -207,6 +236,36 @@ class _CliForkServer:
         if code is None:
             raise subprocess.TimeoutExpired(cmd, timeout, out, err)
         return subprocess.CompletedProcess(cmd, code, out, err)
+
+
+class _Forked:
+    """What ServerProcess uses of a subprocess.Popen, for a process the CLI fork server forked."""
+
+    def __init__(self, forks: _CliForkServer, rid: int, pid: int) -> None:
+        self._forks = forks
+        self._rid = rid
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self._forks._code(self._rid, 0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self.returncode = self._forks._code(self._rid, timeout)
+            if self.returncode is None:
+                raise subprocess.TimeoutExpired(["rustbill", "serve"], timeout or 0)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:  # (as Popen: never a signal to a pid that may be reused)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 _cli_forks = _CliForkServer()
@@ -266,7 +325,7 @@ class ServerProcess:
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[str] | _Forked | None = None
         self.port: int | None = None
         self.http_port: int | None = None
         self._lines: list[str] = []
@@ -278,16 +337,23 @@ class ServerProcess:
     def start(self, timeout: float = 60) -> ServerProcess:
         mark = self.log_mark()  # a restarted server: read only what this run logs
         self.http_port = None
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rustbill", "serve"],
-            cwd=self.workdir,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        if os.environ.get("TESTS_CLI_SUBPROCESS") == "1":
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "rustbill", "serve"],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+            output: Any = self.proc.stdout
+        else:  # forked from the CLI fork server (see run_cli): the same process, a second sooner
+            fifo = Path(tempfile.mkdtemp(prefix="rustbill-serve-")) / "output"
+            os.mkfifo(fifo)
+            self.proc = _cli_forks.start(["serve"], cwd=self.workdir, env=self.env, output=fifo)
+            output = fifo
+        self._pump_thread = threading.Thread(target=self._pump, args=(output,), daemon=True)
         self._pump_thread.start()
         self.port = self.wait_for_listen(timeout, start=mark)
         if self.env.get("RUSTBILL_HTTP__LISTEN"):
@@ -295,16 +361,21 @@ class ServerProcess:
             self.http_port = int(m.group(2))
         return self
 
-    def _pump(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        with self.log_path.open("a") as f:
-            for line in self.proc.stdout:
+    def _pump(self, output: Any) -> None:
+        """Copy the server's output to the log (a pipe, or a FIFO's path: opened here, once the
+        server has opened its end, and removed)."""
+        if isinstance(output, Path):
+            stream = output.open()  # (text, as Popen(text=True) reads)
+            shutil.rmtree(output.parent, ignore_errors=True)
+        else:
+            stream = output
+        with self.log_path.open("a") as f, stream:
+            for line in stream:
                 f.write(line)
                 f.flush()
                 with self._cond:
                     self._lines.append(line)
                     self._cond.notify_all()
-        self.proc.stdout.close()
         with self._cond:
             self._cond.notify_all()
 

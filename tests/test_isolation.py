@@ -116,7 +116,9 @@ def fault_while_measuring(srv: ServerProcess, token: str, healthy: Any, fault: A
     th = threading.Thread(target=run)
     th.start()
     time.sleep(0.6)  # (a worker that keeps a core busy is lowered in priority within half a second)
-    during = healthy_latency(srv, token, healthy, n=8)
+    # The best of three rounds: another process's burst on this shared machine slows one round; a
+    # fault that the isolation does not contain slows them all.
+    during = min(healthy_latency(srv, token, healthy, n=8) for _ in range(3))
     th.join(60)
     return before, during, out
 
