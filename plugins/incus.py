@@ -182,10 +182,8 @@ _CONNS: sdk.Connections[_Conn] = sdk.Connections(16)
 
 def _first_cert_der(pem: str) -> bytes:
     m = re.search(r"-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----", pem)
-    if not m:
-        raise sdk.InvalidArgument("client_cert is not a PEM certificate")
     try:
-        return ssl.PEM_cert_to_DER_cert(m.group(0))
+        return ssl.PEM_cert_to_DER_cert(m.group(0) if m else "")  # "": ValueError, as for a broken one
     except ValueError:
         raise sdk.InvalidArgument("client_cert is not a PEM certificate") from None
 
@@ -346,27 +344,21 @@ def _transport_error(conn: _Conn, exc: Exception) -> sdk.PluginError:
         )
     if err is not None:
         return sdk.Unavailable(f"TLS error talking to {conn.where}: {text}")
-    refused = _cause(exc, ConnectionRefusedError)
-    if refused is not None:
+    if _cause(exc, ConnectionRefusedError) is not None:
         return sdk.Unavailable(f"cannot reach {conn.where}: connection refused (is Incus listening there?)")
-    missing = _cause(exc, FileNotFoundError)
-    if missing is not None:
+    if _cause(exc, FileNotFoundError) is not None:
         return sdk.Unavailable(f"cannot reach {conn.where}: the socket does not exist")
-    denied = _cause(exc, PermissionError)
-    if denied is not None:
+    if _cause(exc, PermissionError) is not None:
         return sdk.PermissionDenied(f"cannot open {conn.where}: permission denied (join the incus-admin group?)")
     reason = text or type(exc).__name__
     return sdk.Unavailable(f"cannot reach {conn.where}: {type(exc).__name__}: {reason}")
 
 
 def _api_error(conn: _Conn, status: int, data: Any, what: str) -> sdk.PluginError:
-    code = status
-    message = ""
-    if isinstance(data, dict):
-        message = str(data.get("error") or "")
-        if isinstance(data.get("error_code"), int) and data["error_code"] >= 400:
-            code = data["error_code"]
-    message = message or f"HTTP {status}"
+    data = data if isinstance(data, dict) else {}
+    message = str(data.get("error") or "") or f"HTTP {status}"
+    error_code = data.get("error_code")  # the error's own status, when the envelope gives one
+    code = error_code if isinstance(error_code, int) and error_code >= 400 else status
     if code in (401, 403):
         return sdk.PermissionDenied(
             f"{what}: {conn.where} refused the request ({code} {message}): the client certificate (SHA-256 "
@@ -536,43 +528,24 @@ def _addresses(state: Any) -> list[dict[str, str]]:
 def _ip(state: Any) -> str:
     """The first global IPv4 address, else the first global IPv6 one, else ""."""
     addrs = [a for a in _addresses(state) if a["scope"] == "global"]
-    for family in ("inet", "inet6"):
-        for a in addrs:
-            if a["family"] == family:
-                return a["address"]
-    return ""
+    return next((a["address"] for family in ("inet", "inet6") for a in addrs if a["family"] == family), "")
 
 
 def _create_body(
     config: dict[str, Any], spec: dict[str, Any], name: str, request_id: str, start: bool
 ) -> dict[str, Any]:
     image = dict(PRICING.images(config)[spec["os"]])
-    source: dict[str, Any] = {"type": "image"}
-    if image.get("fingerprint"):
-        source["fingerprint"] = image["fingerprint"]
-    else:
-        source["alias"] = image["alias"]
+    by = "fingerprint" if image.get("fingerprint") else "alias"
+    source: dict[str, Any] = {"type": "image", by: image[by]}
     if image.get("server"):
         source["server"] = image["server"]
         source["protocol"] = image.get("protocol") or "simplestreams"
-    devices: dict[str, dict[str, str]] = {
-        "root": {
-            "type": "disk",
-            "path": "/",
-            "pool": str(_cfg(config, "storage_pool")),
-            "size": f"{spec['disk_gb']}GiB",
-        }
-    }
+    pool = str(_cfg(config, "storage_pool"))
+    devices = {"root": {"type": "disk", "path": "/", "pool": pool, "size": f"{spec['disk_gb']}GiB"}}
     network = str(_cfg(config, "network"))
     if network and spec["bandwidth_mbps"] > 0:
-        nic = str(_cfg(config, "nic_name"))
-        devices[nic] = {
-            "type": "nic",
-            "network": network,
-            "name": nic,
-            "limits.ingress": f"{spec['bandwidth_mbps']}Mbit",
-            "limits.egress": f"{spec['bandwidth_mbps']}Mbit",
-        }
+        nic, limit = str(_cfg(config, "nic_name")), f"{spec['bandwidth_mbps']}Mbit"
+        devices[nic] = {"type": "nic", "network": network, "name": nic, "limits.ingress": limit, "limits.egress": limit}
     return {
         "name": name,
         "type": image.get("instance_type") or _cfg(config, "instance_type"),
@@ -915,18 +888,21 @@ def _summary(item: dict[str, Any]) -> dict[str, Any]:
 
 
 async def admin_list_instances(config):
+    """Every instance of the project, as on the page."""
     conn = _conn(config)
     items = await _get(conn, "/1.0/instances", "listing instances", _params(config, recursion=2))
     return [_summary(i) for i in items or [] if isinstance(i, dict)]
 
 
 async def admin_server_info(config):
+    """Endpoint, auth, API version, server version and name, client fingerprint, project."""
     conn = _conn(config)
     info = await _get(conn, "/1.0", "server info (GET /1.0)")
     return _server_summary(conn, config, info if isinstance(info, dict) else {})
 
 
 async def admin_instance(config):
+    """One instance's summary: args ``{"name": "..."}``."""
     name = sdk.action_target(config, _name)
     conn = _conn(config)
     item = await _get(conn, _inst_path(name), f"instance {name!r}", _params(config, recursion=1))
@@ -982,11 +958,17 @@ _ROW_ACTIONS = {
     "frozen": (("admin_stop", "Stop"),),
     "error": (("admin_start", "Start"), ("admin_stop", "Stop")),
 }
-_FORM_JS = """rustbill.bind("delete", "admin_delete", function (f) {
-  var name = f.elements.instance.value.trim();
-  return name ? {name: name, force: f.elements.force.checked} : false;
-}, "delete-out");
-"""
+_DELETE_FORM = sdk.action_form(
+    "delete",
+    "Delete an instance",
+    "instance",
+    "Instance name (type it to confirm)",
+    [("admin_delete", "Delete", {})],
+    flags=[("force", "stop it first if it runs")],
+    button="Delete",
+)
+# Row buttons run their action on their instance, the form deletes once the name is typed in.
+_PAGE_SCRIPT = f"<script>\n{sdk.ITEM_LIST_JS}{sdk.ACTION_FORM_JS}</script>"
 
 
 async def admin_page(config):
@@ -1004,21 +986,12 @@ async def admin_page(config):
             i["name"], i["type"], i["status"], ", ".join(i["addresses"]), i["limits_cpu"], i["limits_memory"],
             i["root_size"], i["created_at"], i["request_id"],
         ), _ROW_ACTIONS, "instance")  # fmt: skip
-        force = '<label><input type="checkbox" name="force"> stop it first if it runs</label> '
-        delete = sdk.confirm_form("delete", "Delete an instance", "instance", "Instance name (type it to confirm)",
-                                  force, "Delete")  # fmt: skip
         parts = [
             f"<p>{e(server.get('server') or 'incus')} {e(server.get('server_version'))} on "
             f"{e(server.get('server_name'))}, REST API {e(server.get('api_version'))}, auth "
             f"{e(server.get('auth'))}, project <code>{e(server.get('project'))}</code></p>",
-            table + delete,
+            table + _DELETE_FORM,
         ]
-    parts.append(
-        '<p>Actions (CallPluginAction, args_json <code>{"name": "…"}</code>): <code>admin_start</code>, '
-        "<code>admin_stop</code>, <code>admin_restart</code> (<code>force</code>, <code>timeout</code>), "
-        "<code>admin_delete</code> (<code>force</code> stops a running instance first), "
-        "<code>admin_instance</code>, <code>admin_list_instances</code>, <code>admin_server_info</code>.</p>"
-    )
-    scripts = f"{sdk.admin_bridge_script()}<script>\n{sdk.ITEM_LIST_JS}{_FORM_JS}</script>"
-    page = sdk.admin_html("Incus", f"Incus — {where}", parts, scripts)
+    parts.append(sdk.actions_note(globals()))  # every admin_* above, with its docstring
+    page = sdk.admin_html("Incus", f"Incus — {where}", parts, sdk.admin_bridge_script() + _PAGE_SCRIPT)
     return {"title": "Incus", "html": page}

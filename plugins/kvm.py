@@ -63,33 +63,10 @@ PLUGIN_TYPE = "first_party_provider"
 
 log = sdk.logger(__name__)
 
-# libvirt's stable error codes (virerror.h), so that the plugin can name them without libvirt.
-ERR_NO_SUPPORT = 3
-ERR_NO_CONNECT = 5
-ERR_INVALID_CONN = 6
-ERR_INVALID_ARG = 8
-ERR_OPERATION_FAILED = 9
-ERR_XML_ERROR = 27
-ERR_DOM_EXIST = 28
-ERR_OPERATION_DENIED = 29
-ERR_XML_DETAIL = 35
-ERR_SYSTEM_ERROR = 38
-ERR_RPC = 39
-ERR_NO_DOMAIN = 42
-ERR_NO_NETWORK = 43
-ERR_AUTH_FAILED = 45
-ERR_NO_STORAGE_POOL = 49
-ERR_NO_STORAGE_VOL = 50
-ERR_CONFIG_UNSUPPORTED = 67
-ERR_OPERATION_TIMEOUT = 68
-ERR_AUTH_CANCELLED = 79
-ERR_NO_DOMAIN_METADATA = 80
-ERR_OPERATION_UNSUPPORTED = 84
-ERR_AGENT_UNRESPONSIVE = 86
-ERR_ACCESS_DENIED = 88
-ERR_AUTH_UNAVAILABLE = 94
-_DENIED = (ERR_AUTH_FAILED, ERR_AUTH_CANCELLED, ERR_AUTH_UNAVAILABLE, ERR_ACCESS_DENIED, ERR_OPERATION_DENIED)
-_UNSUPPORTED = (ERR_NO_SUPPORT, ERR_OPERATION_UNSUPPORTED)
+# libvirt's error codes (virerror.h, libvirt.VIR_ERR_<name>) that mean "not allowed" and "this driver
+# cannot"; names, so that the plugin loads without libvirt (_is compares them once libvirt is there).
+_DENIED = ("AUTH_FAILED", "AUTH_CANCELLED", "AUTH_UNAVAILABLE", "ACCESS_DENIED", "OPERATION_DENIED")
+_UNSUPPORTED = ("NO_SUPPORT", "OPERATION_UNSUPPORTED")
 
 # virDomainState -> the status RustBill shows
 STATUS = {
@@ -103,8 +80,6 @@ STATUS = {
     7: "suspended",  # VIR_DOMAIN_PMSUSPENDED (guest suspended to RAM)
 }
 _ADDRESS_SOURCES = {"lease": 0, "agent": 1, "arp": 2}  # VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_*
-_CRED_USERNAME, _CRED_AUTHNAME, _CRED_PASSPHRASE, _CRED_NOECHOPROMPT = 1, 2, 5, 7
-_METADATA_ELEMENT = 2  # VIR_DOMAIN_METADATA_ELEMENT
 _UNDEFINE_FLAGS = (1 | 2 | 4 | 16, 1 | 2, 0)  # managed save, snapshots, nvram, checkpoints; then fewer
 
 META_NS = "https://rustbill.dev/xmlns/libvirt/instance/1.0"
@@ -309,18 +284,17 @@ _TRANSPORT = (
 
 
 def _open_error(uri: str, exc: Any, username: str, missing: list[str]) -> sdk.PluginError:
-    code = exc.get_error_code()
     msg = exc.get_error_message() or str(exc)
     if missing:
         return sdk.FailedPrecondition(
             f"libvirt at {uri} asks for a {' and a '.join(dict.fromkeys(missing))} but the interface has none; "
             "set username and password in its configuration"
         )
-    if code in _DENIED:
+    if _is(exc, *_DENIED):
         who = f" (user {username!r})" if username else ""
         return sdk.PermissionDenied(f"libvirt at {uri} refused the connection{who}: {msg}")
     low = msg.lower()
-    if code in (ERR_SYSTEM_ERROR, ERR_RPC, ERR_NO_CONNECT, ERR_INVALID_CONN) or any(s in low for s in _TRANSPORT):
+    if _is(exc, "SYSTEM_ERROR", "RPC", "NO_CONNECT", "INVALID_CONN") or any(s in low for s in _TRANSPORT):
         hint = ""
         if "connection refused" in low:
             hint = " (is libvirtd/virtproxyd listening there, with that transport enabled?)"
@@ -341,11 +315,11 @@ def _open(config: dict[str, Any], uri: str, key: str) -> _Entry:
 
     def credentials(creds: list[list[Any]], _data: Any) -> int:
         for cred in creds:
-            if cred[0] in (_CRED_USERNAME, _CRED_AUTHNAME):
+            if cred[0] in (lv.VIR_CRED_USERNAME, lv.VIR_CRED_AUTHNAME):
                 if not username:
                     missing.append("username")
                 cred[4] = username or cred[3] or ""
-            elif cred[0] in (_CRED_PASSPHRASE, _CRED_NOECHOPROMPT):
+            elif cred[0] in (lv.VIR_CRED_PASSPHRASE, lv.VIR_CRED_NOECHOPROMPT):
                 if not password:
                     missing.append("password")
                     return -1
@@ -357,7 +331,7 @@ def _open(config: dict[str, Any], uri: str, key: str) -> _Entry:
     try:
         if not _is_test_driver(uri):
             _ensure_event_loop(lv)
-        kinds = [_CRED_USERNAME, _CRED_AUTHNAME, _CRED_PASSPHRASE, _CRED_NOECHOPROMPT]
+        kinds = [lv.VIR_CRED_USERNAME, lv.VIR_CRED_AUTHNAME, lv.VIR_CRED_PASSPHRASE, lv.VIR_CRED_NOECHOPROMPT]
         conn = lv.openAuth(uri, [kinds, credentials, None], 0)
     except Exception as exc:
         if isinstance(exc, lv.libvirtError):
@@ -411,10 +385,9 @@ atexit.register(_close_all)  # before the interpreter tears libvirt down (else n
 def _err(exc: Any, what: str, entry: _Entry | None, *, uncertain: bool = False) -> sdk.PluginError:
     """A libvirtError as a PluginError with a clear status. ``uncertain``: the call may have changed
     something at the host, so a lost connection is reported as "outcome unknown"."""
-    code = exc.get_error_code()
     msg = exc.get_error_message() or str(exc)
     lost = entry is not None and not _alive(entry.conn)
-    if lost or code in (ERR_RPC, ERR_INVALID_CONN):
+    if lost or _is(exc, "RPC", "INVALID_CONN"):
         if entry is not None:
             _CONNS.discard(entry.key, entry)
         where = entry.where if entry is not None else "libvirt"
@@ -425,17 +398,17 @@ def _err(exc: Any, what: str, entry: _Entry | None, *, uncertain: bool = False) 
                 "DEADLINE_EXCEEDED",
             )
         return sdk.Unavailable(f"{what}: lost the connection to {where}: {msg}")
-    if code == ERR_NO_DOMAIN:
+    if _is(exc, "NO_DOMAIN"):
         return sdk.NotFound(f"{what}: {msg}")
-    if code in (ERR_NO_STORAGE_POOL, ERR_NO_STORAGE_VOL, ERR_NO_NETWORK):
+    if _is(exc, "NO_STORAGE_POOL", "NO_STORAGE_VOL", "NO_NETWORK"):
         return sdk.FailedPrecondition(f"{what}: {msg} (check the interface's storage_pool, network and images)")
-    if code in _DENIED:
+    if _is(exc, *_DENIED):
         return sdk.PermissionDenied(f"{what}: libvirt denied it: {msg}")
-    if code in (ERR_OPERATION_TIMEOUT, ERR_AGENT_UNRESPONSIVE):
+    if _is(exc, "OPERATION_TIMEOUT", "AGENT_UNRESPONSIVE"):
         return sdk.PluginError(f"{what}: {msg}", "DEADLINE_EXCEEDED")
-    if code in (ERR_XML_ERROR, ERR_XML_DETAIL, ERR_CONFIG_UNSUPPORTED, ERR_INVALID_ARG):
+    if _is(exc, "XML_ERROR", "XML_DETAIL", "CONFIG_UNSUPPORTED", "INVALID_ARG"):
         return sdk.InvalidArgument(f"{what}: libvirt refused it as invalid: {msg}")
-    if code in _UNSUPPORTED:
+    if _is(exc, *_UNSUPPORTED):
         return sdk.FailedPrecondition(f"{what}: not supported by this libvirt driver ({msg})")
     return sdk.FailedPrecondition(f"{what}: {msg}")
 
@@ -453,17 +426,17 @@ def _calls(entry: _Entry, what: str, *, uncertain: bool = False) -> Iterator[Non
         raise
 
 
-def _code(exc: BaseException) -> int | None:
-    get = getattr(exc, "get_error_code", None)
-    return get() if callable(get) else None
+def _is(exc: Any, *codes: str) -> bool:
+    """Whether a libvirtError's code is one of these (names of libvirt's VIR_ERR_* codes)."""
+    return any(exc.get_error_code() == getattr(libvirt, f"VIR_ERR_{code}") for code in codes)
 
 
-def _or_none(absent: int | tuple[int, ...], call: Callable[..., Any], *args: Any) -> Any:
+def _or_none(absent: str | tuple[str, ...], call: Callable[..., Any], *args: Any) -> Any:
     """``call(*args)``, or None when libvirt answers with the error code ``absent`` (or one of them)."""
     try:
         return call(*args)
     except libvirt.libvirtError as exc:
-        if exc.get_error_code() in (absent if isinstance(absent, tuple) else (absent,)):
+        if _is(exc, *((absent,) if isinstance(absent, str) else absent)):
             return None
         raise
 
@@ -496,7 +469,7 @@ def _order(config: dict[str, Any], request_id: str) -> tuple[str, str, _Entry, t
 
 def _lookup(entry: _Entry, name: str) -> Any:
     with _calls(entry, f"domain {name!r}"):
-        dom = _or_none(ERR_NO_DOMAIN, entry.conn.lookupByName, name)
+        dom = _or_none("NO_DOMAIN", entry.conn.lookupByName, name)
     if dom is None:
         raise sdk.NotFound(f"domain {name!r} does not exist at {entry.where}")
     return dom
@@ -505,9 +478,9 @@ def _lookup(entry: _Entry, name: str) -> Any:
 def _meta(dom: Any) -> dict[str, str]:
     """The RustBill metadata of a domain ({} for domains made elsewhere)."""
     try:
-        text = dom.metadata(_METADATA_ELEMENT, META_NS, 0)
-    except Exception as exc:
-        if _code(exc) in (ERR_NO_DOMAIN_METADATA, ERR_NO_SUPPORT, ERR_INVALID_ARG):
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, META_NS, 0)
+    except libvirt.libvirtError as exc:
+        if _is(exc, "NO_DOMAIN_METADATA", "NO_SUPPORT", "INVALID_ARG"):
             return {}
         raise
     try:
@@ -627,22 +600,20 @@ def _vol_format(vol: Any, fallback: str) -> str:
 
 
 def _vol_xml(name: str, capacity: int, fmt: str, backing: tuple[str, str] | None = None) -> str:
-    root = ET.Element("volume")
-    _text(root, "name", name)
-    _text(root, "capacity", capacity, unit="bytes")
-    _text(root, "allocation", 0, unit="bytes")
-    target = ET.SubElement(root, "target")
-    ET.SubElement(target, "format", {"type": fmt})
-    if backing is not None:
-        bs = ET.SubElement(root, "backingStore")
-        _text(bs, "path", backing[0])
-        ET.SubElement(bs, "format", {"type": backing[1]})
-    return ET.tostring(root, encoding="unicode")
+    """A volume (https://libvirt.org/formatstorage.html), backed by ``backing`` (path, format) if given."""
+    e = html.escape
+    back = (
+        f'<backingStore><path>{e(backing[0])}</path><format type="{e(backing[1])}"/></backingStore>' if backing else ""
+    )
+    return (
+        f'<volume><name>{e(name)}</name><capacity unit="bytes">{capacity}</capacity><allocation unit="bytes">0'
+        f'</allocation><target><format type="{e(fmt)}"/></target>{back}</volume>'
+    )
 
 
 def _pool(entry: _Entry, name: str) -> Any:
     with _calls(entry, f"storage pool {name!r}"):
-        pool = _or_none(ERR_NO_STORAGE_POOL, entry.conn.storagePoolLookupByName, name)
+        pool = _or_none("NO_STORAGE_POOL", entry.conn.storagePoolLookupByName, name)
         if pool is None:
             raise sdk.FailedPrecondition(
                 f"storage pool {name!r} does not exist at {entry.where} (check storage_pool and images)"
@@ -653,7 +624,7 @@ def _pool(entry: _Entry, name: str) -> Any:
 
 
 def _vol_or_none(pool: Any, name: str) -> Any:
-    return _or_none(ERR_NO_STORAGE_VOL, pool.storageVolLookupByName, name)
+    return _or_none("NO_STORAGE_VOL", pool.storageVolLookupByName, name)
 
 
 def _root_volume(
@@ -716,7 +687,7 @@ def _root_volume(
             try:
                 vol.resize(capacity, 0)
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() not in _UNSUPPORTED:
+                if not _is(exc, *_UNSUPPORTED):
                     if _alive(entry.conn):
                         vol.delete(0)  # a definite failure: the order's volume goes again
                     raise
@@ -796,9 +767,9 @@ def _find_order(entry: _Entry, name: str, dom_uuid: str, request_id: str) -> Any
     """The domain an earlier attempt of this order made (by name, else by UUID), or None. A domain of
     that name made for anything else is refused."""
     with _calls(entry, f"looking up domain {name!r}"):
-        dom = _or_none(ERR_NO_DOMAIN, entry.conn.lookupByName, name)
+        dom = _or_none("NO_DOMAIN", entry.conn.lookupByName, name)
         if dom is None:
-            dom = _or_none(ERR_NO_DOMAIN, entry.conn.lookupByUUIDString, dom_uuid)
+            dom = _or_none("NO_DOMAIN", entry.conn.lookupByUUIDString, dom_uuid)
         if dom is None:
             return None
         owner = _meta(dom).get("request_id", "")
@@ -816,7 +787,7 @@ def _undefine(dom: Any) -> None:
             dom.undefineFlags(flags) if flags else dom.undefine()
             return
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() in (ERR_INVALID_ARG, ERR_NO_SUPPORT) and flags:
+            if _is(exc, "INVALID_ARG", "NO_SUPPORT") and flags:
                 continue  # flags this driver does not know: fewer
             raise
 
@@ -856,7 +827,7 @@ def create_instance(config, spec):
                     try:
                         dom = entry.conn.defineXML(xml)
                     except libvirt.libvirtError as exc:
-                        if exc.get_error_code() not in (ERR_OPERATION_FAILED, ERR_DOM_EXIST) or not _alive(entry.conn):
+                        if not _is(exc, "OPERATION_FAILED", "DOM_EXIST") or not _alive(entry.conn):
                             raise
                         dom = _find_order(entry, name, dom_uuid, request_id)  # a concurrent attempt won
                         if dom is None:
@@ -910,10 +881,10 @@ def find_instance(config, request_id):
     name, dom_uuid, entry, lock = _order(config, request_id)
     with lock:
         with _calls(entry, f"looking up the domain of order {request_id!r}"):
-            by_name = _or_none(ERR_NO_DOMAIN, entry.conn.lookupByName, name)
+            by_name = _or_none("NO_DOMAIN", entry.conn.lookupByName, name)
             dom = by_name if by_name is not None and _meta(by_name).get("request_id", "") == request_id else None
             if dom is None:
-                by_uuid = _or_none(ERR_NO_DOMAIN, entry.conn.lookupByUUIDString, dom_uuid)  # renamed since
+                by_uuid = _or_none("NO_DOMAIN", entry.conn.lookupByUUIDString, dom_uuid)  # renamed since
                 if by_uuid is not None and _meta(by_uuid).get("request_id", "") == request_id:
                     dom = by_uuid
         if dom is None:
@@ -993,7 +964,7 @@ _KINDS = {
 }
 
 
-def _active(entry: _Entry, kind: str, names: list[str], absent: int, problems: list[str]) -> dict[str, Any]:
+def _active(entry: _Entry, kind: str, names: list[str], absent: str, problems: list[str]) -> dict[str, Any]:
     """The storage pools or networks (``kind``) of these names that exist and are active; what is
     missing or inactive goes to ``problems``."""
     lookup, list_all, plural, start = _KINDS[kind]
@@ -1018,7 +989,7 @@ def _problems(entry: _Entry, config: dict[str, Any]) -> list[str]:
     pool_names = [str(_cfg(config, "storage_pool"))] + [
         str(i.get("pool")) for i in PRICING.images(config).values() if isinstance(i, dict) and i.get("pool")
     ]
-    pools = _active(entry, "storage pool", pool_names, ERR_NO_STORAGE_POOL, problems)
+    pools = _active(entry, "storage pool", pool_names, "NO_STORAGE_POOL", problems)
     for os_name, image in PRICING.images(config).items():
         pool = pools.get(str(image.get("pool") or _cfg(config, "storage_pool")))
         if pool is None:
@@ -1032,7 +1003,7 @@ def _problems(entry: _Entry, config: dict[str, Any]) -> list[str]:
     networks += [
         str(r["network"]) for r in PRICING.regions(config).values() if isinstance(r, dict) and r.get("network")
     ]
-    _active(entry, "network", networks, ERR_NO_NETWORK, problems)
+    _active(entry, "network", networks, "NO_NETWORK", problems)
     arch, dtype = str(_cfg(config, "arch")), str(_cfg(config, "domain_type"))
     offered = _guest_types(entry)
     if (arch, dtype) not in offered:
@@ -1103,11 +1074,13 @@ def _details(entry: _Entry, dom: Any, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def admin_server_info(config):
+    """The host and its versions (as in the health result)."""
     entry = _connect(config)
     return _server_info(entry)
 
 
 def admin_list_domains(config):
+    """Every domain, as on the page."""
     entry = _connect(config)
     return _list(entry, config, full=True)
 
@@ -1194,31 +1167,24 @@ def admin_stop(config):
     return _act(config, "stop", go)
 
 
-def _simple(method: str, *args: Any) -> Callable[[Any, _Entry], None]:
-    def go(dom: Any, _entry: _Entry) -> None:
-        getattr(dom, method)(*args)
-
-    return go
-
-
 def admin_destroy(config):
     """Power off at once (like pulling the plug): ``{"name": ...}``."""
-    return _act(config, "destroy", _simple("destroy"))
+    return _act(config, "destroy", lambda dom, _entry: dom.destroy())
 
 
 def admin_reboot(config):
     """Ask the guest to reboot: ``{"name": ...}``."""
-    return _act(config, "reboot", _simple("reboot", 0))
+    return _act(config, "reboot", lambda dom, _entry: dom.reboot(0))
 
 
 def admin_suspend(config):
     """Pause the domain's vCPUs: ``{"name": ...}``."""
-    return _act(config, "suspend", _simple("suspend"))
+    return _act(config, "suspend", lambda dom, _entry: dom.suspend())
 
 
 def admin_resume(config):
     """Resume a paused domain: ``{"name": ...}``."""
-    return _act(config, "resume", _simple("resume"))
+    return _act(config, "resume", lambda dom, _entry: dom.resume())
 
 
 def admin_delete(config):
@@ -1240,13 +1206,13 @@ def admin_delete(config):
             if dom.isPersistent():
                 _undefine(dom)
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() != ERR_NO_DOMAIN:  # a transient domain vanishes when destroyed
+            if not _is(exc, "NO_DOMAIN"):  # a transient domain vanishes when destroyed
                 raise
         deleted = []
         if delete_volumes:
             for ref in [v for v in meta.get("volumes", "").split("\n") if v]:
                 pool_name, _, vol_name = ref.partition("/")
-                pool = _or_none(ERR_NO_STORAGE_POOL, entry.conn.storagePoolLookupByName, pool_name)
+                pool = _or_none("NO_STORAGE_POOL", entry.conn.storagePoolLookupByName, pool_name)
                 vol = _vol_or_none(pool, vol_name) if pool is not None else None
                 if vol is not None:
                     vol.delete(0)
@@ -1264,17 +1230,20 @@ _ROW_ACTIONS = {
     "stopped": (("admin_start", "Start"),),
     "crashed": (("admin_start", "Start"),),
 }
-# Row buttons run their action on their domain (sdk.ITEM_LIST_JS); the form runs a destructive
-# action once the domain's name is typed into it.
-_FORM_JS = """rustbill.bind("danger", function (f) {
-  return f.elements.op.value === "admin_destroy" ? "admin_destroy" : "admin_delete";
-}, function (f) {
-  var name = f.elements.domain.value.trim(), op = f.elements.op.value;
-  if (!name) return false;
-  return op === "admin_destroy" ? {name: name}
-    : {name: name, force: f.elements.force.checked, delete_volumes: op === "admin_delete"};
-}, "danger-out");
-"""
+_DANGER_FORM = sdk.action_form(
+    "danger",
+    "Force off or delete a domain",
+    "domain",
+    "Domain name (type it to confirm)",
+    (
+        ("admin_destroy", "Force off (like pulling the plug)", {}),
+        ("admin_delete", "Delete, with its volumes", {"delete_volumes": True}),
+        ("admin_delete", "Delete, keep its volumes", {"delete_volumes": False}),
+    ),
+    flags=[("force", "even if running")],
+)
+# Row buttons run their action on their domain, the form its action once the name is typed in.
+_PAGE_SCRIPT = f"<script>\n{sdk.ITEM_LIST_JS}{sdk.ACTION_FORM_JS}</script>"
 
 
 def admin_page(config):
@@ -1293,29 +1262,12 @@ def admin_page(config):
             "yes" if d.get("autostart") else "no", "yes" if d.get("persistent") else "no", d["created_at"],
             d["request_id"],
         ), _ROW_ACTIONS, "domain")  # fmt: skip
-        choices = (
-            '<select name="op"><option value="admin_destroy">Force off (like pulling the plug)</option>'
-            '<option value="admin_delete">Delete, with its volumes</option>'
-            '<option value="admin_delete_keep">Delete, keep its volumes</option></select>'
-            '<label><input type="checkbox" name="force"> even if running</label> '
-        )
-        danger = sdk.confirm_form("danger", "Force off or delete a domain", "domain",
-                                  "Domain name (type it to confirm)", choices, "Run")  # fmt: skip
         parts = [
             f"<p>{e(server['driver'])} {e(server['hypervisor_version'])} on {e(server['hostname'] or '?')} "
             f"({e(server['host_arch'])}, {server['host_cpus']} CPUs, {server['host_memory_mib']} MiB), libvirt "
             f"{e(server['libvirt_version'])} (client {e(server['client_libvirt_version'])})</p>",
-            table + danger,
+            table + _DANGER_FORM,
         ]
-    parts.append(
-        '<p>Actions (CallPluginAction, args_json <code>{"name": "…"}</code>): <code>admin_start</code>, '
-        "<code>admin_stop</code> (<code>timeout</code>, <code>force</code>), <code>admin_reboot</code>, "
-        "<code>admin_destroy</code>, <code>admin_suspend</code>, <code>admin_resume</code>, "
-        "<code>admin_delete</code> (<code>force</code>, <code>delete_volumes</code>), <code>admin_domain</code>, "
-        "<code>admin_list_domains</code>, <code>admin_list_volumes</code> (<code>pool</code>), "
-        "<code>admin_server_info</code>.</p>"
-    )
-    heading = f"KVM — {_cfg(config, 'uri')}"
-    scripts = f"{sdk.admin_bridge_script()}<script>\n{sdk.ITEM_LIST_JS}{_FORM_JS}</script>"
-    page = sdk.admin_html("KVM", heading, parts, scripts)
+    parts.append(sdk.actions_note(globals()))  # every admin_* below, with its docstring
+    page = sdk.admin_html("KVM", f"KVM — {_cfg(config, 'uri')}", parts, sdk.admin_bridge_script() + _PAGE_SCRIPT)
     return {"title": "KVM (libvirt)", "html": page}

@@ -41,3 +41,45 @@ def test_confirm_form_asks_for_the_name_and_escapes_its_text() -> None:
     assert sdk.unreachable("libvirt", "no <route>") == (
         '<p class="error"><strong>Cannot reach libvirt:</strong> no &lt;route&gt;</p>'
     )
+
+
+def test_action_form_offers_its_choices_and_flags_and_the_script_binds_them() -> None:
+    one = sdk.action_form("del", "Delete", "item", "Name", [("admin_delete", "Delete", {})], [("force", "a<b")], "Go")
+    assert one == sdk.confirm_form(
+        "del",
+        "Delete",
+        "item",
+        "Name",
+        '<input type="hidden" name="action" value="admin_delete" data-args="{}">'
+        '<label><input type="checkbox" name="force"> a&lt;b</label> ',
+        "Go",
+    )
+    several = sdk.action_form("x", "X", "vm", "VM", [("admin_off", "Off", {}), ("admin_rm", "Remove", {"keep": False})])
+    assert (
+        '<select name="action"><option value="admin_off" data-args="{}">Off</option>'
+        '<option value="admin_rm" data-args="{&quot;keep&quot;: false}">Remove</option></select>'
+        '<button type="submit">Run</button>'
+    ) in several
+    assert "form [name=action]" in sdk.ACTION_FORM_JS and '"-out"' in sdk.ACTION_FORM_JS
+
+
+def test_actions_note_lists_the_admin_functions_of_a_namespace_with_their_docstrings() -> None:
+    def admin_stop(config: dict[str, object]) -> None:
+        """Stop it: ``{"name": ...}`` <now>.
+
+        Not this paragraph."""
+
+    def admin_list(config: dict[str, object]) -> None:
+        pass
+
+    def admin_page(config: dict[str, object]) -> None:
+        """The page itself is no action."""
+
+    note = sdk.actions_note(
+        {"admin_stop": admin_stop, "helper": len, "admin_page": admin_page, "admin_list": admin_list}
+    )
+    assert note == (
+        "<p>Actions (CallPluginAction; <code>args_json</code> as each says):</p><ul>"
+        '<li><code>admin_stop</code> — Stop it: <code>{"name": ...}</code> &lt;now&gt;.</li>'
+        "<li><code>admin_list</code></li></ul>"
+    )

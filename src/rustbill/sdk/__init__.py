@@ -16,9 +16,11 @@
 - ``sdk.admin_bridge_script()`` — the ``<script>`` an ``admin_page`` includes to run its
   ``admin_*`` actions through the admin console: ``rustbill.call(function, args)`` → Promise.
 - ``sdk.admin_html(title, heading, parts, scripts)`` / ``sdk.item_table(...)`` / ``sdk.item_list(...)`` /
-  ``sdk.confirm_form(...)`` / ``sdk.unreachable(...)`` — the frame of an admin page, a table of items
-  with per-status action buttons (bound by ``sdk.ITEM_LIST_JS``), a form that asks for an item's name
-  before a destructive action, and the note of a host it cannot reach (``sdk/pages.py``).
+  ``sdk.confirm_form(...)`` / ``sdk.action_form(...)`` / ``sdk.actions_note(...)`` / ``sdk.unreachable(...)``
+  — the frame of an admin page, a table of items with per-status action buttons (bound by
+  ``sdk.ITEM_LIST_JS``), a form that asks for an item's name before a destructive action (bound by
+  ``sdk.ACTION_FORM_JS``), the note naming the page's actions, and the note of a host it cannot reach
+  (``sdk/pages.py``).
 - ``sdk.ServerPricing`` and the schema helpers (``sdk.prop``, ``sdk.money_prop``, ...) — price rules,
   plans, regions, OS images and spec limits of a provider that sells servers (``sdk/pricing.py``).
 - ``sdk.Connections``, ``sdk.order_request_id``, ``sdk.find_request_id``, ``sdk.order_name``,
@@ -43,6 +45,7 @@ from ..money import to_money_text
 from ..plugins.context import CallContext, current_call
 
 __all__ = [
+    "ACTION_FORM_JS",
     "DECIMAL_PATTERN",
     "DEFAULT_TIMEOUT",
     "ITEM_LIST_JS",
@@ -59,7 +62,9 @@ __all__ = [
     "ServerPricing",
     "State",
     "Unavailable",
+    "action_form",
     "action_target",
+    "actions_note",
     "admin_bridge_script",
     "admin_html",
     "confirm_form",
@@ -377,7 +382,17 @@ from .hosts import (  # noqa: E402
     order_name,
     order_request_id,
 )
-from .pages import ITEM_LIST_JS, admin_html, confirm_form, item_list, item_table, unreachable  # noqa: E402
+from .pages import (  # noqa: E402
+    ACTION_FORM_JS,
+    ITEM_LIST_JS,
+    action_form,
+    actions_note,
+    admin_html,
+    confirm_form,
+    item_list,
+    item_table,
+    unreachable,
+)
 from .pricing import (  # noqa: E402
     DECIMAL_PATTERN,
     PRICING_DEFAULTS,

@@ -1,12 +1,16 @@
 """The frame of an admin page that lists what a provider runs (the built-in kvm and incus pages):
 one look for every such page, a table whose rows carry buttons for the actions that fit each item's
-status, and a form that runs a destructive action once the item's name is typed in. The page still
-includes ``sdk.admin_bridge_script()`` and its own script itself, so an author sees every script the
-page runs; ``ITEM_LIST_JS`` is the part of it that binds the rows' buttons."""
+status, a form that runs a destructive action once the item's name is typed in, and the note that
+names the page's actions. The page still includes ``sdk.admin_bridge_script()`` and its own script
+itself, so an author sees every script the page runs; ``ITEM_LIST_JS`` is the part of it that binds
+the rows' buttons, ``ACTION_FORM_JS`` the part that binds ``action_form``'s forms."""
 
 from __future__ import annotations
 
 import html
+import inspect
+import json
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -86,3 +90,60 @@ def confirm_form(form_id: str, heading: str, field: str, placeholder: str, contr
 def unreachable(what: str, message: str) -> str:
     """The paragraph a page shows instead of its items when it cannot reach ``what``."""
     return f'<p class="error"><strong>Cannot reach {html.escape(what)}:</strong> {html.escape(message)}</p>'
+
+
+# The lines of a page's script that bind every action_form: on submit, with the item's name typed in,
+# the chosen action runs with {name, the choice's own arguments, each checkbox as true/false}, its
+# result shown in the form's <pre id="{form_id}-out">.
+ACTION_FORM_JS = """document.querySelectorAll("form [name=action]").forEach(function (chosen) {
+  var form = chosen.form;
+  function choice() { return chosen.tagName === "SELECT" ? chosen.options[chosen.selectedIndex] : chosen; }
+  rustbill.bind(form, function () { return choice().value; }, function () {
+    var name = form.querySelector("input[required]").value.trim(), args = JSON.parse(choice().dataset.args);
+    if (!name) return false;
+    args.name = name;
+    form.querySelectorAll("input[type=checkbox]").forEach(function (box) { args[box.name] = box.checked; });
+    return args;
+  }, form.id + "-out");
+});
+"""
+
+
+def action_form(
+    form_id: str,
+    heading: str,
+    field: str,
+    placeholder: str,
+    choices: Sequence[tuple[str, str, Mapping[str, Any]]],
+    flags: Sequence[tuple[str, str]] = (),
+    button: str = "Run",
+) -> str:
+    """``confirm_form`` for one or more destructive actions, bound by ``ACTION_FORM_JS``: ``choices``
+    are ``(function, label, args)`` (several: a ``<select name="action">``; one: a hidden input), the
+    ``args`` sent with that choice besides the name; ``flags`` are ``(arg, label)`` checkboxes, sent
+    as ``true``/``false`` with every choice."""
+    e = html.escape
+
+    def chosen(function: str, args: Mapping[str, Any]) -> str:  # what ACTION_FORM_JS reads of a choice
+        return f'value="{e(function)}" data-args="{e(json.dumps(dict(args)))}"'
+
+    if len(choices) == 1:  # nothing to choose
+        controls = f'<input type="hidden" name="action" {chosen(choices[0][0], choices[0][2])}>'
+    else:
+        options = "".join(f"<option {chosen(f, args)}>{e(label)}</option>" for f, label, args in choices)
+        controls = f'<select name="action">{options}</select>'
+    controls += "".join(f'<label><input type="checkbox" name="{e(arg)}"> {e(label)}</label> ' for arg, label in flags)
+    return confirm_form(form_id, heading, field, placeholder, controls, button)
+
+
+def actions_note(namespace: Mapping[str, Any]) -> str:
+    """The list under a page that names its actions for callers of CallPluginAction: every
+    ``admin_*`` function of ``namespace`` (the plugin's ``globals()``; not ``admin_page``), in the
+    order they are defined, with the first paragraph of its docstring (````code```` shown as code)."""
+    items = []
+    for name, fn in namespace.items():
+        if name.startswith("admin_") and name != "admin_page" and callable(fn):
+            doc = (inspect.getdoc(fn) or "").split("\n\n", 1)[0].replace("\n", " ")
+            doc = re.sub(r"``(.+?)``", r"<code>\1</code>", html.escape(doc, quote=False))
+            items.append(f"<li><code>{html.escape(name)}</code>{' — ' + doc if doc else ''}</li>")
+    return f"<p>Actions (CallPluginAction; <code>args_json</code> as each says):</p><ul>{''.join(items)}</ul>"
