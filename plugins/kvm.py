@@ -3,8 +3,8 @@
 
 - One interface is one libvirt connection URI (``qemu:///system``, ``qemu+ssh://root@host/system``,
   ``qemu+tls://host/system``, or ``test:///default`` / ``test:///path/node.xml`` for libvirt's built-in
-  test driver). Connections are cached per URI (and credentials) in the server process and reopened
-  when they die; opening one is bounded by ``connect_timeout_seconds``.
+  test driver). Connections are cached per URI (and credentials) in the plugin's process and reopened
+  when they die; opening one is bounded by ``connect_timeout_seconds`` (``rustbill.sdk.virt``).
 - ``create_instance``: a root volume in ``storage_pool`` (blank, a clone of the OS image's volume, or a
   qcow2 overlay on it) sized from ``disk_gb``, then ``virDomainDefineXML`` with vCPUs, memory, the volume
   and a NIC on ``network`` (or ``bridge``) with the bandwidth as libvirt ``<bandwidth>``, then
@@ -21,15 +21,16 @@
 - ``admin_page`` lists the domains; ``admin_start``/``admin_stop``/``admin_reboot``/``admin_destroy``/
   ``admin_suspend``/``admin_resume``/``admin_delete`` act on one (``{"name": ...}``).
 
-``import libvirt`` is guarded: without libvirt-python the plugin still loads (prices and products
-work) and everything that needs libvirt fails with FAILED_PRECONDITION saying it is not installed.
+libvirt comes through ``rustbill.sdk.virt``, which also turns its errors into clear statuses and asks
+the host what it has. Its import is guarded: without libvirt-python the plugin still loads (prices and
+products work) and everything that needs libvirt fails with FAILED_PRECONDITION saying it is not
+installed.
 
 See docs/builtin/kvm.md.
 """
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import html
 import math
@@ -38,35 +39,18 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from rustbill import sdk
+from rustbill.sdk import virt  # the libvirt connection and its errors (loads without libvirt-python)
 
-try:  # guarded: the plugin must load (and price) on a server without libvirt-python
-    import libvirt
-except (ImportError, OSError) as _exc:  # OSError: libvirtmod present but libvirt.so.0 missing
-    libvirt = None
-    _IMPORT_ERROR = f"{type(_exc).__name__}: {_exc}"
-else:
-    _IMPORT_ERROR = ""
-
-    def _quiet(_ctx: Any, _err: Any) -> None:
-        """libvirt prints every error to stderr by default; the plugin reports them itself."""
-
-    libvirt.registerErrorHandler(_quiet, None)
+libvirt = virt.libvirt  # the libvirt module; None without libvirt-python (then virt.module() says so)
 
 PLUGIN_TYPE = "first_party_provider"
 
 log = sdk.logger(__name__)
-
-# libvirt's error codes (virerror.h, libvirt.VIR_ERR_<name>) that mean "not allowed" and "this driver
-# cannot"; names, so that the plugin loads without libvirt (_is compares them once libvirt is there).
-_DENIED = ("AUTH_FAILED", "AUTH_CANCELLED", "AUTH_UNAVAILABLE", "ACCESS_DENIED", "OPERATION_DENIED")
-_UNSUPPORTED = ("NO_SUPPORT", "OPERATION_UNSUPPORTED")
 
 # virDomainState -> the status RustBill shows
 STATUS = {
@@ -194,36 +178,8 @@ def _cfg(config: dict[str, Any], key: str) -> Any:
     return sdk.setting(config, DEFAULTS, key)
 
 
-# ---------------------------------------------------------------- libvirt and the connection cache
+# ---------------------------------------------------------------- the connection (sdk.virt)
 
-
-def _lv() -> Any:
-    """The libvirt module, or a clear FAILED_PRECONDITION when libvirt-python is not installed."""
-    if libvirt is None:
-        raise sdk.FailedPrecondition(
-            "libvirt-python is not installed in the RustBill server's Python environment (import libvirt "
-            f"failed: {_IMPORT_ERROR}); install it there with `pip install libvirt-python` (it builds against "
-            "the system libvirt: Debian/Ubuntu packages libvirt-dev, pkg-config, gcc and python3-dev)"
-        )
-    return libvirt
-
-
-class _Entry:
-    """One open connection and what to call it in messages."""
-
-    __slots__ = ("conn", "key", "uri")
-
-    def __init__(self, conn: Any, key: str, uri: str) -> None:
-        self.conn = conn
-        self.key = key
-        self.uri = uri
-
-    @property
-    def where(self) -> str:
-        return f"libvirt at {self.uri}"
-
-
-_CONNS: sdk.Connections[_Entry] = sdk.Connections(16, name="libvirt")
 _NAME_LOCKS = [threading.Lock() for _ in range(64)]
 
 
@@ -236,209 +192,18 @@ def _uri(config: dict[str, Any]) -> str:
     return uri
 
 
-def _is_test_driver(uri: str) -> bool:
-    return urlsplit(uri).scheme == "test"
-
-
-def _alive(conn: Any) -> bool:
-    try:
-        return bool(conn.isAlive())
-    except Exception:
-        return False
-
-
-def _ensure_event_loop(lv: Any) -> None:
-    """libvirt keepalive needs an event loop: the default implementation, run in a daemon thread.
-    Registered once per process (the flag lives on the libvirt module, which outlives plugin reloads)."""
-    lock = lv.__dict__.setdefault("_rustbill_event_lock", threading.Lock())
-    with lock:
-        if getattr(lv, "_rustbill_event_loop", False):
-            return
-        lv.virEventRegisterDefaultImpl()
-
-        def run() -> None:
-            while True:
-                try:
-                    lv.virEventRunDefaultImpl()
-                except Exception:
-                    time.sleep(0.1)
-
-        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
-        lv._rustbill_event_loop = True
-
-
-# how transport failures read in libvirt messages, whatever error code they come with
-_TRANSPORT = (
-    "socket is closed",
-    "end of file",
-    "connection reset",
-    "broken pipe",
-    "connection refused",
-    "error event on socket",  # (the peer closed the connection while libvirt polled it)
-    "no route to host",
-    "network is unreachable",
-    "timed out",
-    "name or service not known",
-    "could not resolve",
-)
-
-
-def _open_error(uri: str, exc: Any, username: str, missing: list[str]) -> sdk.PluginError:
-    msg = exc.get_error_message() or str(exc)
-    if missing:
-        return sdk.FailedPrecondition(
-            f"libvirt at {uri} asks for a {' and a '.join(dict.fromkeys(missing))} but the interface has none; "
-            "set username and password in its configuration"
-        )
-    if _is(exc, *_DENIED):
-        who = f" (user {username!r})" if username else ""
-        return sdk.PermissionDenied(f"libvirt at {uri} refused the connection{who}: {msg}")
-    low = msg.lower()
-    if _is(exc, "SYSTEM_ERROR", "RPC", "NO_CONNECT", "INVALID_CONN") or any(s in low for s in _TRANSPORT):
-        hint = ""
-        if "connection refused" in low:
-            hint = " (is libvirtd/virtproxyd listening there, with that transport enabled?)"
-        elif "no such file" in low and "sock" in low:
-            hint = " (is libvirtd or virtqemud running on that machine?)"
-        elif "too large" in low or "unexpected" in low:
-            hint = " (the peer does not speak the libvirt RPC protocol; is this a libvirt daemon port?)"
-        return sdk.Unavailable(f"cannot reach libvirt at {uri}: {msg}{hint}")
-    return sdk.FailedPrecondition(f"cannot open libvirt at {uri}: {msg}")
-
-
-def _open(config: dict[str, Any], uri: str, key: str) -> _Entry:
-    """Open the connection (in a thread of the cache's): the config's credentials, then keepalive."""
-    lv = libvirt
-    username = str(_cfg(config, "username") or "")
-    password = str(_cfg(config, "password") or "")
-    missing: list[str] = []
-
-    def credentials(creds: list[list[Any]], _data: Any) -> int:
-        for cred in creds:
-            if cred[0] in (lv.VIR_CRED_USERNAME, lv.VIR_CRED_AUTHNAME):
-                if not username:
-                    missing.append("username")
-                cred[4] = username or cred[3] or ""
-            elif cred[0] in (lv.VIR_CRED_PASSPHRASE, lv.VIR_CRED_NOECHOPROMPT):
-                if not password:
-                    missing.append("password")
-                    return -1
-                cred[4] = password
-            else:
-                cred[4] = cred[3] or ""
-        return 0
-
-    try:
-        if not _is_test_driver(uri):
-            _ensure_event_loop(lv)
-        kinds = [lv.VIR_CRED_USERNAME, lv.VIR_CRED_AUTHNAME, lv.VIR_CRED_PASSPHRASE, lv.VIR_CRED_NOECHOPROMPT]
-        conn = lv.openAuth(uri, [kinds, credentials, None], 0)
-    except Exception as exc:
-        if isinstance(exc, lv.libvirtError):
-            raise _open_error(uri, exc, username, missing) from None
-        raise sdk.PluginError(f"opening libvirt at {uri} failed: {type(exc).__name__}: {exc}", "INTERNAL") from None
-    interval = int(_cfg(config, "keepalive_interval_seconds"))
-    if interval > 0 and not _is_test_driver(uri):
-        try:
-            conn.setKeepAlive(interval, int(_cfg(config, "keepalive_count")))
-        except Exception as exc:  # not supported by this driver: calls are then bounded by the host's timeouts
-            log.debug("keepalive not enabled on %s: %s", uri, exc)
-    log.info("opened %s", uri)
-    return _Entry(conn, key, uri)  # cached; past 16, the least recently used is closed by libvirt once unused
-
-
-def _connect(config: dict[str, Any]) -> _Entry:
-    """The cached connection of this URI and credentials, opened (within the timeout) when needed."""
-    _lv()
-    uri = _uri(config)
-    password = str(_cfg(config, "password") or "")
-    key = _CONNS.key(uri, str(_cfg(config, "username") or ""), hashlib.sha256(password.encode()).hexdigest())
-    timeout = float(_cfg(config, "connect_timeout_seconds"))
-
-    def usable(entry: _Entry) -> bool:
-        if _alive(entry.conn):
-            return True
-        log.warning("connection to %s was closed; reopening", uri)
-        return False
-
-    def too_slow() -> sdk.PluginError:
-        return sdk.Unavailable(
-            f"libvirt at {uri} did not complete the connection within {timeout:g}s (connect_timeout_seconds); "
-            "is the host reachable and its libvirt daemon answering?"
-        )
-
-    return _CONNS.open(key, lambda: _open(dict(config), uri, key), timeout=timeout, too_slow=too_slow, usable=usable)
-
-
-def _close_all() -> None:
-    """Forget every cached connection (tests; libvirt closes them when unused)."""
-    for e in _CONNS.clear():
-        try:
-            e.conn.close()
-        except Exception:
-            pass
-
-
-atexit.register(_close_all)  # before the interpreter tears libvirt down (else noisy __del__ at exit)
-
-
-def _err(exc: Any, what: str, entry: _Entry | None, *, uncertain: bool = False) -> sdk.PluginError:
-    """A libvirtError as a PluginError with a clear status. ``uncertain``: the call may have changed
-    something at the host, so a lost connection is reported as "outcome unknown"."""
-    msg = exc.get_error_message() or str(exc)
-    lost = entry is not None and not _alive(entry.conn)
-    if lost or _is(exc, "RPC", "INVALID_CONN"):
-        if entry is not None:
-            _CONNS.discard(entry.key, entry)
-        where = entry.where if entry is not None else "libvirt"
-        if uncertain:
-            return sdk.PluginError(
-                f"{what}: the connection to {where} was lost ({msg}); whether the change took effect is unknown "
-                "(a retry of the same order finds what was made)",
-                "DEADLINE_EXCEEDED",
-            )
-        return sdk.Unavailable(f"{what}: lost the connection to {where}: {msg}")
-    if _is(exc, "NO_DOMAIN"):
-        return sdk.NotFound(f"{what}: {msg}")
-    if _is(exc, "NO_STORAGE_POOL", "NO_STORAGE_VOL", "NO_NETWORK"):
-        return sdk.FailedPrecondition(f"{what}: {msg} (check the interface's storage_pool, network and images)")
-    if _is(exc, *_DENIED):
-        return sdk.PermissionDenied(f"{what}: libvirt denied it: {msg}")
-    if _is(exc, "OPERATION_TIMEOUT", "AGENT_UNRESPONSIVE"):
-        return sdk.PluginError(f"{what}: {msg}", "DEADLINE_EXCEEDED")
-    if _is(exc, "XML_ERROR", "XML_DETAIL", "CONFIG_UNSUPPORTED", "INVALID_ARG"):
-        return sdk.InvalidArgument(f"{what}: libvirt refused it as invalid: {msg}")
-    if _is(exc, *_UNSUPPORTED):
-        return sdk.FailedPrecondition(f"{what}: not supported by this libvirt driver ({msg})")
-    return sdk.FailedPrecondition(f"{what}: {msg}")
-
-
-@contextmanager
-def _calls(entry: _Entry, what: str, *, uncertain: bool = False) -> Iterator[None]:
-    """libvirt errors raised inside become PluginErrors naming ``what``."""
-    try:
-        yield
-    except sdk.PluginError:
-        raise
-    except Exception as exc:
-        if libvirt is not None and isinstance(exc, libvirt.libvirtError):
-            raise _err(exc, what, entry, uncertain=uncertain) from None
-        raise
-
-
-def _is(exc: Any, *codes: str) -> bool:
-    """Whether a libvirtError's code is one of these (names of libvirt's VIR_ERR_* codes)."""
-    return any(exc.get_error_code() == getattr(libvirt, f"VIR_ERR_{code}") for code in codes)
-
-
-def _or_none(absent: str | tuple[str, ...], call: Callable[..., Any], *args: Any) -> Any:
-    """``call(*args)``, or None when libvirt answers with the error code ``absent`` (or one of them)."""
-    try:
-        return call(*args)
-    except libvirt.libvirtError as exc:
-        if _is(exc, *((absent,) if isinstance(absent, str) else absent)):
-            return None
-        raise
+def _connect(config: dict[str, Any]) -> virt.Connection:
+    """The interface's connection: cached per URI and credentials, opened (within the timeout, with
+    keepalive) when there is none or it died."""
+    virt.module()  # (first: without libvirt-python, that is what to say)
+    return virt.connect(
+        _uri(config),
+        username=str(_cfg(config, "username") or ""),
+        password=str(_cfg(config, "password") or ""),
+        timeout=float(_cfg(config, "connect_timeout_seconds")),
+        keepalive_interval=int(_cfg(config, "keepalive_interval_seconds")),
+        keepalive_count=int(_cfg(config, "keepalive_count")),
+    )
 
 
 # ---------------------------------------------------------------- domains
@@ -457,7 +222,7 @@ def _domain_name(config: dict[str, Any], request_id: str) -> str:
     return _domain_arg(name, "domain name")
 
 
-def _order(config: dict[str, Any], request_id: str) -> tuple[str, str, _Entry, threading.Lock]:
+def _order(config: dict[str, Any], request_id: str) -> tuple[str, str, virt.Connection, threading.Lock]:
     """The domain name and UUID of an order, the connection, and the lock that keeps this process's
     attempts of the same order apart."""
     name = _domain_name(config, request_id)
@@ -467,9 +232,9 @@ def _order(config: dict[str, Any], request_id: str) -> tuple[str, str, _Entry, t
     return name, dom_uuid, entry, lock
 
 
-def _lookup(entry: _Entry, name: str) -> Any:
-    with _calls(entry, f"domain {name!r}"):
-        dom = _or_none("NO_DOMAIN", entry.conn.lookupByName, name)
+def _lookup(entry: virt.Connection, name: str) -> Any:
+    with virt.calls(entry, f"domain {name!r}"):
+        dom = virt.or_none("NO_DOMAIN", entry.conn.lookupByName, name)
     if dom is None:
         raise sdk.NotFound(f"domain {name!r} does not exist at {entry.where}")
     return dom
@@ -480,7 +245,7 @@ def _meta(dom: Any) -> dict[str, str]:
     try:
         text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, META_NS, 0)
     except libvirt.libvirtError as exc:
-        if _is(exc, "NO_DOMAIN_METADATA", "NO_SUPPORT", "INVALID_ARG"):
+        if virt.is_error(exc, "NO_DOMAIN_METADATA", "NO_SUPPORT", "INVALID_ARG"):
             return {}
         raise
     try:
@@ -511,10 +276,8 @@ def _ip(dom: Any, config: dict[str, Any]) -> str:
             continue
         try:
             ifaces = dom.interfaceAddresses(src, 0) or {}
-        except Exception as exc:
-            if libvirt is not None and isinstance(exc, libvirt.libvirtError):
-                continue  # not running, source not supported, agent absent ...
-            raise
+        except libvirt.libvirtError:
+            continue  # not running, source not supported, agent absent ...
         addrs = [a for i in ifaces.values() for a in (i.get("addrs") or []) if a.get("addr")]
         for family in (0, 1):  # VIR_IP_ADDR_TYPE_IPV4, _IPV6
             for a in addrs:
@@ -525,10 +288,10 @@ def _ip(dom: Any, config: dict[str, Any]) -> str:
 
 
 def _summary(
-    entry: _Entry, dom: Any, config: dict[str, Any], *, full: bool = False, uncertain: bool = False
+    entry: virt.Connection, dom: Any, config: dict[str, Any], *, full: bool = False, uncertain: bool = False
 ) -> dict[str, Any]:
     name = dom.name()
-    with _calls(entry, f"domain {name!r}", uncertain=uncertain):
+    with virt.calls(entry, f"domain {name!r}", uncertain=uncertain):
         state, max_kib, _cur_kib, vcpus, _cpu_time = dom.info()
         meta = _meta(dom)
         status = _status(state)
@@ -556,8 +319,8 @@ def _instance(summary: dict[str, Any]) -> dict[str, str]:
     return sdk.instance_result(summary["name"], summary["status"], summary["ip_address"], summary["created_at"])
 
 
-def _list(entry: _Entry, config: dict[str, Any], *, full: bool = False) -> list[dict[str, Any]]:
-    with _calls(entry, f"listing domains at {entry.where}"):
+def _list(entry: virt.Connection, config: dict[str, Any], *, full: bool = False) -> list[dict[str, Any]]:
+    with virt.calls(entry, f"listing domains at {entry.where}"):
         doms = entry.conn.listAllDomains(0)
     out = []
     for dom in doms:
@@ -611,9 +374,9 @@ def _vol_xml(name: str, capacity: int, fmt: str, backing: tuple[str, str] | None
     )
 
 
-def _pool(entry: _Entry, name: str) -> Any:
-    with _calls(entry, f"storage pool {name!r}"):
-        pool = _or_none("NO_STORAGE_POOL", entry.conn.storagePoolLookupByName, name)
+def _pool(entry: virt.Connection, name: str) -> Any:
+    with virt.calls(entry, f"storage pool {name!r}"):
+        pool = virt.or_none("NO_STORAGE_POOL", entry.conn.storagePoolLookupByName, name)
         if pool is None:
             raise sdk.FailedPrecondition(
                 f"storage pool {name!r} does not exist at {entry.where} (check storage_pool and images)"
@@ -624,11 +387,11 @@ def _pool(entry: _Entry, name: str) -> Any:
 
 
 def _vol_or_none(pool: Any, name: str) -> Any:
-    return _or_none("NO_STORAGE_VOL", pool.storageVolLookupByName, name)
+    return virt.or_none("NO_STORAGE_VOL", pool.storageVolLookupByName, name)
 
 
 def _root_volume(
-    entry: _Entry, config: dict[str, Any], spec: dict[str, Any], name: str
+    entry: virt.Connection, config: dict[str, Any], spec: dict[str, Any], name: str
 ) -> tuple[Any, tuple[str, str, str]]:
     """The root volume of the domain ``name`` (made now, or found from an earlier attempt) and its
     (pool, name, format)."""
@@ -640,7 +403,7 @@ def _root_volume(
     capacity = spec["disk_gb"] * _GIB
     pool = _pool(entry, pool_name)
     what = f"creating volume {vol_name!r} in pool {pool_name!r}"
-    with _calls(entry, what):
+    with virt.calls(entry, what):
         found = _vol_or_none(pool, vol_name)
         if found is not None:
             return found, (pool_name, vol_name, _vol_format(found, fmt))  # a retry: it exists already
@@ -660,7 +423,7 @@ def _root_volume(
                     f"disk_gb {spec['disk_gb']} is smaller than the {spec['os']} image "
                     f"({math.ceil(base_capacity / _GIB)} GiB)"
                 )
-    with _calls(entry, what, uncertain=True):
+    with virt.calls(entry, what, uncertain=True):
         try:
             if base is None:
                 vol = pool.createXML(_vol_xml(vol_name, capacity, fmt), 0)
@@ -670,7 +433,7 @@ def _root_volume(
             else:
                 vol = pool.createXMLFrom(_vol_xml(vol_name, capacity, fmt), base, 0)
         except libvirt.libvirtError as exc:
-            if _alive(entry.conn):
+            if entry.alive:
                 again = _vol_or_none(pool, vol_name)
                 if again is not None:  # a concurrent attempt of the same order made it
                     return again, (pool_name, vol_name, _vol_format(again, fmt))
@@ -687,8 +450,8 @@ def _root_volume(
             try:
                 vol.resize(capacity, 0)
             except libvirt.libvirtError as exc:
-                if not _is(exc, *_UNSUPPORTED):
-                    if _alive(entry.conn):
+                if not virt.is_error(exc, *virt.UNSUPPORTED):
+                    if entry.alive:
                         vol.delete(0)  # a definite failure: the order's volume goes again
                     raise
         ref = (pool_name, vol_name, _vol_format(vol, fmt))
@@ -763,13 +526,13 @@ def _domain_xml(
     return ET.tostring(root, encoding="unicode")
 
 
-def _find_order(entry: _Entry, name: str, dom_uuid: str, request_id: str) -> Any:
+def _find_order(entry: virt.Connection, name: str, dom_uuid: str, request_id: str) -> Any:
     """The domain an earlier attempt of this order made (by name, else by UUID), or None. A domain of
     that name made for anything else is refused."""
-    with _calls(entry, f"looking up domain {name!r}"):
-        dom = _or_none("NO_DOMAIN", entry.conn.lookupByName, name)
+    with virt.calls(entry, f"looking up domain {name!r}"):
+        dom = virt.or_none("NO_DOMAIN", entry.conn.lookupByName, name)
         if dom is None:
-            dom = _or_none("NO_DOMAIN", entry.conn.lookupByUUIDString, dom_uuid)
+            dom = virt.or_none("NO_DOMAIN", entry.conn.lookupByUUIDString, dom_uuid)
         if dom is None:
             return None
         owner = _meta(dom).get("request_id", "")
@@ -787,12 +550,12 @@ def _undefine(dom: Any) -> None:
             dom.undefineFlags(flags) if flags else dom.undefine()
             return
         except libvirt.libvirtError as exc:
-            if _is(exc, "INVALID_ARG", "NO_SUPPORT") and flags:
+            if virt.is_error(exc, "INVALID_ARG", "NO_SUPPORT") and flags:
                 continue  # flags this driver does not know: fewer
             raise
 
 
-def _remove_made(entry: _Entry, dom: Any, vol: Any, name: str) -> None:
+def _remove_made(entry: virt.Connection, dom: Any, vol: Any, name: str) -> None:
     """Remove what a failed create made (best effort; logged)."""
     try:
         if dom is not None:
@@ -823,11 +586,11 @@ def create_instance(config, spec):
             created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             xml = _domain_xml(config, spec, name, dom_uuid, request_id, vol_ref, created_at)
             try:
-                with _calls(entry, f"defining domain {name!r}", uncertain=True):
+                with virt.calls(entry, f"defining domain {name!r}", uncertain=True):
                     try:
                         dom = entry.conn.defineXML(xml)
                     except libvirt.libvirtError as exc:
-                        if not _is(exc, "OPERATION_FAILED", "DOM_EXIST") or not _alive(entry.conn):
+                        if not virt.is_error(exc, "OPERATION_FAILED", "DOM_EXIST") or not entry.alive:
                             raise
                         dom = _find_order(entry, name, dom_uuid, request_id)  # a concurrent attempt won
                         if dom is None:
@@ -835,19 +598,19 @@ def create_instance(config, spec):
                     else:
                         made_dom = dom
                     if _cfg(config, "autostart"):
-                        _or_none(_UNSUPPORTED, dom.setAutostart, 1)
+                        virt.or_none(virt.UNSUPPORTED, dom.setAutostart, 1)
             except sdk.PluginError as exc:
                 if exc.code != "DEADLINE_EXCEEDED":  # a definite failure: nothing half-made stays
                     _remove_made(entry, made_dom, made_vol, name)
                 raise
         if _cfg(config, "start_on_create"):
             try:
-                with _calls(entry, f"starting domain {dom.name()!r}", uncertain=True):
+                with virt.calls(entry, f"starting domain {dom.name()!r}", uncertain=True):
                     if not dom.isActive():
                         try:
                             dom.create()
                         except libvirt.libvirtError:
-                            if not (_alive(entry.conn) and dom.isActive()):  # else: started meanwhile
+                            if not (entry.alive and dom.isActive()):  # else: started meanwhile
                                 raise
             except sdk.PluginError as exc:
                 if exc.code != "DEADLINE_EXCEEDED" and made_dom is not None:
@@ -859,7 +622,7 @@ def create_instance(config, spec):
     return _instance(summary)
 
 
-def _remove_leftover_volume(entry: _Entry, config: dict[str, Any], name: str) -> None:
+def _remove_leftover_volume(entry: virt.Connection, config: dict[str, Any], name: str) -> None:
     """An attempt that died after making the order's root volume but before defining the domain left
     the volume behind; the order is given up, so the volume goes (best effort; logged)."""
     pool_name = str(_cfg(config, "storage_pool"))
@@ -880,11 +643,11 @@ def find_instance(config, request_id):
     request_id = sdk.find_request_id(request_id)
     name, dom_uuid, entry, lock = _order(config, request_id)
     with lock:
-        with _calls(entry, f"looking up the domain of order {request_id!r}"):
-            by_name = _or_none("NO_DOMAIN", entry.conn.lookupByName, name)
+        with virt.calls(entry, f"looking up the domain of order {request_id!r}"):
+            by_name = virt.or_none("NO_DOMAIN", entry.conn.lookupByName, name)
             dom = by_name if by_name is not None and _meta(by_name).get("request_id", "") == request_id else None
             if dom is None:
-                by_uuid = _or_none("NO_DOMAIN", entry.conn.lookupByUUIDString, dom_uuid)  # renamed since
+                by_uuid = virt.or_none("NO_DOMAIN", entry.conn.lookupByUUIDString, dom_uuid)  # renamed since
                 if by_uuid is not None and _meta(by_uuid).get("request_id", "") == request_id:
                     dom = by_uuid
         if dom is None:
@@ -911,90 +674,18 @@ def sync_upstream_instances(config):
 # ---------------------------------------------------------------- health
 
 
-def _version(v: Any) -> str:
-    v = int(v or 0)
-    return f"{v // 1_000_000}.{(v // 1000) % 1000}.{v % 1000}"
-
-
-def _server_info(entry: _Entry) -> dict[str, Any]:
-    conn = entry.conn
-    with _calls(entry, f"asking {entry.where} for its versions"):
-        driver = str(conn.getType())
-        lib = _version(conn.getLibVersion())
-        try:
-            hv = _version(conn.getVersion())
-        except libvirt.libvirtError:
-            hv = ""
-        try:
-            hostname = str(conn.getHostname())
-        except libvirt.libvirtError:
-            hostname = ""
-        node = conn.getInfo()  # [arch, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
-    return {
-        "uri": entry.uri,
-        "driver": driver,
-        "hypervisor_version": hv,
-        "libvirt_version": lib,
-        "client_libvirt_version": _version(libvirt.getVersion()),
-        "hostname": hostname,
-        "host_arch": str(node[0]),
-        "host_memory_mib": int(node[1]),
-        "host_cpus": int(node[2]),
-    }
-
-
-def _guest_types(entry: _Entry) -> list[tuple[str, str]]:
-    """(arch, domain type) pairs of hvm guests the host can run, from its capabilities."""
-    with _calls(entry, f"capabilities of {entry.where}"):
-        caps = ET.fromstring(entry.conn.getCapabilities())
-    out = []
-    for guest in caps.findall("guest"):
-        if (guest.findtext("os_type") or "").strip() != "hvm":
-            continue
-        for arch in guest.findall("arch"):
-            for dom in arch.findall("domain"):
-                out.append((arch.get("name", ""), dom.get("type", "")))
-    return out
-
-
-# What _active looks up: (lookup, list, plural, the virsh command that starts one).
-_KINDS = {
-    "storage pool": ("storagePoolLookupByName", "listAllStoragePools", "pools", "virsh pool-start"),
-    "network": ("networkLookupByName", "listAllNetworks", "networks", "virsh net-start"),
-}
-
-
-def _active(entry: _Entry, kind: str, names: list[str], absent: str, problems: list[str]) -> dict[str, Any]:
-    """The storage pools or networks (``kind``) of these names that exist and are active; what is
-    missing or inactive goes to ``problems``."""
-    lookup, list_all, plural, start = _KINDS[kind]
-    found = {}
-    for name in dict.fromkeys(names):
-        with _calls(entry, f"{kind} {name!r}"):
-            obj = _or_none(absent, getattr(entry.conn, lookup), name)
-            if obj is None:
-                known = sorted(o.name() for o in getattr(entry.conn, list_all)(0))
-                listed = f"{plural}: {', '.join(known)}" if known else f"no {plural}"
-                problems.append(f"{kind} {name!r} does not exist ({listed})")
-            elif not obj.isActive():
-                problems.append(f"{kind} {name!r} is not active ({start} {name})")
-            else:
-                found[name] = obj
-    return found
-
-
-def _problems(entry: _Entry, config: dict[str, Any]) -> list[str]:
+def _problems(entry: virt.Connection, config: dict[str, Any]) -> list[str]:
     """What in the interface's configuration the host does not have."""
     problems: list[str] = []
     pool_names = [str(_cfg(config, "storage_pool"))] + [
         str(i.get("pool")) for i in PRICING.images(config).values() if isinstance(i, dict) and i.get("pool")
     ]
-    pools = _active(entry, "storage pool", pool_names, "NO_STORAGE_POOL", problems)
+    pools = virt.active(entry, "storage pool", pool_names, problems)
     for os_name, image in PRICING.images(config).items():
         pool = pools.get(str(image.get("pool") or _cfg(config, "storage_pool")))
         if pool is None:
             continue
-        with _calls(entry, f"image of os {os_name!r}"):
+        with virt.calls(entry, f"image of os {os_name!r}"):
             if _vol_or_none(pool, str(image.get("volume"))) is None:
                 problems.append(
                     f"image volume {image.get('volume')!r} of os {os_name!r} does not exist in pool {pool.name()!r}"
@@ -1003,9 +694,9 @@ def _problems(entry: _Entry, config: dict[str, Any]) -> list[str]:
     networks += [
         str(r["network"]) for r in PRICING.regions(config).values() if isinstance(r, dict) and r.get("network")
     ]
-    _active(entry, "network", networks, "NO_NETWORK", problems)
+    virt.active(entry, "network", networks, problems)
     arch, dtype = str(_cfg(config, "arch")), str(_cfg(config, "domain_type"))
-    offered = _guest_types(entry)
+    offered = virt.guest_types(entry)
     if (arch, dtype) not in offered:
         kinds = ", ".join(f"{t}/{a}" for a, t in dict.fromkeys(offered)) or "none"
         problems.append(
@@ -1017,7 +708,7 @@ def _problems(entry: _Entry, config: dict[str, Any]) -> list[str]:
 
 def health_check(config):
     entry = _connect(config)
-    info = _server_info(entry)
+    info = virt.host_info(entry)
     problems = _problems(entry, config)
     what = f"{entry.where} ({info['driver']} {info['hypervisor_version']}, libvirt {info['libvirt_version']})"
     if problems:
@@ -1029,39 +720,37 @@ def health_check(config):
 # ---------------------------------------------------------------- admin page and actions
 
 
-def _details(entry: _Entry, dom: Any, config: dict[str, Any]) -> dict[str, Any]:
+def _attr(el: ET.Element, path: str, name: str) -> str:
+    """Attribute ``name`` of the element at ``path`` under ``el`` ("" when either is missing)."""
+    found = el.find(path)
+    return "" if found is None else found.get(name, "")
+
+
+def _details(entry: virt.Connection, dom: Any, config: dict[str, Any]) -> dict[str, Any]:
     out = _summary(entry, dom, config, full=True)
-    with _calls(entry, f"domain {out['name']!r}"):
+    with virt.calls(entry, f"domain {out['name']!r}"):
         root = ET.fromstring(dom.XMLDesc(0))
         meta = _meta(dom)
-    disks = []
-    for disk in root.findall("./devices/disk"):
-        src = disk.find("source")
-        src_attrs = dict(src.attrib) if src is not None else {}
-        target = disk.find("target")
-        disks.append(
-            {
-                "device": disk.get("device", ""),
-                "target": target.get("dev", "") if target is not None else "",
-                "pool": src_attrs.get("pool", ""),
-                "volume": src_attrs.get("volume", ""),
-                "file": src_attrs.get("file", src_attrs.get("dev", "")),
-            }
-        )
-    nics = []
-    for iface in root.findall("./devices/interface"):
-        src = iface.find("source")
-        mac = iface.find("mac")
-        inbound = iface.find("./bandwidth/inbound")
-        nics.append(
-            {
-                "type": iface.get("type", ""),
-                "network": src.get("network", "") if src is not None else "",
-                "bridge": src.get("bridge", "") if src is not None else "",
-                "mac": mac.get("address", "") if mac is not None else "",
-                "inbound_kbytes_per_s": inbound.get("average", "") if inbound is not None else "",
-            }
-        )
+    disks = [
+        {
+            "device": _attr(disk, ".", "device"),
+            "target": _attr(disk, "target", "dev"),
+            "pool": _attr(disk, "source", "pool"),
+            "volume": _attr(disk, "source", "volume"),
+            "file": _attr(disk, "source", "file") or _attr(disk, "source", "dev"),
+        }
+        for disk in root.findall("./devices/disk")
+    ]
+    nics = [
+        {
+            "type": _attr(nic, ".", "type"),
+            "network": _attr(nic, "source", "network"),
+            "bridge": _attr(nic, "source", "bridge"),
+            "mac": _attr(nic, "mac", "address"),
+            "inbound_kbytes_per_s": _attr(nic, "bandwidth/inbound", "average"),
+        }
+        for nic in root.findall("./devices/interface")
+    ]
     out.update(
         domain_type=root.get("type", ""),
         disks=disks,
@@ -1076,7 +765,7 @@ def _details(entry: _Entry, dom: Any, config: dict[str, Any]) -> dict[str, Any]:
 def admin_server_info(config):
     """The host and its versions (as in the health result)."""
     entry = _connect(config)
-    return _server_info(entry)
+    return virt.host_info(entry)
 
 
 def admin_list_domains(config):
@@ -1098,7 +787,7 @@ def admin_list_volumes(config):
     entry = _connect(config)
     pool = _pool(entry, pool_name)
     out = []
-    with _calls(entry, f"volumes of pool {pool_name!r}"):
+    with virt.calls(entry, f"volumes of pool {pool_name!r}"):
         for vol in pool.listAllVolumes(0):
             _kind, capacity, allocation = vol.info()
             out.append(
@@ -1113,11 +802,13 @@ def admin_list_volumes(config):
     return sorted(out, key=lambda v: v["name"])
 
 
-def _act(config: dict[str, Any], action: str, fn: Callable[[Any, _Entry], dict[str, Any] | None]) -> dict[str, Any]:
+def _act(
+    config: dict[str, Any], action: str, fn: Callable[[Any, virt.Connection], dict[str, Any] | None]
+) -> dict[str, Any]:
     name = sdk.action_target(config, _domain_arg)
     entry = _connect(config)
     dom = _lookup(entry, name)
-    with _calls(entry, f"{action} of domain {name!r}"):
+    with virt.calls(entry, f"{action} of domain {name!r}"):
         extra = fn(dom, entry) or {}
     summary = _summary(entry, dom, config) if action != "delete" else {"status": "deleted", "ip_address": ""}
     log.info("admin %s of domain %s at %s", action, name, entry.uri)
@@ -1131,7 +822,7 @@ def _state(dom: Any) -> str:
 def admin_start(config):
     """Start (boot) a defined domain: ``{"name": ...}``."""
 
-    def go(dom: Any, entry: _Entry) -> None:
+    def go(dom: Any, entry: virt.Connection) -> None:
         if dom.isActive():
             raise sdk.FailedPrecondition(f"domain {dom.name()!r} is already {_state(dom)}")
         dom.create()
@@ -1148,7 +839,7 @@ def admin_stop(config):
         raise sdk.InvalidArgument("timeout must be a number of seconds") from None
     force = bool(config.get("force", False))
 
-    def go(dom: Any, entry: _Entry) -> dict[str, Any] | None:
+    def go(dom: Any, entry: virt.Connection) -> dict[str, Any] | None:
         if not dom.isActive():
             raise sdk.FailedPrecondition(f"domain {dom.name()!r} is not running (it is {_state(dom)})")
         dom.shutdown()
@@ -1194,7 +885,7 @@ def admin_delete(config):
     force = bool(config.get("force", False))
     delete_volumes = bool(config.get("delete_volumes", True))
 
-    def go(dom: Any, entry: _Entry) -> dict[str, Any]:
+    def go(dom: Any, entry: virt.Connection) -> dict[str, Any]:
         meta = _meta(dom)
         if dom.isActive():
             if not force:
@@ -1206,13 +897,13 @@ def admin_delete(config):
             if dom.isPersistent():
                 _undefine(dom)
         except libvirt.libvirtError as exc:
-            if not _is(exc, "NO_DOMAIN"):  # a transient domain vanishes when destroyed
+            if not virt.is_error(exc, "NO_DOMAIN"):  # a transient domain vanishes when destroyed
                 raise
         deleted = []
         if delete_volumes:
             for ref in [v for v in meta.get("volumes", "").split("\n") if v]:
                 pool_name, _, vol_name = ref.partition("/")
-                pool = _or_none("NO_STORAGE_POOL", entry.conn.storagePoolLookupByName, pool_name)
+                pool = virt.or_none("NO_STORAGE_POOL", entry.conn.storagePoolLookupByName, pool_name)
                 vol = _vol_or_none(pool, vol_name) if pool is not None else None
                 if vol is not None:
                     vol.delete(0)
@@ -1250,7 +941,7 @@ def admin_page(config):
     e = html.escape
     try:
         entry = _connect(config)
-        server = _server_info(entry)
+        server = virt.host_info(entry)
         domains = _list(entry, config, full=True)
     except sdk.PluginError as exc:
         parts = [sdk.unreachable("libvirt", exc.message)]

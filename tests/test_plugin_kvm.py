@@ -42,6 +42,7 @@ from rustbill import sdk
 from rustbill.pb import integration_pb2 as pb
 from rustbill.pb import order_pb2, product_pb2
 from rustbill.plugins import load_plugin
+from rustbill.sdk import virt
 
 PLUGIN = SHIPPED_PLUGINS / "kvm.py"
 NODE_XML = Path(__file__).resolve().parent / "peers" / "libvirt_node.xml"
@@ -234,7 +235,7 @@ def plugin_module() -> Any:
 def plugin(plugin_module: Any) -> Iterator[Any]:
     """The plugin loaded in this process; its cached libvirt connections are closed after the test."""
     yield plugin_module
-    plugin_module._close_all()
+    virt.close_all()
 
 
 # ---------------------------------------------------------------- the whole lifecycle through the server

@@ -27,6 +27,8 @@
   ``sdk.instance_result`` and ``sdk.action_target`` — the connections a provider keeps, the request id
   of an order and the name of what it makes, one instance as the contract returns it, the target of
   an admin action (``sdk/hosts.py``).
+- ``rustbill.sdk.virt`` (imported on its own: it imports libvirt-python) — a plugin over libvirt: the
+  connection, libvirt errors as PluginErrors, what the host has (``sdk/virt.py``).
 - ``sdk.now()`` — the current time (UTC, aware); ``rustbill.sdk.testing`` sets it in tests.
 """
 
