@@ -505,30 +505,18 @@ async def _send(c: dict[str, Any], msg: EmailMessage, rcpts: list[str]) -> dict[
     }
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-async def _record(entry: dict[str, Any]) -> None:
-    """Keep the last sends in the interface's state (best effort: never fails a send)."""
-    try:
-        st = sdk.state()
-        recent = await st.aget("recent", [])
-        await st.aset("recent", [{"at": _now_iso(), **entry}, *(recent if isinstance(recent, list) else [])][:_RECENT])
-    except Exception as exc:
-        log.debug("could not record a send: %s", exc)
-
-
 async def _send_recorded(c: dict[str, Any], message: dict[str, Any], kind: str) -> dict[str, Any]:
     msg, rcpts = build(c, message)  # a message that cannot be built is the caller's error: not recorded
     entry: dict[str, Any] = {"kind": kind, "id": str(message.get("id") or ""), "subject": str(msg["Subject"])}
     try:
         out = await _send(c, msg, rcpts)
     except sdk.PluginError as exc:
-        await _record({**entry, "delivered": False, "error": exc.message, "to": rcpts})
+        await sdk.record_recent({**entry, "delivered": False, "error": exc.message, "to": rcpts}, keep=_RECENT)
         raise
     error = "; ".join(f"refused {a}: {r}" for a, r in out["refused"].items())
-    await _record({**entry, "delivered": True, "to": out["to"], "message_id": out["message_id"], "error": error})
+    await sdk.record_recent(
+        {**entry, "delivered": True, "to": out["to"], "message_id": out["message_id"], "error": error}, keep=_RECENT
+    )
     return out
 
 
@@ -585,18 +573,8 @@ async def admin_send_test(config):
 
 async def admin_recent(config):
     """The last sends recorded for this interface, newest first."""
-    try:
-        recent = await sdk.state().aget("recent", [])
-    except RuntimeError:
-        recent = []
-    return {"recent": recent if isinstance(recent, list) else []}
+    return {"recent": await sdk.recent()}
 
-
-_PAGE_STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
-    "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.err{color:#a00}.ok{color:#070}"
-    "pre{background:#f5f5f5;padding:.6em;white-space:pre-wrap}"
-)
 
 # The admin console shows the page in a sandboxed iframe; sdk.admin_bridge_script() lets it run
 # this interface's admin_* actions (docs/plugins.md, "Admin pages and the console bridge").
@@ -615,7 +593,7 @@ async def admin_page(config):
         problem = ""
     except sdk.PluginError as exc:
         c = {**config, "where": f"{config.get('host', '')}:{config.get('port', '')}"}
-        problem = f'<p class="err">Configuration problem: {e(exc.message)}</p>'
+        problem = f'<p class="error">Configuration problem: {e(exc.message)}</p>'
     if c.get("security") == "none":
         verify = "no TLS"
     elif c.get("tls_insecure_skip_verify"):
@@ -643,7 +621,7 @@ async def admin_page(config):
     lines = "".join(
         f"<tr><td>{e(str(r.get('at', '')))}</td><td>{e(str(r.get('kind', '')))}</td>"
         f"<td>{e(', '.join(str(t) for t in r.get('to') or []))}</td><td>{e(str(r.get('subject', '')))}</td>"
-        f'<td class="{"ok" if r.get("delivered") else "err"}">{"sent" if r.get("delivered") else "failed"}</td>'
+        f'<td class="{"ok" if r.get("delivered") else "error"}">{"sent" if r.get("delivered") else "failed"}</td>'
         f"<td>{e(str(r.get('error', '')))}</td></tr>"
         for r in recent
         if isinstance(r, dict)
@@ -654,14 +632,12 @@ async def admin_page(config):
         if lines
         else "<p>No sends recorded yet.</p>"
     )
-    body = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>Email (SMTP)</title>
-<style>{_PAGE_STYLE}</style></head><body>
-<h1>Email (SMTP)</h1>{problem}<table>{table}</table>
-<h2>Send a test email</h2>
-<form id="send-test"><input name="to" size="40" placeholder="Recipient (empty: the default recipients)">
-<button type="submit">Send test email</button></form><pre id="test-out"></pre>
-<h2>Last sends</h2>
-<p>The last {_RECENT} sends and tests of this interface, kept in the interface's state (best effort).</p>
-{sends}
-{sdk.admin_bridge_script()}{_PAGE_SCRIPT}</body></html>"""
+    parts = [
+        f"{problem}<table>{table}</table>",
+        '<h2>Send a test email</h2><form id="send-test"><input name="to" size="40" placeholder="Recipient (empty: '
+        'the default recipients)"> <button type="submit">Send test email</button></form><pre id="test-out"></pre>',
+        f"<h2>Last sends</h2><p>The last {_RECENT} sends and tests of this interface, kept in the interface's "
+        f"state (best effort).</p>{sends}",
+    ]
+    body = sdk.admin_html("Email (SMTP)", "Email (SMTP)", parts, sdk.admin_bridge_script() + _PAGE_SCRIPT)
     return {"title": "Email (SMTP)", "html": body}

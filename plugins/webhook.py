@@ -438,17 +438,8 @@ def _raise(outcome: dict[str, Any]) -> None:
 
 async def _record(outcome: dict[str, Any], kind: str) -> None:
     """Keep the last deliveries in the interface's state (best effort: never fails a send)."""
-    entry = {
-        "at": _now_iso(),
-        "kind": kind,
-        **{k: outcome[k] for k in ("id", "type", "delivered", "status", "attempts", "duration_ms", "error")},
-    }
-    try:
-        st = sdk.state()
-        recent = await st.aget("recent", [])
-        await st.aset("recent", [entry, *(recent if isinstance(recent, list) else [])][:_RECENT])
-    except Exception as exc:  # outside a server call, or the database is busy: the send still counts
-        log.debug("could not record the delivery of %s: %s", outcome["id"], exc)
+    keys = ("id", "type", "delivered", "status", "attempts", "duration_ms", "error")
+    await sdk.record_recent({"kind": kind, **{k: outcome[k] for k in keys}}, keep=_RECENT)
 
 
 # ---------------------------------------------------------------- contract
@@ -507,18 +498,8 @@ async def admin_send_test(config):
 
 async def admin_recent(config):
     """The last deliveries recorded for this interface, newest first."""
-    try:
-        recent = await sdk.state().aget("recent", [])
-    except RuntimeError:
-        recent = []
-    return {"recent": recent if isinstance(recent, list) else []}
+    return {"recent": await sdk.recent()}
 
-
-_PAGE_STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
-    "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.err{color:#a00}.ok{color:#070}"
-    "pre{background:#f5f5f5;padding:.6em;white-space:pre-wrap}"
-)
 
 # The admin console shows the page in a sandboxed iframe; sdk.admin_bridge_script() lets it run
 # this interface's admin_* actions (docs/plugins.md, "Admin pages and the console bridge").
@@ -532,7 +513,7 @@ async def admin_page(config):
         problem = ""
     except sdk.PluginError as exc:
         c = {**config, "shown_url": str(config.get("url", "")), "keys": []}
-        problem = f'<p class="err">Configuration problem: {e(exc.message)}</p>'
+        problem = f'<p class="error">Configuration problem: {e(exc.message)}</p>'
     rows = [
         ("Endpoint", c.get("shown_url", "")),
         (
@@ -552,7 +533,7 @@ async def admin_page(config):
     lines = "".join(
         f"<tr><td>{e(str(r.get('at', '')))}</td><td>{e(str(r.get('kind', '')))}</td><td><code>{e(str(r.get('id', '')))}"
         f"</code></td><td>{e(str(r.get('type', '')))}</td>"
-        f'<td class="{"ok" if r.get("delivered") else "err"}">{"delivered" if r.get("delivered") else "failed"}</td>'
+        f'<td class="{"ok" if r.get("delivered") else "error"}">{"delivered" if r.get("delivered") else "failed"}</td>'
         f"<td>{e(str(r.get('status') or '—'))}</td><td>{e(str(r.get('attempts', '')))}</td>"
         f"<td>{e(str(r.get('duration_ms', '')))} ms</td><td>{e(str(r.get('error', '')))}</td></tr>"
         for r in recent
@@ -564,14 +545,13 @@ async def admin_page(config):
         if lines
         else "<p>No deliveries recorded yet.</p>"
     )
-    body = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>Webhook</title>
-<style>{_PAGE_STYLE}</style></head><body>
-<h1>Webhook</h1>{problem}<table>{table}</table>
-<h2>Send a test event</h2>
-<p>POSTs one signed event of type <code>test</code> (a single attempt) and shows what the receiver answered.</p>
-<button id="send-test" type="button">Send test event</button><pre id="test-out"></pre>
-<h2>Last deliveries</h2>
-<p>The last {_RECENT} sends and tests of this interface, kept in the interface's state (best effort).</p>
-{deliveries}
-{sdk.admin_bridge_script()}{_PAGE_SCRIPT}</body></html>"""
+    parts = [
+        f"{problem}<table>{table}</table>",
+        "<h2>Send a test event</h2><p>POSTs one signed event of type <code>test</code> (a single attempt) and "
+        'shows what the receiver answered.</p><button id="send-test" type="button">Send test event</button>'
+        '<pre id="test-out"></pre>',
+        f"<h2>Last deliveries</h2><p>The last {_RECENT} sends and tests of this interface, kept in the "
+        f"interface's state (best effort).</p>{deliveries}",
+    ]
+    body = sdk.admin_html("Webhook", "Webhook", parts, sdk.admin_bridge_script() + _PAGE_SCRIPT)
     return {"title": "Webhook", "html": body}

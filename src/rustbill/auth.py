@@ -171,8 +171,7 @@ class AuthService:
             row = await s.get(Setting, "jwt_secret")
         if row is None:
             try:
-                async with self._db.write() as s:
-                    s.add(Setting(key="jwt_secret", value=secrets.token_urlsafe(48)))
+                await self._db.add(Setting(key="jwt_secret", value=secrets.token_urlsafe(48)))
             except IntegrityError:
                 pass  # another process generated it first
             async with self._db.read() as s:
@@ -211,8 +210,7 @@ class AuthService:
             is_active=True,
         )
         try:
-            async with self._db.write() as s:
-                s.add(user)
+            await self._db.add(user)
         except IntegrityError:
             raise AlreadyExists(f"user {username!r} already exists") from None
         return user
@@ -340,15 +338,14 @@ class AuthService:
     async def _open_session(self, user: User, *, family_id: uuid.UUID) -> Session:
         a = self._settings.auth
         refresh_token = REFRESH_PREFIX + secrets.token_urlsafe(32)
-        async with self._db.write() as s:
-            s.add(
-                RefreshToken(
-                    user_id=user.id,
-                    family_id=family_id,
-                    token_hash=_key_hash(refresh_token),
-                    expires_at=utcnow() + timedelta(seconds=a.refresh_ttl_seconds),
-                )
+        await self._db.add(
+            RefreshToken(
+                user_id=user.id,
+                family_id=family_id,
+                token_hash=_key_hash(refresh_token),
+                expires_at=utcnow() + timedelta(seconds=a.refresh_ttl_seconds),
             )
+        )
         access = await self._access_token(user, a.login_ttl_seconds)
         return Session(access, refresh_token, a.login_ttl_seconds, user)
 
@@ -390,8 +387,7 @@ class AuthService:
             expires_at=expires_at,
         )  # fmt: skip
         try:
-            async with self._db.write() as s:
-                s.add(row)
+            await self._db.add(row)
         except IntegrityError:
             raise NotFound("user not found") from None
         return key, row

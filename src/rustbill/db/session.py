@@ -83,6 +83,11 @@ class Database:
         async with self._write_sessions() as session, session.begin():
             yield session
 
+    async def add(self, row: object) -> None:
+        """Insert ``row`` in a transaction of its own (IntegrityError when a constraint refuses it)."""
+        async with self.write() as s:
+            s.add(row)
+
     async def migrate(self) -> None:
         """Bring the schema to the newest migration (safe to run from several processes)."""
         async with self.engine.connect() as conn:

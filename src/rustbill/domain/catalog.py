@@ -291,8 +291,7 @@ class Catalog:
             updated_at=now,
         )
         try:
-            async with self._db.write() as s:
-                s.add(row)
+            await self._db.add(row)
         except IntegrityError:
             # The plugin row may also have vanished in between; tell which.
             async with self._db.read() as s:

@@ -135,15 +135,14 @@ class Channels:
         if not result["trade_no"]:
             raise FailedPrecondition(f"plugin {b.plugin_id!r} reported a payment without a trade_no")
         try:
-            async with self._db.write() as s:
-                s.add(
-                    PaymentNotification(
-                        interface_id=interface_id,
-                        trade_no=result["trade_no"],
-                        order_id=result["order_id"],
-                        amount=Decimal(result["amount"] or "0"),
-                    )
+            await self._db.add(
+                PaymentNotification(
+                    interface_id=interface_id,
+                    trade_no=result["trade_no"],
+                    order_id=result["order_id"],
+                    amount=Decimal(result["amount"] or "0"),
                 )
+            )
         except IntegrityError:
             result["paid"] = False
             result["duplicate"] = True

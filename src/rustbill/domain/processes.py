@@ -81,8 +81,7 @@ class ProcessRegistry:
 
     async def register(self) -> None:
         """Insert this process's row; forget rows of processes that are dead."""
-        async with self._db.write() as s:
-            s.add(self._row())
+        await self._db.add(self._row())
         self._registered = True
         reaped = await self.reap()
         if reaped:

@@ -256,8 +256,7 @@ class Providers:
             updated_at=now,
         )
         try:
-            async with self._db.write() as s:
-                s.add(row)
+            await self._db.add(row)
         except IntegrityError:
             raise AlreadyExists(f"instance {shown(instance_id)} is already imported") from None
         return row
@@ -422,13 +421,7 @@ class Providers:
                 else:
                     self._busy.discard(row.id)
             raise
-        values = {
-            "provider_instance_id": result["instance_id"],
-            "status": result["status"] or "creating",
-            "ip_address": result["ip_address"],
-            "owner": None,
-            "updated_at": utcnow(),
-        }
+        values = _settled(result)
         try:
             async with self._db.write() as s:
                 res = await s.execute(update(Instance).where(Instance.id == row.id).values(**values))
@@ -463,8 +456,7 @@ class Providers:
         }
         for key in (fields["idempotency_key"], None):
             try:
-                async with self._db.write() as s:
-                    s.add(Instance(**{**fields, "idempotency_key": key, **values}))
+                await self._db.add(Instance(**{**fields, "idempotency_key": key, **values}))
                 return
             except IntegrityError:
                 if key is None:
@@ -561,13 +553,7 @@ class Providers:
 
     async def _record(self, b: Binding, row: Instance, found: ProviderInstance, *, by: str) -> Instance:
         """The provider has the claimed order's instance: record it."""
-        values = {
-            "provider_instance_id": found["instance_id"],
-            "status": found["status"] or "creating",
-            "ip_address": found["ip_address"],
-            "owner": None,
-            "updated_at": utcnow(),
-        }
+        values = _settled(found)
         try:
             async with self._db.write() as s:
                 res = await s.execute(
@@ -816,6 +802,17 @@ def _plan(
     offered_ids = {i["upstream_product_id"] for i in offered}
     plan.gone = [p.id for pid, p in existing.items() if pid not in offered_ids and p.active]
     return plan
+
+
+def _settled(instance: ProviderInstance) -> dict[str, Any]:
+    """The columns of an order once its provider has answered with its instance (no owner: settled)."""
+    return {
+        "provider_instance_id": instance["instance_id"],
+        "status": instance["status"] or "creating",
+        "ip_address": instance["ip_address"],
+        "owner": None,
+        "updated_at": utcnow(),
+    }
 
 
 def _check_instance_id(instance_id: str) -> str:

@@ -81,8 +81,9 @@ class StateStore:
         """Insert ``key`` only if absent; True when this call inserted it (atomic across processes)."""
         text = _encode(value)
         try:
-            async with self._db.write() as s:
-                s.add(PluginState(interface_id=interface_id, key=_check_key(key), value=text, updated_at=utcnow()))
+            await self._db.add(
+                PluginState(interface_id=interface_id, key=_check_key(key), value=text, updated_at=utcnow())
+            )
         except IntegrityError:
             return False
         return True

@@ -11,6 +11,8 @@
 - ``sdk.state()`` — small JSON values kept per interface in the database, surviving reloads and
   restarts: ``get/set/add/delete/items`` in ``def`` functions, ``aget/aset/aadd/adelete/aitems``
   in ``async def`` functions. ``add`` inserts only when the key is absent (a once-only guard).
+  ``sdk.record_recent(entry)`` / ``sdk.recent()`` keep the last few of something there (an admin
+  page's "last sends").
 - ``sdk.context()`` — the call in progress: interface, caller, ``request_id`` and ``remaining()``
   seconds before the server gives up on it (plan retries and remote timeouts with it).
 - ``sdk.admin_bridge_script()`` — the ``<script>`` an ``admin_page`` includes to run its
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -89,6 +91,8 @@ __all__ = [
     "order_name",
     "order_request_id",
     "prop",
+    "recent",
+    "record_recent",
     "region_schema",
     "setting",
     "spec_int",
@@ -275,6 +279,28 @@ def _current() -> CallContext:
 def state() -> State:
     """The persistent state of the interface this plugin call is for."""
     return State()
+
+
+async def record_recent(entry: Mapping[str, Any], *, keep: int = 20, key: str = "recent") -> None:
+    """Put ``entry``, stamped ``"at"`` (UTC, ISO 8601), first in a list kept in the interface's state,
+    the newest ``keep`` of them: what an admin page shows as its last sends or deliveries. Best effort:
+    never raises (outside a plugin call, or with the database busy, it is logged at DEBUG)."""
+    try:
+        st = state()
+        earlier = await st.aget(key, [])
+        stamped = {"at": now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"), **entry}
+        await st.aset(key, [stamped, *(earlier if isinstance(earlier, list) else [])][:keep])
+    except Exception as exc:
+        logging.getLogger("rustbill.plugin").debug("could not record in %r: %s", key, exc)
+
+
+async def recent(key: str = "recent") -> list[Any]:
+    """The list ``record_recent`` keeps, newest first ([] when there is none, or outside a plugin call)."""
+    try:
+        found = await state().aget(key, [])
+    except RuntimeError:
+        return []
+    return found if isinstance(found, list) else []
 
 
 def context() -> CallContext:

@@ -16,7 +16,7 @@ from typing import Any
 
 PAGE_STYLE = (
     "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
-    "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.error{color:#a00}"
+    "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.error{color:#a00}.ok{color:#070}"
     "pre{background:#f5f5f5;padding:.6em;white-space:pre-wrap}button{margin:0 .2em .2em 0}"
     "form{margin:.5em 0}input,select{margin:0 .4em .4em 0}"
 )
