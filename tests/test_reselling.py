@@ -151,8 +151,9 @@ def a(tmp_path_factory: pytest.TempPathFactory, databases: Databases, ca: trustm
 
 @pytest.fixture(scope="module")
 def b(tmp_path_factory: pytest.TempPathFactory, databases: Databases, ca: trustme.CA) -> Any:
-    # create_instance times out after 3 s here: the lost-reply test orders from a slow upstream
-    env = {"RUSTBILL_PLUGINS__TIMEOUTS": '{"create_instance": 3}'}
+    # create_instance times out after 3 s here: the lost-reply tests order from a slow upstream (and
+    # B's reconciler, which settles such an order, looks every second instead of every 10)
+    env = {"RUSTBILL_PLUGINS__TIMEOUTS": '{"create_instance": 3}', "RUSTBILL_PLUGINS__RECONCILE_INTERVAL_SECONDS": "1"}
     srv = start(tmp_path_factory.mktemp("b"), databases, ca, [SHIPPED_PLUGINS / "rustbill.py"], **env)
     yield Side(srv)
     srv.stop()
