@@ -33,6 +33,7 @@ from helpers import (
     place_order,
     query_db,
     raises_code,
+    retry_while_reconciled,
     unique,
 )
 
@@ -269,7 +270,8 @@ def test_a_lost_reply_is_recovered_by_asking_the_upstream(
 ) -> None:
     """B gives up on a slow order (its create_instance timeout is 3 s, A takes 5 s): B keeps the
     order as "unknown"; A opens and debits it anyway. ``find_instance`` finds it by the request id,
-    and B's retry with the same key settles it: one instance and one debit on A."""
+    and B's retry with the same key returns it (settling it, unless B's reconciler just did): one
+    instance and one debit on A."""
     slow = create_interface(a.rpc, a.admin, "t_provider", '{"sleep": 5, "regions": ["eu"]}')
     iface = b.resell(a, reseller, slow.id, MARKUP_B)
     a_before = len(a.ledger(reseller))
@@ -280,7 +282,8 @@ def test_a_lost_reply_is_recovered_by_asking_the_upstream(
     request_id = str(uuid.UUID(str(row_id)))
     found = asyncio.run(_find_when_settled(a, reseller, slow.id, request_id))
     assert found is not None and found["status"] == "running"
-    done = b.order(iface.id, b.admin, key="lost-reply")
+    # (B's reconciler may be settling it right now: then the retry is told to wait a moment)
+    done = retry_while_reconciled(lambda: b.order(iface.id, b.admin, key="lost-reply"))
     assert done.provider_instance_id == found["instance_id"]
     assert [row[:2] for row in b.local_instances(iface.id)] == [(found["instance_id"], "running")]
     assert a.ledger(reseller)[a_before:] == [("order", -A_PRICE)]
