@@ -42,15 +42,20 @@ def render_template(plugin_type: str, name: str) -> str:
 
 
 def new_plugin(plugin_type: str, name: str, folder: Path) -> Path:
-    """Write ``folder/name.py``; refuses a name that is not a plugin id and an existing file."""
+    """Write ``folder/name.py`` (making ``folder`` when it does not exist); refuses a name that is not
+    a plugin id and an existing file."""
     path = folder / f"{name}.py"
     if plugin_id_for(path) is None:
         raise ScaffoldError(
             f"{name!r} is not a plugin id: lower-case letters, digits and _, starting with a letter or digit"
         )
     text = render_template(plugin_type, name)
-    if not folder.is_dir():
-        raise ScaffoldError(f"{folder} is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)  # (like ``cargo new``: a new folder is made)
+    except FileExistsError:
+        raise ScaffoldError(f"{folder} is a file, not a folder") from None
+    except OSError as exc:
+        raise ScaffoldError(f"cannot make the folder {folder}: {exc.strerror}") from None
     try:
         with path.open("x", encoding="utf-8") as f:
             f.write(text)
