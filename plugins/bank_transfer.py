@@ -467,15 +467,13 @@ async def admin_page(config):
         for r in listing["pending"]
     )
     totals = ", ".join(f"{v} {k}" for k, v in listing["totals"].items()) or "nothing"
-    body = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>Bank transfer</title>
-<style>body{{font-family:system-ui,sans-serif;margin:1.5em}}table{{border-collapse:collapse;margin:.5em 0}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}pre{{background:#f5f5f5;padding:.6em}}</style>
-</head><body><h1>Bank transfer</h1><table>{acc}</table>
-<h2>Pending transfers ({listing["count"]}, expecting {e(totals)})</h2>
-<table><tr><th>Reference</th><th>Order</th><th>Amount</th><th>Subject</th><th>Asked at</th></tr>{rows}</table>
-<h2>Confirm a transfer that arrived</h2>
-<form id="confirm"><input name="reference" placeholder="Reference" required>
-<input name="amount" placeholder="Amount received" required> <input name="note" placeholder="Note (optional)">
-<button type="submit">Confirm</button></form><pre id="confirm-out"></pre>
-{sdk.admin_bridge_script()}{_PAGE_SCRIPT}</body></html>"""
+    parts = [
+        f"<table>{acc}</table>",
+        f"<h2>Pending transfers ({listing['count']}, expecting {e(totals)})</h2><table><tr><th>Reference</th>"
+        f"<th>Order</th><th>Amount</th><th>Subject</th><th>Asked at</th></tr>{rows}</table>",
+        '<h2>Confirm a transfer that arrived</h2><form id="confirm"><input name="reference" placeholder="Reference" '
+        'required> <input name="amount" placeholder="Amount received" required> <input name="note" '
+        'placeholder="Note (optional)"> <button type="submit">Confirm</button></form><pre id="confirm-out"></pre>',
+    ]
+    body = sdk.admin_html("Bank transfer", "Bank transfer", parts, sdk.admin_bridge_script() + _PAGE_SCRIPT)
     return {"title": "Bank transfer", "html": body}

@@ -607,12 +607,6 @@ async def admin_recent_orders(config):
     return {"page": page, "limit": limit, "orders": [_order(r) for r in rows if isinstance(r, dict)]}
 
 
-_PAGE_STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
-    "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.err{color:#a00}"
-    "pre{background:#f5f5f5;padding:.6em;white-space:pre-wrap}"
-)
-
 # The admin console shows the page in a sandboxed iframe; sdk.admin_bridge_script() lets it run
 # this interface's admin_* actions (docs/plugins.md, "Admin pages and the console bridge").
 _PAGE_SCRIPT = """<script>
@@ -638,7 +632,7 @@ async def admin_page(config):
     try:
         info = await _merchant(c)
     except sdk.PluginError as exc:
-        status = f'<p class="err">Cannot read the merchant account: {e(exc.message)}</p>'
+        status = f'<p class="error">Cannot read the merchant account: {e(exc.message)}</p>'
     else:
         state = {"1": "active", "0": "disabled"}.get(info["active"], info["active"] or "unknown")
         rows += [
@@ -671,14 +665,13 @@ async def admin_page(config):
         )
     else:
         not_paid_html = ""
-    body = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>易支付 / EPay</title>
-<style>{_PAGE_STYLE}</style></head><body>
-<h1>易支付 / EPay merchant</h1>{status}<table>{table}</table>{not_paid_html}
-<h2>Look up an order</h2>
-<form id="lookup"><select name="field"><option value="out_trade_no">Our order number (out_trade_no)</option>
-<option value="trade_no">Gateway trade number (trade_no)</option></select>
-<input name="value" required size="40"> <button type="submit">Query</button></form>
-<pre id="lookup-out"></pre>
-<h2>Recent orders</h2><button id="recent" type="button">Load the last 20</button><pre id="recent-out"></pre>
-{sdk.admin_bridge_script()}{_PAGE_SCRIPT}</body></html>"""
+    parts = [
+        f"{status}<table>{table}</table>{not_paid_html}",
+        '<h2>Look up an order</h2><form id="lookup"><select name="field"><option value="out_trade_no">Our order '
+        'number (out_trade_no)</option><option value="trade_no">Gateway trade number (trade_no)</option></select> '
+        '<input name="value" required size="40"> <button type="submit">Query</button></form>'
+        '<pre id="lookup-out"></pre>',
+        '<h2>Recent orders</h2><button id="recent" type="button">Load the last 20</button><pre id="recent-out"></pre>',
+    ]
+    body = sdk.admin_html("易支付 / EPay", "易支付 / EPay merchant", parts, sdk.admin_bridge_script() + _PAGE_SCRIPT)
     return {"title": "易支付 / EPay", "html": body}
