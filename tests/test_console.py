@@ -1147,6 +1147,7 @@ def test_phone_width(browser: Any, console_server: ServerProcess, stub: Any, adm
         json.dumps({"url": "https://hooks.example.com/x", "secret": new_secret()}),
         unique("phone-hook"),
     )
+    kvm = create_interface(stub, admin, "kvm", json.dumps({"uri": "test:///default"}), unique("phone-kvm"))
     c = Console(browser, console_server, shots, viewport=PHONE)
     try:
         page = c.page
@@ -1159,6 +1160,7 @@ def test_phone_width(browser: Any, console_server: ServerProcess, stub: Any, adm
             (f"/upstream/{cloud.id}", "phone-upstream"),
             ("/server", "phone-server"),
             (f"/interfaces/{webhook.id}/page", "phone-admin-page"),
+            (f"/interfaces/{kvm.id}/page", "phone-kvm-page"),
         ):
             c.go(route)
             if route.startswith("/upstream"):
@@ -1171,6 +1173,14 @@ def test_phone_width(browser: Any, console_server: ServerProcess, stub: Any, adm
                 PHONE["width"],
             )
             assert wide <= PHONE["width"], f"{route} is {wide}px wide on a {PHONE['width']}px screen: {culprits}"
+            if route.endswith("/page"):  # the plugin's own page fits its frame (a wide table scrolls by itself)
+                frame = page.wait_for_selector("iframe.plugin-frame").content_frame()
+                assert frame is not None
+                frame.wait_for_selector("h1")
+                inner, room = frame.evaluate(
+                    "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+                )
+                assert inner <= room, f"{name}: the plugin's page is {inner}px wide in its {room}px frame"
             c.shot(name)
         # The provider picker is a select on a phone.
         c.go(f"/upstream/{cloud.id}")

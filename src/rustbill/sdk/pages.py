@@ -15,11 +15,11 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 # Narrow frames (a phone): a table wider than the page scrolls by itself instead of the whole page,
-# long values (URLs, ids) break, and inputs never get wider than the page.
+# long words wrap where they can, and inputs never get wider than the page.
 PAGE_STYLE = (
     "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
     "table{border-collapse:collapse;margin:.5em 0;display:block;max-width:100%;overflow-x:auto}"
-    "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;overflow-wrap:anywhere}"
+    "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;overflow-wrap:break-word}"
     ".error{color:#a00}.ok{color:#070}pre{background:#f5f5f5;padding:.6em;white-space:pre-wrap}pre:empty{display:none}"
     "button{margin:0 .2em .2em 0}form{margin:.5em 0}input,select{margin:0 .4em .4em 0;max-width:100%}"
     "@media (max-width:600px){body{margin:.6em}h1{font-size:1.4em}h2{font-size:1.15em}}"
