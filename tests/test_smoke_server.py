@@ -3,10 +3,12 @@ names address, database and plugins folder."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from helpers import ServerProcess, md, raises_code
+from helpers import ServerProcess, md, raises_code, run_cli
 
 
 def test_start_log_line_names_address_database_and_plugins(server: ServerProcess) -> None:
@@ -43,3 +45,15 @@ def test_unknown_method_of_a_public_service_is_unimplemented(server: ServerProce
     call = server.channel().unary_unary("/grpc.health.v1.Health/NoSuchMethod")
     with raises_code(grpc.StatusCode.UNIMPLEMENTED):
         call(b"", timeout=5)
+
+
+def test_a_second_server_on_a_busy_port_says_so_and_starts_nothing(server: ServerProcess, tmp_path: Path) -> None:
+    """A newcomer runs ./scripts/serve twice: the second says the address is taken, at once."""
+    env = {**server.env, "RUSTBILL_DATA__DIR": str(tmp_path / "data"),
+           "RUSTBILL_DB__URL": f"sqlite:///{tmp_path / 'second.sqlite3'}"}  # fmt: skip
+    for key, listen in (("server.listen", server.address), ("http.listen", f"127.0.0.1:{server.http_port}")):
+        env_key = "RUSTBILL_SERVER__LISTEN" if key == "server.listen" else "RUSTBILL_HTTP__LISTEN"
+        res = run_cli(["serve"], cwd=tmp_path, env={**env, env_key: listen}, timeout=60)
+        assert res.returncode == 1, res.stderr
+        assert f"cannot listen on {listen} ({key}): Address already in use (another RustBill" in res.stderr
+        assert "loaded" not in res.stderr and "Traceback" not in res.stderr, res.stderr

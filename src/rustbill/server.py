@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,29 @@ __all__ = ["App", "serve"]
 
 log = logging.getLogger("rustbill")
 SERVICE_NAMES = tuple(svc.full_name for svc in SERVICES)
+
+
+def _probe(listen: str, key: str) -> None:
+    """SystemExit when ``listen`` (HOST:PORT) cannot be bound, with the system's reason: typically a
+    port another process (another RustBill?) listens on. A name that does not resolve is left to
+    the listener itself to report."""
+    if not listen:
+        return
+    host, _, port = listen.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)  # fmt: skip
+    except (OSError, ValueError):
+        return
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (as the listeners: a TIME_WAIT is no obstacle)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            hint = " (another RustBill, or another program, listens there: `ss -ltnp` shows which)"
+            busy = exc.errno == errno.EADDRINUSE
+            raise SystemExit(f"cannot listen on {listen} ({key}): {exc.strerror}{hint if busy else ''}") from None
 
 
 class App:
@@ -149,6 +174,8 @@ class App:
 
     async def start(self) -> int:
         s = self.settings
+        for listen, key in ((s.server.listen, "server.listen"), (s.http.listen, "http.listen")):
+            _probe(listen, key)  # (before anything starts: a busy port is said at once, and plainly)
         await self.db.migrate()
         await self.processes.register()
         generated = await self.auth.bootstrap_admin()
