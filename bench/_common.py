@@ -33,6 +33,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+# Servers and commands as an operator starts them, each a new interpreter (not forked from the tests'
+# fork server, whose shared pages would make a server's memory and start-up look smaller than they are).
+os.environ["TESTS_CLI_SUBPROCESS"] = "1"
 from helpers import SHIPPED_PLUGINS as SHIPPED_PLUGINS  # noqa: E402  (re-exported for the benchmarks)
 from helpers import TEST_PLUGINS as TEST_PLUGINS  # noqa: E402
 from helpers import ServerProcess  # noqa: E402  (the test suite's helpers)
