@@ -1,43 +1,7 @@
 """Storage: tables, the engine and sessions, migrations."""
 
-from .models import (
-    ApiKey,
-    Balance,
-    BalanceTransaction,
-    Base,
-    DriftFinding,
-    Instance,
-    PaymentNotification,
-    PaymentRequest,
-    Plugin,
-    PluginInterface,
-    PluginState,
-    Process,
-    Product,
-    RefreshToken,
-    Setting,
-    User,
-)
+from . import models
+from .models import *  # noqa: F403  (the tables: models.__all__)
 from .session import Database, redact_url, rowcount
 
-__all__ = [
-    "ApiKey",
-    "Balance",
-    "BalanceTransaction",
-    "Base",
-    "Database",
-    "DriftFinding",
-    "Instance",
-    "PaymentNotification",
-    "PaymentRequest",
-    "Plugin",
-    "PluginInterface",
-    "PluginState",
-    "Process",
-    "Product",
-    "RefreshToken",
-    "Setting",
-    "User",
-    "redact_url",
-    "rowcount",
-]
+__all__ = [*models.__all__, "Database", "redact_url", "rowcount"]
