@@ -1,5 +1,6 @@
 """Regenerate the configuration table of each built-in plugin's page in docs/builtin/ from the
-plugin's own config_schema() (between the CONFIG markers, at the end of the page).
+plugin's own config_schema() (between the CONFIG markers, at the end of the page), and the version
+on the page's first line from its version().
 tests/test_docs.py fails when one is stale.
 
     python scripts/gen_builtin_docs.py
@@ -8,6 +9,7 @@ tests/test_docs.py fails when one is stale.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +45,10 @@ def section(pid: str) -> str:
 
 
 def render(pid: str, text: str) -> str:
+    """The page with its configuration table, and the version on its first line, made current."""
     new = section(pid)
+    version = new.split("version ", 1)[1].split(")", 1)[0]
+    text = re.sub(r"(plugin type `[a-z_]+`, version )[0-9A-Za-z.+-]+?(\.?\n)", rf"\g<1>{version}\2", text, count=1)
     if START in text:
         head, rest = text.split(START, 1)
         tail = rest.split(END, 1)[1]
