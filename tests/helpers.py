@@ -202,34 +202,37 @@ class _CliForkServer:
     def start(self, args: list[str], *, cwd: Path, env: Mapping[str, str], output: Path) -> _Forked:
         """``python -m rustbill ARGS`` as a long-running process (a server) in a session of its own,
         its stdout and stderr both written to ``output`` (a FIFO the caller reads)."""
-        proc = self._ensure()
         rid = next(self._ids)
         self._send({"id": rid, "args": args, "cwd": str(cwd), "env": dict(env), "stdin": None,
                     "stdout": str(output), "stderr": str(output), "new_session": True})  # fmt: skip
-        with self._cond:
-            while rid not in self._pids:
-                if proc.poll() is not None:
-                    raise AssertionError(f"the CLI fork server ended ({proc.returncode}) during rustbill {args}")
-                self._cond.wait(1.0)
-            return _Forked(self, rid, self._pids.pop(rid))
+        pid = self._reported(self._pids, rid, None, about=args)
+        assert pid is not None
+        return _Forked(self, rid, pid)
 
-    def _code(self, rid: int, timeout: float | None) -> int | None:
-        """The exit code of request ``rid`` once it has ended (None: not within ``timeout``)."""
+    def _reported(
+        self, table: dict[int, int], rid: int, timeout: float | None, *, about: list[str] | None = None
+    ) -> int | None:
+        """What the fork server reported for request ``rid`` in ``table`` (its pid, or its exit
+        code), taken out of it; None when not within ``timeout`` seconds. With ``about`` (the
+        command's arguments), the fork server ending first is an AssertionError naming it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while rid not in self._codes:
+            while rid not in table:
+                if about is not None and (self._proc is None or self._proc.poll() is not None):
+                    code = self._proc.returncode if self._proc is not None else None
+                    raise AssertionError(f"the CLI fork server ended ({code}) during rustbill {about}")
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return None
                 self._cond.wait(1.0 if left is None else min(left, 1.0))
-            return self._codes[rid]
+            return table.pop(rid)
 
     def run(
         self, args: list[str], *, cwd: Path, env: Mapping[str, str], stdin: str | None, timeout: float
     ) -> subprocess.CompletedProcess[str]:
         if not Path(cwd).is_dir():  # (as subprocess.run: an error here, not in the command)
             raise FileNotFoundError(2, "No such directory", str(cwd))
-        proc = self._ensure()
+        self._ensure()
         assert self._tmp is not None
         rid = next(self._ids)
         files = {k: self._tmp / f"{rid}.{k}" for k in ("stdin", "stdout", "stderr")}
@@ -241,17 +244,9 @@ class _CliForkServer:
             "stdout": str(files["stdout"]), "stderr": str(files["stderr"]),
         }  # fmt: skip
         self._send(request)
-        deadline = time.monotonic() + timeout
         cmd = [sys.executable, "-m", "rustbill", *args]
+        code = self._reported(self._codes, rid, timeout, about=args)
         with self._cond:
-            while rid not in self._codes:
-                left = deadline - time.monotonic()
-                if proc.poll() is not None:
-                    raise AssertionError(f"the CLI fork server ended ({proc.returncode}) during rustbill {args}")
-                if left <= 0:
-                    break
-                self._cond.wait(min(left, 1.0))
-            code = self._codes.pop(rid, None)
             pid = self._pids.pop(rid, None)
         if code is None:  # (as subprocess.run: the process is killed at the timeout)
             if pid is not None:
@@ -279,12 +274,12 @@ class _Forked:
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            self.returncode = self._forks._code(self._rid, 0)
+            self.returncode = self._forks._reported(self._forks._codes, self._rid, 0)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
-            self.returncode = self._forks._code(self._rid, timeout)
+            self.returncode = self._forks._reported(self._forks._codes, self._rid, timeout)
             if self.returncode is None:
                 raise subprocess.TimeoutExpired(["rustbill", "serve"], timeout or 0)
         return self.returncode

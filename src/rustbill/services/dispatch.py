@@ -72,7 +72,7 @@ class Dispatcher:
 
         self._auth = auth
         self._table = table
-        self._refusals: dict[tuple[str, str], tuple[float, int]] = {}
+        self._warned: dict[tuple[str, str], tuple[float, int]] = {}  # (kind, address) → (since, count)
         self.metrics = metrics
         self.methods: dict[str, Method] = {}
         for svc in SERVICES:
@@ -120,24 +120,23 @@ class Dispatcher:
         """A WARNING per caller address and kind, at most one a minute (a flood stays one line)."""
         now = time.monotonic()
         key = (kind, call.peer)
-        start, count = self._refusals.get(key, (0.0, 0))
+        start, count = self._warned.get(key, (0.0, 0))
         if now - start >= 60:
             more = f" ({count - 1} more from this address in the last minute)" if count > 1 else ""
             log.warning("%s%s", line, more)
-            if len(self._refusals) > 10_000:
-                self._refusals.clear()
-            self._refusals[key] = (now, 1)
+            if len(self._warned) > 10_000:
+                self._warned.clear()
+            self._warned[key] = (now, 1)
         else:
-            self._refusals[key] = (start, count + 1)
+            self._warned[key] = (start, count + 1)
 
     def decode(self, call: Call, data: bytes) -> Message:
-        message = call.method.input
         try:
-            return message.FromString(data)
+            return call.method.input.FromString(data)
         except (DecodeError, ValueError, RecursionError):
-            reason = f"request is not a valid {message.DESCRIPTOR.full_name}"
-            self.undecodable(call, f"{len(data)} bytes that are not a {message.DESCRIPTOR.full_name}")
-            raise InvalidArgument(reason) from None
+            name = call.method.input.DESCRIPTOR.full_name
+            self.undecodable(call, f"{len(data)} bytes that are not a {name}")
+            raise InvalidArgument(f"request is not a valid {name}") from None
 
     async def invoke(self, call: Call, request: Message) -> Message:
         """Run the servicer method; an unexpected exception becomes INTERNAL with a log reference."""
