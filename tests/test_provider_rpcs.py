@@ -345,8 +345,19 @@ def test_every_plugin_call_is_logged(server: ServerProcess, stub, provider, admi
 # ---------------------------------------------------------------- health
 
 
+def _first_check_done(stub, token: str, iface) -> None:  # type: ignore[no-untyped-def]
+    """A new interface is health-checked at once in the background: wait for it, so that the check a
+    test asks for next is the newest (the newer of two checks is the one stored)."""
+    deadline = time.monotonic() + 10
+    req = pb.GetPluginInterfaceRequest(interface_id=iface.id)
+    while not stub.GetPluginInterface(req, metadata=md(token)).interface.HasField("last_check_at"):
+        assert time.monotonic() < deadline, "the immediate health check of a new interface did not run"
+        time.sleep(0.05)
+
+
 def test_check_plugin_health_stores_the_result(stub, admin_token: str) -> None:
     good = create_interface(stub, admin_token, "t_provider")
+    _first_check_done(stub, admin_token, good)
     reply = stub.CheckPluginHealth(pb.CheckPluginHealthRequest(interface_id=good.id), metadata=md(admin_token))
     assert reply.is_healthy and not reply.HasField("error") and reply.checked_at.endswith("Z")
     got = stub.GetPluginInterface(
@@ -355,6 +366,7 @@ def test_check_plugin_health_stores_the_result(stub, admin_token: str) -> None:
     assert got.is_healthy and got.last_check_at == reply.checked_at and not got.HasField("health_error")
 
     bad = create_interface(stub, admin_token, "t_broken_calls")
+    _first_check_done(stub, admin_token, bad)
     reply = stub.CheckPluginHealth(pb.CheckPluginHealthRequest(interface_id=bad.id), metadata=md(admin_token))
     assert not reply.is_healthy and "RuntimeError: cannot reach upstream" in reply.error
     got = stub.GetPluginInterface(pb.GetPluginInterfaceRequest(interface_id=bad.id), metadata=md(admin_token)).interface
