@@ -15,6 +15,7 @@ import httpx
 import pytest
 from helpers import SHIPPED_PLUGINS, Databases, query_db
 from peers.epay_server import EpayServer, epay_sign
+from web import TLS
 
 from rustbill import sdk
 from rustbill.config import Settings
@@ -74,7 +75,7 @@ async def test_epay_notifies_the_http_port_and_the_order_is_paid_once(app: App, 
     order = {"order_id": f"RB{uuid.uuid4().hex[:16]}", "amount": "12.50", "currency": "CNY", "subject": "VPS",
              "channel": "alipay", "return_url": "https://shop.example.com/r", "client_ip": "203.0.113.7"}  # fmt: skip
     payment = await app.channels.create_payment(iid, order)
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=TLS) as client:
         assert (await client.get(payment["pay_url"])).status_code == 302  # the buyer opens the cashier
     gw = epay.find(order["order_id"])
     # The notify URL handed to the gateway was built from the listener's address.
@@ -88,7 +89,7 @@ async def test_epay_notifies_the_http_port_and_the_order_is_paid_once(app: App, 
     # The gateway's retry and a replay by hand: acknowledged, never paid twice.
     again = await asyncio.to_thread(epay.renotify(gw.trade_no).wait)
     assert again.deliveries == [(200, "success")]
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=TLS) as client:
         replay = await client.get(gw.notify_url, params=epay.notification(gw))
         assert replay.text == "success"
         # Tampered: the amount changed (bad signature), and re-signed with another key.
@@ -98,7 +99,7 @@ async def test_epay_notifies_the_http_port_and_the_order_is_paid_once(app: App, 
         other["sign"] = epay_sign(other, "another-key")
         assert (await client.post(gw.notify_url, data=other)).text == "fail"
     assert len(await paid_rows(app, iid)) == 1
-    async with httpx.AsyncClient() as client:  # (the server runs on this event loop: never block it)
+    async with httpx.AsyncClient(verify=TLS) as client:  # (the server runs on this event loop: never block it)
         metrics = (await client.get(f"http://127.0.0.1:{app.http_port}/metrics")).text
     assert 'rustbill_payment_notifications_total{result="paid"} 1.0' in metrics
     assert 'rustbill_payment_notifications_total{result="duplicate"} 2.0' in metrics
@@ -111,7 +112,7 @@ async def test_a_signed_notification_for_an_order_never_asked_for_is_not_paid(ap
               "money": "12.50", "trade_status": "TRADE_SUCCESS"}  # fmt: skip
     params["sign"] = epay_sign(params, KEY)
     params["sign_type"] = "MD5"
-    async with httpx.AsyncClient() as client:  # (the server runs on this event loop: never block it)
+    async with httpx.AsyncClient(verify=TLS) as client:  # (the server runs on this event loop: never block it)
         r = await client.get(f"http://127.0.0.1:{app.http_port}/pay/notify/{iid}", params=params)
     assert (r.status_code, r.text) == (200, "fail")
     assert (await paid_rows(app, iid)) == []
@@ -121,7 +122,7 @@ async def test_unknown_disabled_or_non_gateway_interfaces_are_404(app: App) -> N
     base = f"http://127.0.0.1:{app.http_port}/pay/notify/"
     disabled = await interface(app, "yipay", '{"api_url": "https://pay.example.com", "pid": "1", "key": "k"}', False)
     provider = await interface(app, "demo_cloud", "{}")
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=TLS) as client:
         for target in (uuid.uuid4(), "not-a-uuid", disabled, provider):
             for method in ("GET", "POST"):
                 r = await client.request(method, f"{base}{target}", params={"trade_no": "1"})

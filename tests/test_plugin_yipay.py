@@ -36,6 +36,7 @@ from helpers import (
     unique,
 )
 from peers.epay_server import EpayServer, epay_sign
+from web import TLS
 from sqlalchemy import func, select
 
 from rustbill import errors
@@ -180,7 +181,7 @@ async def receiver_for(host: Host) -> AsyncIterator[Any]:
 
 async def submit(pay_url: str) -> httpx.Response:
     """The customer's browser opening the payment URL."""
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, verify=TLS) as client:
         return await client.get(pay_url)
 
 
@@ -190,7 +191,7 @@ def split(url: str) -> tuple[str, dict[str, str]]:
 
 
 async def get(url: str, params: dict[str, str]) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, verify=TLS) as client:
         return await client.get(url, params=params)
 
 
