@@ -33,10 +33,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from helpers import TEST_PLUGINS, Databases, ServerProcess, create_interface, md  # noqa: E402
+import _common  # noqa: F401  (servers as an operator starts them: new interpreters, not the tests' fork server)
+from helpers import TEST_PLUGINS, Databases, ServerProcess, create_interface, md
 
 TRIVIAL = '''"""Bench plugin {n}: a trivial query_price."""
 from decimal import Decimal

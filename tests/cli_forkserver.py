@@ -143,6 +143,10 @@ def _become(request: dict[str, Any]) -> None:
         for stream in (sys.stdout, sys.stderr):
             stream.reconfigure(write_through=True)  # type: ignore[attr-defined]
     sys.path[0] = os.getcwd()  # (as ``python -m`` does)
+    # PYTHONPATH, read at start by an interpreter: its folders come right after sys.path[0] (a test's
+    # shim module then hides an installed one from the server and the plugin zygote it forks).
+    here = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+    sys.path[1:1] = here
     sys.argv = ["-m", *request["args"]]
     sys.orig_argv = [sys.executable, "-m", "rustbill", *request["args"]]  # (what a re-executing restart runs)
 

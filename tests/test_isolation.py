@@ -279,3 +279,55 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _zygote(srv: ServerProcess) -> tuple[int, str]:
+    """The server's plugin zygote: (pid, command line)."""
+    assert srv.proc is not None
+    found = [p for p in _children(srv.proc.pid) if Path(f"/proc/{p}/comm").read_text().strip() == "rb:zygote"]
+    assert len(found) == 1, found
+    return found[0], Path(f"/proc/{found[0]}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def test_a_zygote_that_dies_is_reaped_and_started_again(tmp_path: Path, databases: Databases) -> None:
+    """``rustbill serve`` forks its plugin zygote from itself at start (no interpreter of its own).
+    Killed, it is reaped (no zombie is left) and the next call starts a new one, this time as an
+    interpreter of its own, and is answered."""
+    srv = _server(tmp_path, databases)
+    try:
+        token = srv.token()
+        iface = create_interface(srv.stub(), token, "t_provider", json.dumps({"regions": ["eu"]}))
+        request = pb.QueryPriceRequest(interface_id=iface.id, cpu_cores=1, memory_gb=1, disk_gb=10)
+        assert srv.stub().QueryPrice(request, metadata=md(token), timeout=10).amount
+        first, cmdline = _zygote(srv)
+        assert "rustbill.plugins.zygote" not in cmdline, cmdline  # forked from the server
+        os.kill(first, 9)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert srv.stub().QueryPrice(request, metadata=md(token), timeout=10).amount
+                break
+            except grpc.RpcError as exc:  # (its worker died with it: the call it was in ends UNAVAILABLE)
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline, exc
+                time.sleep(0.2)
+        second, cmdline = _zygote(srv)
+        assert second != first and "-m rustbill.plugins.zygote" in cmdline, cmdline
+        while Path(f"/proc/{first}").exists():  # reaped: not even a zombie
+            assert time.monotonic() < deadline, Path(f"/proc/{first}/stat").read_text()
+            time.sleep(0.05)
+        assert srv.proc is not None and first not in _children(srv.proc.pid)
+    finally:
+        srv.stop()

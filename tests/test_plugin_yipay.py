@@ -36,8 +36,8 @@ from helpers import (
     unique,
 )
 from peers.epay_server import EpayServer, epay_sign
-from web import TLS
 from sqlalchemy import func, select
+from web import TLS
 
 from rustbill import errors
 from rustbill.db import Database, PaymentNotification

@@ -305,9 +305,14 @@ def _auth(db: Database, settings: Settings) -> AuthService:
 @app.command()
 def serve() -> None:
     """Run the gRPC server (migrates the database and scans the plugins folder first)."""
-    from .server import serve as run_server
+    from .plugins.host import start_zygote_here
 
     settings = _settings()
+    # Before the server's own modules (the zygote and its workers do not need them) and before the
+    # log thread (the zygote is forked from a process of one thread).
+    start_zygote_here()
+    from .server import serve as run_server
+
     _setup_logging(settings.log.level, settings.log.format, background=True)
     with _database_errors_as_one_line(settings):
         run_server(settings)

@@ -1,8 +1,12 @@
 """The zygote: the one process that forks plugin workers.
 
-The server starts it once (``python -m rustbill.plugins.zygote FD``) with one end of a
-SOCK_SEQPACKET socket pair as FD. It imports what every worker needs (the SDK, httpx, the
-loader) once, so that the forked workers share those pages, and then waits for requests:
+``rustbill serve`` forks it from itself as its first step, before the server starts any thread
+(``fork_from_here``): it then has every module the server imported, the SDK, httpx and the loader
+among them, without starting an interpreter and importing them again. Any other process (a
+server started in-process, a zygote that died and is started again) runs it as an interpreter of
+its own: ``python -m rustbill.plugins.zygote FD PID``, which imports what every worker needs.
+Either way it talks over one end of a SOCK_SEQPACKET socket pair, the workers it forks share its
+pages, and it waits for requests:
 
 - ``{"id": n, ...}`` with a stream socket attached (SCM_RIGHTS) → forks a worker serving that
   socket and answers ``{"id": n, "pid": pid}``;
@@ -20,21 +24,24 @@ from __future__ import annotations
 
 import gc
 
-# The Python documentation's advice for a process that forks: the collector off from the start,
-# gc.freeze() before forking (main()), on again in each child (_child()).
-gc.disable()
+if __name__ == "__main__":
+    # The Python documentation's advice for a process that forks: the collector off from the
+    # start, gc.freeze() before forking (_serve()), on again in each child (_child()).
+    gc.disable()
 
-import ctypes  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import resource  # noqa: E402
-import selectors  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import sys  # noqa: E402
-from typing import Any  # noqa: E402
+import contextlib
+import ctypes
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import sys
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+_M_ARENA_MAX = -8  # glibc's mallopt() parameter (malloc.h)
 _PR_SET_NAME = 15
 
 
@@ -54,9 +61,55 @@ def _name(name: str) -> None:
         pass
 
 
+def fork_from_here() -> tuple[int, socket.socket] | None:
+    """Fork the zygote from this process: (its pid, this side's end of its control socket), or
+    None when this process already runs a thread besides this one (a lock another thread held at
+    the fork would stay locked in the zygote forever) or cannot fork.
+
+    The zygote is this process's child; whoever takes it must reap it (``os.waitpid``)."""
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+    if threads != 1 or not hasattr(os, "fork"):
+        return None
+    from . import worker  # noqa: F401  (imported before the fork: the server and the zygote share it)
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent = os.getpid()
+    pid = os.fork()
+    if pid != 0:
+        theirs.close()
+        return pid, ours
+    code = 70
+    try:
+        gc.disable()
+        ours.close()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        # What the server sets for a zygote started as an interpreter: at most two malloc arenas
+        # (a worker's threads would each reserve 64 MiB of address space, which counts against
+        # plugins.memory_limit_mb); here glibc has already read the environment, so mallopt says it.
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            ctypes.CDLL(None).mallopt(_M_ARENA_MAX, int(os.environ["MALLOC_ARENA_MAX"]))
+        _serve(theirs, parent)
+    except (BrokenPipeError, ConnectionResetError):
+        code = 0  # the server ended first (it could not listen, say): nothing to report
+    except BaseException:  # (the child must never return into the server)
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
 def main() -> None:
-    ctl = socket.socket(fileno=int(sys.argv[1]))
-    parent = int(sys.argv[2])
+    _serve(socket.socket(fileno=int(sys.argv[1])), int(sys.argv[2]))
+
+
+def _serve(ctl: socket.socket, parent: int) -> None:
     die_with_parent()
     if os.getppid() != parent:
         os._exit(0)  # the server ended before we could follow it
@@ -65,8 +118,8 @@ def main() -> None:
     from . import worker
 
     worker.preload()
-    # (the collector has been off since this module started: a collection now would free objects
-    # in the middle of pages that every worker would then fill, and so copy)
+    # (the collector has been off since this process started or forked: a collection now would
+    # free objects in the middle of pages that every worker would then fill, and so copy)
     gc.freeze()  # the workers' collector leaves the shared objects alone
 
     wake_r, wake_w = os.pipe()
