@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import _common  # noqa: F401  (servers as an operator starts them: new interpreters, not the tests' fork server)
-from helpers import TEST_PLUGINS, Databases, ServerProcess, create_interface, md
+from helpers import TEST_PLUGINS, Databases, ServerProcess, child_pids, create_interface, md
 
 TRIVIAL = '''"""Bench plugin {n}: a trivial query_price."""
 from decimal import Decimal
@@ -125,19 +125,6 @@ async def runtime_part(quick: bool) -> dict[str, float]:
     return out
 
 
-def proc_children(pid: int) -> list[int]:
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(entry))
-    return kids
-
-
 def memory(pid: int) -> tuple[float, float]:
     """(RSS, PSS) in MB of ``pid`` and all its descendants."""
     rss = pss = 0.0
@@ -152,7 +139,7 @@ def memory(pid: int) -> tuple[float, float]:
                     pss += int(line.split()[1]) / 1024
         except OSError:
             continue
-        todo.extend(proc_children(p))
+        todo.extend(child_pids(p))
     return rss, pss
 
 
@@ -206,17 +193,17 @@ def server_part(quick: bool) -> dict[str, float]:
         assert srv.proc is not None
         out["rss_mb"], out["pss_mb"] = memory(srv.proc.pid)
         out["interfaces"] = len(ifaces)
-        out["workers"] = sum(len(proc_children(z)) for z in proc_children(srv.proc.pid))
+        out["workers"] = sum(len(child_pids(z)) for z in child_pids(srv.proc.pid))
         time.sleep(12)  # idle workers stop (worker_idle_seconds = 8 here, 120 by default)
         out["idle_rss_mb"], out["idle_pss_mb"] = memory(srv.proc.pid)
-        out["idle_workers"] = sum(len(proc_children(z)) for z in proc_children(srv.proc.pid))
+        out["idle_workers"] = sum(len(child_pids(z)) for z in child_pids(srv.proc.pid))
         # (e) kill a worker; time until its plugin answers again (each time another plugin's: five
         # faults of one plugin within a minute would suspend it, by design)
         samples = []
         for k in range(3 if quick else 10):
             req = price(ifaces[k * per].id)
             stub.QueryPrice(req, metadata=meta, timeout=5)  # (its worker may have stopped when idle)
-            before = set(w for z in proc_children(srv.proc.pid) for w in proc_children(z))
+            before = set(w for z in child_pids(srv.proc.pid) for w in child_pids(z))
             victim = _worker_of(before, f"bench_p{k:03d}")
             t = time.perf_counter()
             os.kill(victim, signal.SIGKILL)

@@ -311,6 +311,20 @@ def run_cli(
     return _cli_forks.run(args, cwd=cwd, env=env, stdin=stdin, timeout=timeout)
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
 # ---------------------------------------------------------------- server processes
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
-from helpers import TEST_PLUGINS, Databases, ServerProcess, create_interface, md, raises_code
+from helpers import TEST_PLUGINS, Databases, ServerProcess, child_pids, create_interface, md, raises_code
 
 from rustbill.pb import integration_pb2 as pb
 
@@ -261,16 +261,7 @@ def _ignore(fn: Any) -> None:
 def _worker_pids(srv: ServerProcess) -> list[int]:
     """Processes whose parent's parent is the server (the zygote's children)."""
     assert srv.proc is not None
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    return [w for z in children.get(srv.proc.pid, []) for w in children.get(z, [])]
+    return [w for z in child_pids(srv.proc.pid) for w in child_pids(z)]
 
 
 def _alive(pid: int) -> bool:
@@ -281,23 +272,10 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
 def _zygote(srv: ServerProcess) -> tuple[int, str]:
     """The server's plugin zygote: (pid, command line)."""
     assert srv.proc is not None
-    found = [p for p in _children(srv.proc.pid) if Path(f"/proc/{p}/comm").read_text().strip() == "rb:zygote"]
+    found = [p for p in child_pids(srv.proc.pid) if Path(f"/proc/{p}/comm").read_text().strip() == "rb:zygote"]
     assert len(found) == 1, found
     return found[0], Path(f"/proc/{found[0]}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
@@ -314,8 +292,16 @@ def test_a_zygote_that_dies_is_reaped_and_started_again(tmp_path: Path, database
         assert srv.stub().QueryPrice(request, metadata=md(token), timeout=10).amount
         first, cmdline = _zygote(srv)
         assert "rustbill.plugins.zygote" not in cmdline, cmdline  # forked from the server
+        workers = child_pids(first)
+        assert workers
         os.kill(first, 9)
         deadline = time.monotonic() + 15
+        while Path(f"/proc/{first}").exists():  # reaped by the server: not even a zombie
+            assert time.monotonic() < deadline, Path(f"/proc/{first}/stat").read_text()
+            time.sleep(0.05)
+        while any(_alive(w) for w in workers):  # its workers die with it
+            assert time.monotonic() < deadline, workers
+            time.sleep(0.05)
         while True:
             try:
                 assert srv.stub().QueryPrice(request, metadata=md(token), timeout=10).amount
@@ -325,9 +311,5 @@ def test_a_zygote_that_dies_is_reaped_and_started_again(tmp_path: Path, database
                 time.sleep(0.2)
         second, cmdline = _zygote(srv)
         assert second != first and "-m rustbill.plugins.zygote" in cmdline, cmdline
-        while Path(f"/proc/{first}").exists():  # reaped: not even a zombie
-            assert time.monotonic() < deadline, Path(f"/proc/{first}/stat").read_text()
-            time.sleep(0.05)
-        assert srv.proc is not None and first not in _children(srv.proc.pid)
     finally:
         srv.stop()
