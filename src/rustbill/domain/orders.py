@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypedDict
 
@@ -42,9 +43,21 @@ from ..errors import FailedPrecondition, InvalidArgument
 from .ledger import Ledger, parse_amount
 from .providers import Providers
 
-__all__ = ["Orders"]
+__all__ = ["OrderRequest", "Orders"]
 
 log = logging.getLogger("rustbill.orders")
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """An order as its caller placed it (CreateUpstreamInstance)."""
+
+    interface_id: uuid.UUID
+    spec: dict[str, Any]
+    has_spec: bool  # (a request without server_spec is a retry's, answered from its key alone)
+    idempotency_key: str | None
+    principal: Principal | None  # None or an admin: ordered without a debit
+    max_price: str | None = None  # the ``max-price`` header as sent (rule 2)
 
 
 class _Order(TypedDict):
@@ -62,29 +75,15 @@ class Orders:
         self._ledger = ledger
         self._running: set[asyncio.Task[Instance]] = set()
 
-    async def create(
-        self,
-        interface_id: uuid.UUID,
-        spec: dict[str, Any],
-        *,
-        has_spec: bool,
-        idempotency_key: str | None,
-        principal: Principal | None,
-        max_price: str | None = None,
-    ) -> Instance:
+    async def create(self, request: OrderRequest) -> Instance:
         """Place an order. It runs to its end even when the caller goes away (a reseller whose
         request timed out, a dropped connection): its outcome is then settled, and a retry with the
-        same key finds it instead of an order left half-done. ``max_price``: the ``max-price``
-        header as sent (rule 2)."""
-        limit = parse_amount(max_price.strip(), "max-price") if max_price is not None else None
+        same key finds it instead of an order left half-done."""
+        sent = request.max_price
+        limit = parse_amount(sent.strip(), "max-price") if sent is not None else None
         if limit is not None and limit < 0:
             raise InvalidArgument(f"max-price must not be negative, got {limit}")
-        task = asyncio.ensure_future(
-            self._create(
-                interface_id, spec, has_spec=has_spec, idempotency_key=idempotency_key, principal=principal,
-                max_price=limit,
-            )
-        )  # fmt: skip
+        task = asyncio.ensure_future(self._create(request, limit))
         self._running.add(task)
         task.add_done_callback(self._finished)
         return await asyncio.shield(task)
@@ -100,17 +99,10 @@ class Orders:
             log.info("waiting up to %.0fs for %d order(s) in progress", grace, len(self._running))
             await asyncio.wait(list(self._running), timeout=grace)
 
-    async def _create(
-        self,
-        interface_id: uuid.UUID,
-        spec: dict[str, Any],
-        *,
-        has_spec: bool,
-        idempotency_key: str | None,
-        principal: Principal | None,
-        max_price: Decimal | None,
-    ) -> Instance:
-        order: _Order = {"has_spec": has_spec, "idempotency_key": idempotency_key}
+    async def _create(self, request: OrderRequest, max_price: Decimal | None) -> Instance:
+        interface_id, spec, principal = request.interface_id, request.spec, request.principal
+        idempotency_key = request.idempotency_key
+        order: _Order = {"has_spec": request.has_spec, "idempotency_key": idempotency_key}
         if principal is None or principal.is_admin:
             customer = principal.user_id if principal is not None else None
             return await self._providers.create_instance(interface_id, spec, customer_id=customer, **order)
@@ -123,7 +115,7 @@ class Orders:
                 except Exception:
                     await self._refund_if_gone(prior, principal)
                     raise
-        if not has_spec:
+        if not request.has_spec:
             raise InvalidArgument("server_spec is required")
         amount, quote = await self._price(interface_id, spec)
         if max_price is not None and amount > max_price:

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from ..domain import Catalog, HealthService, Providers
-from ..domain.orders import Orders
+from ..domain.orders import OrderRequest, Orders
 from ..ids import parse_uuid, rfc3339
 from ..pb import common_pb2, product_pb2
 from ..pb import integration_pb2 as pb
@@ -186,12 +186,14 @@ class IntegrationServicer:
     async def CreateUpstreamInstance(self, request: pb.UpstreamOrderRequest, call: Ctx) -> pb.UpstreamOrderResponse:
         spec = _spec(request.server_spec)
         inst = await self._orders.create(
-            parse_uuid(request.interface_id, "interface_id"),
-            spec,
-            has_spec=request.HasField("server_spec"),
-            idempotency_key=call.metadata.get("idempotency-key"),
-            principal=call.principal,
-            max_price=call.metadata.get("max-price"),
+            OrderRequest(
+                interface_id=parse_uuid(request.interface_id, "interface_id"),
+                spec=spec,
+                has_spec=request.HasField("server_spec"),
+                idempotency_key=call.metadata.get("idempotency-key"),
+                principal=call.principal,
+                max_price=call.metadata.get("max-price"),
+            )
         )
         return convert.order_reply(inst)
 
