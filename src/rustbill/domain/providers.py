@@ -664,10 +664,10 @@ class Providers:
                 try:
                     async with self._db.write() as s:
                         res = await s.execute(update(Instance).where(*mine).values(**values))
-                        gone = res.rowcount == 0 and await s.get(Instance, row.id) is None  # type: ignore[attr-defined]
+                        gone = rowcount(res) == 0 and await s.get(Instance, row.id) is None
                     if gone:
                         await self._record_again(b, row, values)
-                    if res.rowcount or gone:  # type: ignore[attr-defined]
+                    if rowcount(res) or gone:
                         log.info(
                             "order %s settled (late answer): provider %s answered create_instance after the "
                             "host stopped waiting: instance %s recorded", row.id, b.display_name, result["instance_id"],
