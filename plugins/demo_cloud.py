@@ -1,9 +1,10 @@
 """demo_cloud — a small first-party provider that prices servers from rules in its config.
 
-It opens no real servers: instances live in memory of the server process. Use it to try the
+It opens no real servers: instances live in the memory of its worker process. Use it to try the
 provider RPCs end to end, and as a template for a real provider plugin (see docs/plugins.md).
 """
 
+import html
 from decimal import Decimal
 
 from rustbill import sdk
@@ -110,8 +111,18 @@ def get_upstream_balance(config):
 
 
 def admin_page(config):
-    rows = "".join(f"<tr><td>{i['instance_id']}</td><td>{i['status']}</td></tr>" for i in _instances.values())
-    return {"title": "Demo cloud", "html": f"<h1>Demo cloud</h1><table>{rows}</table>"}
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(i['instance_id'])}</td><td>{e(i['status'])}</td><td>{e(i['ip_address'] or '')}</td></tr>"
+        for i in _instances.values()
+    )
+    table = (
+        f"<table><tr><th>Instance</th><th>Status</th><th>IP address</th></tr>{rows}</table>"
+        if rows
+        else "<p>No instances yet: an order placed on this interface (CreateUpstreamInstance) opens one.</p>"
+    )
+    note = "<p>Instances of this demo live in its worker process only: they are gone when it restarts.</p>"
+    return {"title": "Demo cloud", "html": sdk.admin_html("Demo cloud", "Demo cloud", [note, table], "")}
 
 
 def admin_list_instances(config):

@@ -38,7 +38,7 @@ def _preload() -> None:
     import alembic.config
     import alembic.runtime.migration
     import alembic.script  # noqa: F401
-    import sqlalchemy.ext.asyncio  # noqa: F401
+    import sqlalchemy.ext.asyncio
 
     import rustbill.auth
     import rustbill.cli

@@ -9,7 +9,7 @@ import uuid
 
 import grpc
 import pytest
-from helpers import ServerProcess, create_interface, md, new_uuid, query_db, raises_code, unique
+from helpers import SHIPPED_PLUGINS, ServerProcess, create_interface, md, new_uuid, query_db, raises_code, unique
 
 from rustbill.pb import common_pb2, order_pb2, product_pb2
 from rustbill.pb import integration_pb2 as pb
@@ -257,6 +257,26 @@ def test_admin_page(stub, provider, admin_token: str) -> None:
     plain = create_interface(stub, admin_token, "t_notifier")
     with raises_code(grpc.StatusCode.NOT_FOUND, "has no admin page"):
         stub.GetPluginAdminPage(pb.GetPluginAdminPageRequest(interface_id=plain.id), metadata=md(admin_token))
+
+
+def test_demo_cloud_admin_page_lists_its_instances(fresh_server: ServerProcess) -> None:
+    """The example provider's page (the one a plugin author copies): the shared page look, an empty
+    state that says what to do, then its instances."""
+    fresh_server.add_plugin(SHIPPED_PLUGINS / "demo_cloud.py")
+    fresh_server.start()
+    stub, admin_token = fresh_server.stub(), fresh_server.token()
+    demo = create_interface(stub, admin_token, "demo_cloud")
+    get = pb.GetPluginAdminPageRequest(interface_id=demo.id)
+    page = stub.GetPluginAdminPage(get, metadata=md(admin_token))
+    assert page.title == "Demo cloud" and "<style>" in page.html_content
+    assert "No instances yet" in page.html_content and "<table>" not in page.html_content
+    spec = order_pb2.ServerSpec(cpu_cores=1, memory_gb=1, disk_gb=10, region="us-west")
+    reply = stub.CreateUpstreamInstance(
+        pb.UpstreamOrderRequest(interface_id=demo.id, server_spec=spec), metadata=md(admin_token)
+    )
+    html = stub.GetPluginAdminPage(get, metadata=md(admin_token)).html_content
+    assert "<th>Instance</th><th>Status</th><th>IP address</th>" in html
+    assert f"<td>{reply.provider_instance_id}</td><td>running</td><td>{reply.ip_address}</td>" in html
 
 
 def test_call_action_merges_args_into_config(stub, provider, admin_token: str) -> None:
