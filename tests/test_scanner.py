@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
-from helpers import TEST_PLUGINS, ServerProcess, create_interface, md, raises_code
+from helpers import SHIPPED_PLUGINS, TEST_PLUGINS, ServerProcess, create_interface, md, raises_code
 
 from rustbill.pb import integration_pb2 as pb
 
@@ -421,3 +422,34 @@ def test_plugins_removed_while_stopped(fresh_server: ServerProcess) -> None:
         wait_until(works, "QueryPrice works after the file came back")
     finally:
         again.stop()
+
+
+def test_a_new_plugin_is_never_listed_half_loaded(fresh_server: ServerProcess) -> None:
+    """A plugin file dropped into a running server's folder is listed with its schema from the first
+    listing that shows it (seen in CI: listed while its row was written, with config_schema "")."""
+    fresh_server.start()
+    stub, token = fresh_server.stub(), fresh_server.token()
+    schemas: list[str] = []
+    stop = threading.Event()
+
+    def list_again_and_again() -> None:
+        while not stop.is_set():
+            listed = stub.ListPlugins(pb.ListPluginsRequest(), metadata=md(token)).plugins
+            schemas.extend(p.config_schema for p in listed)
+
+    listers = [threading.Thread(target=list_again_and_again) for _ in range(3)]
+    for t in listers:
+        t.start()
+    try:
+        names = ("demo_cloud", "webhook", "email", "yipay", "bank_transfer", "log_notifier")
+        for name in names:
+            fresh_server.add_plugin(SHIPPED_PLUGINS / f"{name}.py")
+        deadline = time.monotonic() + 20
+        while len(stub.ListPlugins(pb.ListPluginsRequest(), metadata=md(token)).plugins) < len(names):
+            assert time.monotonic() < deadline, "the plugins were never all listed"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in listers:
+            t.join()
+    assert schemas and all(json.loads(s) for s in schemas), f"{schemas.count('')} listings without a schema"

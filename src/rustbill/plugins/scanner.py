@@ -150,8 +150,19 @@ class PluginScanner:
             return
         self._broken.pop(pid, None)
         self._registry.load_errors.pop(pid, None)
-        await self._upsert(loaded)
-        self._registry.put(loaded)
+        if current is None:
+            # Registered before its row is written: a listing that sees the row sees its schema
+            # and description too, never a plugin half there (ListPlugins reads rows, then the registry).
+            self._registry.put(loaded)
+            try:
+                await self._upsert(loaded)
+            except BaseException:
+                self._registry.remove(pid)
+                self._stat.pop(path, None)  # (the next scan tries again)
+                raise
+        else:
+            await self._upsert(loaded)
+            self._registry.put(loaded)
         (report.changed if current is not None else report.added).append(pid)
         if current is None:
             log.info("plugin %s loaded (%s, version %s)", pid, loaded.plugin_type, loaded.version)
