@@ -77,6 +77,9 @@ def fork_from_here() -> tuple[int, socket.socket] | None:
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     parent = os.getpid()
+    for stream in (sys.stdout, sys.stderr):  # (else what they hold would be written again by a worker)
+        with contextlib.suppress(Exception):
+            stream.flush()
     pid = os.fork()
     if pid != 0:
         theirs.close()
